@@ -1,0 +1,146 @@
+/*
+ * batch.h: the engine of mod_influx_metrics.
+ *
+ * Everything here depends on APR and the C library only, never on httpd, so the
+ * engine links into unit tests and benchmarks without a server. The glue
+ * (mod_influx_metrics.c) turns a request_rec into an imx_point_t and pushes it;
+ * a flusher thread per process drains, encodes line protocol and hands the bytes
+ * to a send callback (http_send.c provides the libcurl one).
+ */
+#ifndef IMX_BATCH_H
+#define IMX_BATCH_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include <apr_pools.h>
+#include <apr_time.h>
+
+/* Longest method name stored inline; longer (unregistered) ones become "OTHER". */
+#define IMX_METHOD_MAX 18
+
+/* Per-server tag text, escaped once at startup and valid for the process's life. */
+typedef struct imx_series {
+    const char *vhost;          /* ",vhost=<escaped ServerName>" */
+    const char *tags;           /* ",k=v,k2=v2" static tags, escaped; may be "" */
+} imx_series_t;
+
+/* One request, as the request path hands it over. Fixed size, no pointers into
+ * request memory: the strings pointed to live at least as long as the engine. */
+typedef struct imx_point {
+    int64_t ts_ns;              /* request start, made unique per series */
+    int64_t duration_us;
+    int64_t bytes_sent;
+    const imx_series_t *series; /* never NULL */
+    const char *route;          /* escaped tag value, or NULL */
+    uint16_t status;
+    char method[IMX_METHOD_MAX];
+} imx_point_t;
+
+/* ------------------------------------------------------------------------- */
+/* Line protocol (lineproto.c)                                                */
+
+/* Which escaping rules apply: they differ between measurement names and
+ * tag keys/values/field keys (see lineproto.c). */
+typedef enum {
+    IMX_ESC_MEASUREMENT,
+    IMX_ESC_TAG                 /* tag keys, tag values, field keys */
+} imx_esc_kind_t;
+
+/* Escapes `in` (len bytes) into out (capacity outsz, NUL-terminated).
+ * Returns the length written, or (size_t)-1 when out is too small.
+ * Bytes that line protocol cannot carry at all (NUL, CR, LF, other control
+ * characters) are replaced by '?', since no escape for them exists. */
+size_t imx_escape(char *out, size_t outsz, const char *in, size_t len,
+                  imx_esc_kind_t kind);
+
+/* The same, allocated from pool p. */
+char *imx_pescape(apr_pool_t *p, const char *in, imx_esc_kind_t kind);
+
+/* Upper bound of one encoded line for `pt` with the given line prefix length. */
+size_t imx_line_max(size_t prefix_len, const imx_point_t *pt);
+
+/* Appends one line ("prefix,vhost=...,method=..,status=.. fields ts\n") at out,
+ * which must hold imx_line_max() bytes. Returns bytes written. */
+size_t imx_encode_line(char *out, const char *prefix, size_t prefix_len,
+                       const imx_point_t *pt);
+
+/* ------------------------------------------------------------------------- */
+/* Sending                                                                    */
+
+typedef enum {
+    IMX_SEND_OK = 0,            /* stored */
+    IMX_SEND_RETRY,             /* transient: keep the batch, try again later */
+    IMX_SEND_REJECT             /* permanent for these bytes: count and drop */
+} imx_send_result_t;
+
+/* Posts one batch. body is line protocol (gzip-compressed when gzipped != 0).
+ * deadline: the absolute time by which it must return. On failure, a short
+ * description goes into err (never a secret). Called from the flusher only. */
+typedef imx_send_result_t imx_send_fn(void *ctx, const char *body, size_t len,
+                                      int gzipped, apr_time_t deadline,
+                                      char *err, size_t errsz);
+
+/* Levels follow syslog numbering, like APLOG_*. */
+#define IMX_LOG_ERR     3
+#define IMX_LOG_WARNING 4
+#define IMX_LOG_NOTICE  5
+#define IMX_LOG_INFO    6
+#define IMX_LOG_DEBUG   7
+
+typedef void imx_log_fn(void *ctx, int level, const char *msg);
+
+/* ------------------------------------------------------------------------- */
+/* The engine: bounded buffer + flusher                                       */
+
+typedef struct imx_engine imx_engine_t;
+
+typedef struct imx_engine_conf {
+    const char *line_prefix;    /* escaped "measurement,host=name" */
+    uint32_t capacity;          /* records held before drops, >= 2 */
+    uint32_t batch_size;        /* max points per send, >= 1 */
+    apr_interval_time_t flush_interval;
+    apr_interval_time_t shutdown_timeout;   /* budget for the final flush */
+    apr_interval_time_t retry_max_delay;    /* cap of the retry backoff */
+    int gzip;
+    imx_send_fn *send;
+    void *send_ctx;
+    imx_log_fn *log;            /* may be NULL */
+    void *log_ctx;
+} imx_engine_conf_t;
+
+typedef struct imx_stats {
+    uint64_t recorded;          /* points accepted into the buffer */
+    uint64_t dropped_full;      /* points refused because the buffer was full */
+    uint64_t sent;              /* points the backend acknowledged */
+    uint64_t rejected;          /* points in batches the backend refused for good */
+    uint64_t dropped_exit;      /* points still unsent when the flusher gave up at exit */
+    uint64_t retries;           /* failed sends that will be tried again */
+    uint64_t batches;           /* successful sends */
+    uint64_t bytes;             /* body bytes of successful sends */
+    uint64_t buffered;          /* points waiting (buffer + pending batch) */
+} imx_stats_t;
+
+/* Creates the engine with all its memory from p (the buffer is allocated here,
+ * once). Does not start a thread. Returns NULL and fills err on bad conf. */
+imx_engine_t *imx_engine_create(apr_pool_t *p, const imx_engine_conf_t *conf,
+                                char *err, size_t errsz);
+
+/* Request path. Never blocks, never allocates: returns 1 when buffered,
+ * 0 when dropped (buffer full or engine stopping). Thread-safe. */
+int imx_push(imx_engine_t *e, const imx_point_t *pt);
+
+/* Starts the flusher thread (its own pool, child of p). */
+apr_status_t imx_engine_start(imx_engine_t *e, apr_pool_t *p);
+
+/* Stops accepting work, flushes what is held within shutdown_timeout, joins
+ * the flusher. Safe to call more than once and without start. */
+void imx_engine_stop(imx_engine_t *e);
+
+/* Without a thread: drain and send everything now (tests, benchmarks). Returns
+ * the number of points the backend accepted in this call. */
+uint64_t imx_engine_flush_now(imx_engine_t *e, apr_time_t deadline);
+
+void imx_engine_stats(imx_engine_t *e, imx_stats_t *st);
+
+#endif /* IMX_BATCH_H */
