@@ -16,25 +16,24 @@
 #include <apr_pools.h>
 #include <apr_time.h>
 
-/* Longest method name stored inline; longer (unregistered) ones become "OTHER". */
-#define IMX_METHOD_MAX 18
-
 /* Per-server tag text, escaped once at startup and valid for the process's life. */
 typedef struct imx_series {
     const char *vhost;          /* ",vhost=<escaped ServerName>" */
     const char *tags;           /* ",k=v,k2=v2" static tags, escaped; may be "" */
 } imx_series_t;
 
-/* One request, as the request path hands it over. Fixed size, no pointers into
- * request memory: the strings pointed to live at least as long as the engine. */
+/* One request, as the request path hands it over. Fixed size (56 bytes, so a
+ * buffer cell with its sequence number is one 64-byte cache line) and no
+ * pointers into request memory: every string pointed to is escaped once at
+ * startup and lives at least as long as the engine. */
 typedef struct imx_point {
     int64_t ts_ns;              /* request start, made unique per series */
     int64_t duration_us;
     int64_t bytes_sent;
     const imx_series_t *series; /* never NULL */
+    const char *method;         /* escaped tag value, never NULL */
     const char *route;          /* escaped tag value, or NULL */
-    uint16_t status;
-    char method[IMX_METHOD_MAX];
+    uint32_t status;
 } imx_point_t;
 
 /* ------------------------------------------------------------------------- */
@@ -48,9 +47,11 @@ typedef enum {
 } imx_esc_kind_t;
 
 /* Escapes `in` (len bytes) into out (capacity outsz, NUL-terminated).
- * Returns the length written, or (size_t)-1 when out is too small.
- * Bytes that line protocol cannot carry at all (NUL, CR, LF, other control
- * characters) are replaced by '?', since no escape for them exists. */
+ * Returns the length written, or (size_t)-1 when out is too small (outsz of
+ * 2 * len + 1 always suffices). Line protocol has no escape for newlines or
+ * other control bytes: LF, CR and TAB become the two characters \n, \r, \t
+ * (as the official clients do), other control bytes and invalid UTF-8 become
+ * '?'. Nothing the input holds can end the value, the tag set or the line. */
 size_t imx_escape(char *out, size_t outsz, const char *in, size_t len,
                   imx_esc_kind_t kind);
 
@@ -74,8 +75,13 @@ typedef enum {
     IMX_SEND_REJECT             /* permanent for these bytes: count and drop */
 } imx_send_result_t;
 
+/* Optional: called from another thread (at shutdown) so that a send in
+ * progress returns by `deadline` at the latest. */
+typedef void imx_send_limit_fn(void *ctx, apr_time_t deadline);
+
 /* Posts one batch. body is line protocol (gzip-compressed when gzipped != 0).
- * deadline: the absolute time by which it must return. On failure, a short
+ * deadline: 0, or an absolute time by which it must return even if its own
+ * timeout is longer (set during shutdown). On failure, a short
  * description goes into err (never a secret). Called from the flusher only. */
 typedef imx_send_result_t imx_send_fn(void *ctx, const char *body, size_t len,
                                       int gzipped, apr_time_t deadline,
@@ -104,6 +110,7 @@ typedef struct imx_engine_conf {
     apr_interval_time_t retry_max_delay;    /* cap of the retry backoff */
     int gzip;
     imx_send_fn *send;
+    imx_send_limit_fn *send_limit;  /* may be NULL */
     void *send_ctx;
     imx_log_fn *log;            /* may be NULL */
     void *log_ctx;
@@ -142,5 +149,32 @@ void imx_engine_stop(imx_engine_t *e);
 uint64_t imx_engine_flush_now(imx_engine_t *e, apr_time_t deadline);
 
 void imx_engine_stats(imx_engine_t *e, imx_stats_t *st);
+
+/* ------------------------------------------------------------------------- */
+/* The libcurl sender (http_send.c)                                           */
+
+typedef struct imx_http imx_http_t;
+
+typedef struct imx_http_conf {
+    const char *url;            /* whole write URL; may hold user:pass@ */
+    const char *token;          /* sent as "Authorization: Token ..."; may be NULL */
+    apr_interval_time_t timeout;    /* per POST */
+    int tls_verify;             /* 1 unless explicitly disabled */
+    const char *ca_file;        /* may be NULL */
+} imx_http_conf_t;
+
+/* The URL without user info and query, safe to log. */
+const char *imx_url_redacted(apr_pool_t *p, const char *url);
+
+/* One easy handle, reused for every POST (keep-alive). Call curl_global_init
+ * before, in a single thread. Returns NULL with err filled on failure. */
+imx_http_t *imx_http_create(apr_pool_t *p, const imx_http_conf_t *conf,
+                            char *err, size_t errsz);
+
+/* imx_send_fn and imx_send_limit_fn implementations; ctx is the imx_http_t. */
+imx_send_result_t imx_http_send(void *ctx, const char *body, size_t len,
+                                int gzipped, apr_time_t deadline,
+                                char *err, size_t errsz);
+void imx_http_limit(void *ctx, apr_time_t deadline);
 
 #endif /* IMX_BATCH_H */

@@ -1,0 +1,58 @@
+# mod_influx_metrics: build with apxs, test with the C unit tests and pytest.
+APXS     ?= apxs
+APR_CFG  ?= apr-1-config
+PYTHON   ?= /usr/bin/python3
+CC       ?= cc
+
+SRCS     = mod_influx_metrics.c batch.c lineproto.c http_send.c
+ENGINE   = batch.c lineproto.c http_send.c
+HDRS     = batch.h
+MODULE   = .libs/mod_influx_metrics.so
+WARN     = -Wall -Wextra
+APR_INC  = $(shell $(APR_CFG) --includes --cppflags)
+APR_LIB  = $(shell $(APR_CFG) --link-ld --libs)
+UNIT_CFLAGS = -std=gnu11 -g -O1 $(WARN) -Werror $(APR_INC) -I.
+UNIT_LIBS   = $(APR_LIB) -lcurl -lz -lpthread
+
+# Where `make install` puts the Debian-style load/conf files.
+APACHE_MODS_AVAILABLE ?= /etc/apache2/mods-available
+
+.PHONY: all install unit test test-unit test-integration clean lint
+
+all: $(MODULE)
+
+$(MODULE): $(SRCS) $(HDRS)
+	$(APXS) -c -Wc,-std=gnu11 -Wc,-Wall -Wc,-Wextra -Wc,-Werror -Wc,-O2 \
+	    -o mod_influx_metrics.so $(SRCS) -lcurl -lz
+
+install: $(MODULE)
+	$(APXS) -i -n influx_metrics $(MODULE)
+	install -d $(DESTDIR)$(APACHE_MODS_AVAILABLE)
+	install -m 644 conf/influx_metrics.load conf/influx_metrics.conf $(DESTDIR)$(APACHE_MODS_AVAILABLE)/
+
+# Unit tests: the engine without httpd, under ASan+UBSan, and the buffer and
+# flusher under TSan.
+tests/unit/test_engine.asan: tests/unit/test_engine.c $(ENGINE) $(HDRS)
+	$(CC) $(UNIT_CFLAGS) -fsanitize=address,undefined -fno-sanitize-recover=all \
+	    -o $@ tests/unit/test_engine.c $(ENGINE) $(UNIT_LIBS)
+
+tests/unit/test_engine.tsan: tests/unit/test_engine.c $(ENGINE) $(HDRS)
+	$(CC) $(UNIT_CFLAGS) -fsanitize=thread -o $@ tests/unit/test_engine.c $(ENGINE) $(UNIT_LIBS)
+
+unit: tests/unit/test_engine.asan tests/unit/test_engine.tsan
+
+test-unit: unit
+	./tests/unit/test_engine.asan
+	TSAN_OPTIONS=halt_on_error=1 ./tests/unit/test_engine.tsan stress
+
+test-integration: $(MODULE)
+	$(PYTHON) -m pytest -q -p no:cacheprovider tests
+
+test: test-unit test-integration
+
+lint:
+	cppcheck --quiet --error-exitcode=1 --enable=warning,portability \
+	    --suppress=missingIncludeSystem $(APR_INC) -I. $(SRCS)
+
+clean:
+	rm -rf .libs *.la *.lo *.o *.slo tests/unit/*.asan tests/unit/*.tsan

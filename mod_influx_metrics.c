@@ -1,0 +1,729 @@
+/*
+ * mod_influx_metrics.c: httpd glue of mod_influx_metrics.
+ *
+ * Directives, configuration merging and hooks live here; the buffer, the
+ * encoder and the sender (batch.c, lineproto.c, http_send.c) know nothing of
+ * httpd. Everything a request needs is prepared before the fork: escaped
+ * series strings per server, escaped routes per directory, method names. The
+ * log_transaction hook then only fills a fixed-size record and pushes it.
+ */
+#include <stdatomic.h>
+
+#include "httpd.h"
+#include "http_config.h"
+#include "http_core.h"
+#include "http_log.h"
+#include "http_protocol.h"
+#include "http_request.h"
+#include "ap_mpm.h"
+
+#include "apr_strings.h"
+#include "apr_lib.h"
+#include "apr_file_io.h"
+#include "apr_env.h"
+#include "apr_network_io.h"
+
+#include <curl/curl.h>
+
+#include "batch.h"
+
+static void *create_dir_conf(apr_pool_t *p, char *dir);
+static void *merge_dir_conf(apr_pool_t *p, void *basev, void *addv);
+static void *create_srv_conf(apr_pool_t *p, server_rec *s);
+static void *merge_srv_conf(apr_pool_t *p, void *basev, void *addv);
+static const command_rec imx_cmds[];
+static void imx_register_hooks(apr_pool_t *p);
+
+/* Defined first: AP_DECLARE_MODULE also does APLOG_USE_MODULE, so that
+ * LogLevel influx_metrics:<level> applies to every message below. */
+AP_DECLARE_MODULE(influx_metrics) = {
+    STANDARD20_MODULE_STUFF,
+    create_dir_conf,
+    merge_dir_conf,
+    create_srv_conf,
+    merge_srv_conf,
+    imx_cmds,
+    imx_register_hooks,
+    AP_MODULE_FLAG_NONE
+};
+
+#define UNSET (-1)
+
+/* Defaults of the global settings, in one place. */
+#define DEF_MEASUREMENT     "apache_request"
+#define DEF_FLUSH_INTERVAL  apr_time_from_sec(1)
+#define DEF_BATCH_SIZE      5000
+#define DEF_BUFFER_SIZE     65536
+#define DEF_TIMEOUT         apr_time_from_sec(5)
+#define DEF_GZIP            0
+/* The exit flush must end before httpd's stop escalates (SIGTERM again at
+ * 3 s, SIGKILL at 9 s): 2 s leaves room for the rest of the child's exit. */
+#define SHUTDOWN_TIMEOUT    apr_time_from_sec(2)
+#define RETRY_MAX_DELAY     apr_time_from_sec(30)
+
+/* Tag keys the module writes itself. */
+static const char *const reserved_tags[] = {
+    "host", "vhost", "method", "status", "route",
+    "time", "_measurement", "_field", NULL
+};
+
+typedef struct {
+    const char *key;
+    const char *val;
+} imx_tag_t;
+
+typedef struct {
+    /* Global: only the main server's values count (GLOBAL_ONLY directives). */
+    const char *url;            /* with precision=ns */
+    const char *token;
+    const char *measurement;
+    apr_interval_time_t flush_interval;
+    apr_interval_time_t timeout;
+    int batch_size;
+    int buffer_size;
+    int gzip;
+    /* Per server, merged into virtual hosts. */
+    apr_array_header_t *tags;   /* imx_tag_t, raw */
+    imx_series_t *series;       /* escaped, built in post_config */
+} imx_srv_conf_t;
+
+typedef struct {
+    int enabled;                /* UNSET, 0, 1 */
+    const char *route;          /* escaped, or NULL */
+} imx_dir_conf_t;
+
+/* Per process. */
+static imx_engine_t *engine;
+static const char *line_prefix;
+static const char *method_names[M_INVALID];    /* escaped, process lifetime */
+static int ts_span = 1, ts_thread_limit = 1;
+static _Atomic unsigned next_thread_id;
+static __thread unsigned thread_id;
+
+/* ------------------------------------------------------------------------- */
+/* Configuration                                                             */
+
+static void *create_srv_conf(apr_pool_t *p, server_rec *s)
+{
+    imx_srv_conf_t *c = apr_pcalloc(p, sizeof(*c));
+
+    (void)s;
+    c->flush_interval = UNSET;
+    c->timeout = UNSET;
+    c->batch_size = UNSET;
+    c->buffer_size = UNSET;
+    c->gzip = UNSET;
+    c->tags = apr_array_make(p, 2, sizeof(imx_tag_t));
+    return c;
+}
+
+#define MERGE(f, unset) c->f = (add->f != (unset)) ? add->f : base->f
+
+static void *merge_srv_conf(apr_pool_t *p, void *basev, void *addv)
+{
+    imx_srv_conf_t *base = basev, *add = addv;
+    imx_srv_conf_t *c = apr_pcalloc(p, sizeof(*c));
+    int i, j;
+
+    MERGE(url, NULL);
+    MERGE(token, NULL);
+    MERGE(measurement, NULL);
+    MERGE(flush_interval, UNSET);
+    MERGE(timeout, UNSET);
+    MERGE(batch_size, UNSET);
+    MERGE(buffer_size, UNSET);
+    MERGE(gzip, UNSET);
+    /* A vhost's tags add to the server's; the same key in the vhost wins. */
+    c->tags = apr_array_copy(p, add->tags);
+    for (i = 0; i < base->tags->nelts; i++) {
+        imx_tag_t *bt = &APR_ARRAY_IDX(base->tags, i, imx_tag_t);
+        for (j = 0; j < add->tags->nelts; j++) {
+            if (!strcmp(APR_ARRAY_IDX(add->tags, j, imx_tag_t).key, bt->key)) {
+                break;
+            }
+        }
+        if (j == add->tags->nelts) {
+            APR_ARRAY_PUSH(c->tags, imx_tag_t) = *bt;
+        }
+    }
+    return c;
+}
+
+static void *create_dir_conf(apr_pool_t *p, char *dir)
+{
+    imx_dir_conf_t *c = apr_pcalloc(p, sizeof(*c));
+
+    (void)dir;
+    c->enabled = UNSET;
+    return c;
+}
+
+static void *merge_dir_conf(apr_pool_t *p, void *basev, void *addv)
+{
+    imx_dir_conf_t *base = basev, *add = addv;
+    imx_dir_conf_t *c = apr_pcalloc(p, sizeof(*c));
+
+    MERGE(enabled, UNSET);
+    MERGE(route, NULL);
+    return c;
+}
+
+#undef MERGE
+
+static imx_srv_conf_t *srv_conf(server_rec *s)
+{
+    return ap_get_module_config(s->module_config, &influx_metrics_module);
+}
+
+#define CMD_SC(cmd) srv_conf((cmd)->server)
+
+static const char *bad(cmd_parms *cmd, const char *arg, const char *why)
+{
+    return apr_psprintf(cmd->pool, "%s: invalid value '%s': %s",
+                        cmd->directive->directive, arg, why);
+}
+
+/* "250ms", "2s" or "2" (seconds). */
+static const char *parse_duration(cmd_parms *cmd, const char *arg,
+                                  apr_interval_time_t min, apr_interval_time_t max,
+                                  apr_interval_time_t *out)
+{
+    char *end;
+    apr_int64_t n;
+    apr_interval_time_t v;
+
+    if (!apr_isdigit(*arg)) {
+        return bad(cmd, arg, "expected a duration such as 500ms or 2s");
+    }
+    errno = 0;
+    n = apr_strtoi64(arg, &end, 10);
+    if (errno || n > 86400000) {
+        return bad(cmd, arg, "out of range");
+    }
+    if (!strcmp(end, "ms")) {
+        v = apr_time_from_msec(n);
+    }
+    else if (!*end || !strcmp(end, "s")) {
+        v = apr_time_from_sec(n);
+    }
+    else {
+        return bad(cmd, arg, "unit must be ms or s");
+    }
+    if (v < min || v > max) {
+        return apr_psprintf(cmd->pool, "%s: invalid value '%s': must be between "
+                            "%" APR_TIME_T_FMT "ms and %" APR_TIME_T_FMT "s",
+                            cmd->directive->directive, arg,
+                            apr_time_as_msec(min), apr_time_sec(max));
+    }
+    *out = v;
+    return NULL;
+}
+
+static const char *parse_int(cmd_parms *cmd, const char *arg, long min, long max,
+                             int *out)
+{
+    char *end;
+    apr_int64_t n;
+
+    errno = 0;
+    n = apr_strtoi64(arg, &end, 10);
+    if (!apr_isdigit(*arg) || *end || errno || n < min || n > max) {
+        return apr_psprintf(cmd->pool, "%s: invalid value '%s': expected an integer "
+                            "from %ld to %ld", cmd->directive->directive, arg, min, max);
+    }
+    *out = (int)n;
+    return NULL;
+}
+
+static const char *set_url(cmd_parms *cmd, void *dc, const char *arg)
+{
+    const char *err = ap_check_cmd_context(cmd, GLOBAL_ONLY);
+    const char *rest, *q;
+    apr_size_t hostlen;
+
+    (void)dc;
+    if (err) {
+        return err;
+    }
+    if (!strncasecmp(arg, "http://", 7)) {
+        rest = arg + 7;
+    }
+    else if (!strncasecmp(arg, "https://", 8)) {
+        rest = arg + 8;
+    }
+    else {
+        return bad(cmd, arg, "must start with http:// or https://");
+    }
+    hostlen = strcspn(rest, "/?#");
+    if (hostlen == 0 || rest[hostlen - 1] == '@' || rest[hostlen - 1] == ':') {
+        return bad(cmd, imx_url_redacted(cmd->pool, arg), "no host");
+    }
+    if (strpbrk(arg, " \t\r\n")) {
+        return bad(cmd, imx_url_redacted(cmd->pool, arg), "contains white space");
+    }
+    if (strchr(arg, '#')) {
+        return bad(cmd, imx_url_redacted(cmd->pool, arg), "a fragment has no meaning here");
+    }
+    /* Timestamps are nanoseconds; make sure the server reads them so. */
+    q = strchr(arg, '?');
+    if (q) {
+        const char *p = ap_strstr_c(q, "precision=");
+        if (p && (p[-1] == '?' || p[-1] == '&')) {
+            if (strncmp(p + 10, "ns", 2) || (p[12] && p[12] != '&')) {
+                return bad(cmd, imx_url_redacted(cmd->pool, arg),
+                           "the module writes nanosecond timestamps: use precision=ns or leave it out");
+            }
+        }
+        else {
+            arg = apr_pstrcat(cmd->pool, arg, q[1] ? "&" : "", "precision=ns", NULL);
+        }
+    }
+    else {
+        arg = apr_pstrcat(cmd->pool, arg, "?precision=ns", NULL);
+    }
+    CMD_SC(cmd)->url = arg;
+    return NULL;
+}
+
+static const char *check_token(cmd_parms *cmd, const char *tok, const char *where)
+{
+    if (!*tok) {
+        return apr_psprintf(cmd->pool, "%s: the token from %s is empty",
+                            cmd->directive->directive, where);
+    }
+    /* Never echo the token: it would land in logs and terminals. */
+    for (const char *s = tok; *s; s++) {
+        if ((unsigned char)*s < 0x20 || *s == 0x7f) {
+            return apr_psprintf(cmd->pool, "%s: the token from %s contains a "
+                                "control character", cmd->directive->directive, where);
+        }
+    }
+    return NULL;
+}
+
+static const char *set_token(cmd_parms *cmd, void *dc, const char *arg)
+{
+    const char *err = ap_check_cmd_context(cmd, GLOBAL_ONLY);
+    const char *tok;
+
+    (void)dc;
+    if (err) {
+        return err;
+    }
+    if (!strncmp(arg, "file:", 5)) {
+        const char *path = ap_server_root_relative(cmd->pool, arg + 5);
+        char *data = NULL;
+        apr_file_t *f;
+        apr_finfo_t fi;
+        apr_size_t n;
+        apr_status_t rv;
+
+        if (!path || !arg[5]) {
+            return bad(cmd, arg, "no file name");
+        }
+        rv = apr_file_open(&f, path, APR_FOPEN_READ, APR_OS_DEFAULT, cmd->temp_pool);
+        if (rv == APR_SUCCESS) {
+            rv = apr_file_info_get(&fi, APR_FINFO_SIZE, f);
+        }
+        if (rv == APR_SUCCESS && fi.size > 16384) {
+            return apr_psprintf(cmd->pool, "%s: token file '%s' is larger than 16 KiB",
+                                cmd->directive->directive, path);
+        }
+        if (rv == APR_SUCCESS) {
+            n = (apr_size_t)fi.size;
+            data = apr_pcalloc(cmd->pool, n + 1);
+            rv = apr_file_read_full(f, data, n, &n);
+            if (rv == APR_EOF) {
+                rv = APR_SUCCESS;
+            }
+            data[n] = '\0';
+        }
+        if (rv != APR_SUCCESS) {
+            char buf[120];
+            return apr_psprintf(cmd->pool, "%s: cannot read token file '%s': %s",
+                                cmd->directive->directive, path,
+                                apr_strerror(rv, buf, sizeof(buf)));
+        }
+        /* Token files usually end with a newline; trim surrounding space. */
+        while (n && apr_isspace(data[n - 1])) {
+            data[--n] = '\0';
+        }
+        tok = data;
+        while (apr_isspace(*tok)) {
+            tok++;
+        }
+        err = check_token(cmd, tok, apr_pstrcat(cmd->pool, "file '", path, "'", NULL));
+    }
+    else if (!strncmp(arg, "env:", 4)) {
+        char *val = NULL;
+        if (!arg[4] || apr_env_get(&val, arg + 4, cmd->pool) != APR_SUCCESS || !val) {
+            return apr_psprintf(cmd->pool, "%s: environment variable '%s' is not set",
+                                cmd->directive->directive, arg + 4);
+        }
+        tok = val;
+        err = check_token(cmd, tok, apr_pstrcat(cmd->pool, "variable '", arg + 4, "'", NULL));
+    }
+    else {
+        tok = arg;
+        err = check_token(cmd, tok, "the configuration");
+    }
+    if (err) {
+        return err;
+    }
+    CMD_SC(cmd)->token = tok;
+    return NULL;
+}
+
+static const char *set_measurement(cmd_parms *cmd, void *dc, const char *arg)
+{
+    const char *err = ap_check_cmd_context(cmd, GLOBAL_ONLY);
+
+    (void)dc;
+    if (err) {
+        return err;
+    }
+    if (!*arg || *arg == '_') {
+        return bad(cmd, arg, "must be non-empty and not start with '_'");
+    }
+    CMD_SC(cmd)->measurement = arg;
+    return NULL;
+}
+
+static const char *set_tag(cmd_parms *cmd, void *dc, const char *key, const char *val)
+{
+    imx_tag_t *t;
+    int i;
+
+    (void)dc;
+    if (!*key || !*val) {
+        return apr_psprintf(cmd->pool, "%s: invalid tag '%s' '%s': key and value "
+                            "must be non-empty", cmd->directive->directive, key, val);
+    }
+    for (i = 0; reserved_tags[i]; i++) {
+        if (!strcmp(key, reserved_tags[i])) {
+            return apr_psprintf(cmd->pool, "%s: invalid tag key '%s': the module "
+                                "writes it itself", cmd->directive->directive, key);
+        }
+    }
+    if (!strcmp(key, "duration_us") || !strcmp(key, "bytes_sent")) {
+        return apr_psprintf(cmd->pool, "%s: invalid tag key '%s': it is a field name",
+                            cmd->directive->directive, key);
+    }
+    for (i = 0; i < CMD_SC(cmd)->tags->nelts; i++) {
+        if (!strcmp(APR_ARRAY_IDX(CMD_SC(cmd)->tags, i, imx_tag_t).key, key)) {
+            return apr_psprintf(cmd->pool, "%s: tag '%s' is set twice in the same "
+                                "server", cmd->directive->directive, key);
+        }
+    }
+    t = apr_array_push(CMD_SC(cmd)->tags);
+    t->key = key;
+    t->val = val;
+    return NULL;
+}
+
+static const char *set_flush_interval(cmd_parms *cmd, void *dc, const char *arg)
+{
+    const char *err = ap_check_cmd_context(cmd, GLOBAL_ONLY);
+
+    (void)dc;
+    return err ? err : parse_duration(cmd, arg, apr_time_from_msec(10),
+                                      apr_time_from_sec(3600),
+                                      &CMD_SC(cmd)->flush_interval);
+}
+
+static const char *set_timeout(cmd_parms *cmd, void *dc, const char *arg)
+{
+    const char *err = ap_check_cmd_context(cmd, GLOBAL_ONLY);
+
+    (void)dc;
+    return err ? err : parse_duration(cmd, arg, apr_time_from_msec(10),
+                                      apr_time_from_sec(600), &CMD_SC(cmd)->timeout);
+}
+
+static const char *set_batch_size(cmd_parms *cmd, void *dc, const char *arg)
+{
+    const char *err = ap_check_cmd_context(cmd, GLOBAL_ONLY);
+
+    (void)dc;
+    return err ? err : parse_int(cmd, arg, 1, 1000000, &CMD_SC(cmd)->batch_size);
+}
+
+static const char *set_buffer_size(cmd_parms *cmd, void *dc, const char *arg)
+{
+    const char *err = ap_check_cmd_context(cmd, GLOBAL_ONLY);
+
+    (void)dc;
+    return err ? err : parse_int(cmd, arg, 16, 1 << 24, &CMD_SC(cmd)->buffer_size);
+}
+
+static const char *set_gzip(cmd_parms *cmd, void *dc, int on)
+{
+    const char *err = ap_check_cmd_context(cmd, GLOBAL_ONLY);
+
+    (void)dc;
+    if (err) {
+        return err;
+    }
+    CMD_SC(cmd)->gzip = on;
+    return NULL;
+}
+
+static const char *set_enabled(cmd_parms *cmd, void *dc, int on)
+{
+    (void)cmd;
+    ((imx_dir_conf_t *)dc)->enabled = on;
+    return NULL;
+}
+
+static const char *set_route(cmd_parms *cmd, void *dc, const char *arg)
+{
+    if (!*arg) {
+        return bad(cmd, arg, "a route name must be non-empty");
+    }
+    ((imx_dir_conf_t *)dc)->route = imx_pescape(cmd->pool, arg, IMX_ESC_TAG);
+    return NULL;
+}
+
+static const command_rec imx_cmds[] = {
+    AP_INIT_TAKE1("InfluxMetricsURL", set_url, NULL, RSRC_CONF,
+                  "InfluxDB write endpoint, e.g. http://127.0.0.1:8086/write?db=apache "
+                  "or .../api/v2/write?org=o&bucket=b; enables the module"),
+    AP_INIT_TAKE1("InfluxMetricsToken", set_token, NULL, RSRC_CONF,
+                  "API token: file:/path, env:NAME or the token itself; sent as "
+                  "'Authorization: Token ...'"),
+    AP_INIT_TAKE1("InfluxMetricsMeasurement", set_measurement, NULL, RSRC_CONF,
+                  "measurement name of request points (default " DEF_MEASUREMENT ")"),
+    AP_INIT_TAKE2("InfluxMetricsTag", set_tag, NULL, RSRC_CONF,
+                  "a static tag key and value added to every point of this server; repeatable"),
+    AP_INIT_TAKE1("InfluxMetricsFlushInterval", set_flush_interval, NULL, RSRC_CONF,
+                  "how often buffered points are sent, e.g. 500ms or 1s (default 1s)"),
+    AP_INIT_TAKE1("InfluxMetricsBatchSize", set_batch_size, NULL, RSRC_CONF,
+                  "maximum points per POST (default 5000)"),
+    AP_INIT_TAKE1("InfluxMetricsBufferSize", set_buffer_size, NULL, RSRC_CONF,
+                  "points held per child process before new ones are dropped "
+                  "(default 65536, rounded up to a power of two)"),
+    AP_INIT_TAKE1("InfluxMetricsTimeout", set_timeout, NULL, RSRC_CONF,
+                  "time limit of one POST, e.g. 5s (default 5s)"),
+    AP_INIT_FLAG("InfluxMetricsGzip", set_gzip, NULL, RSRC_CONF,
+                 "On to send gzip-compressed bodies (default Off)"),
+    AP_INIT_FLAG("InfluxMetrics", set_enabled, NULL, RSRC_CONF | ACCESS_CONF,
+                 "On or Off: record requests here (default On once a URL is set)"),
+    AP_INIT_TAKE1("InfluxMetricsRoute", set_route, NULL, RSRC_CONF | ACCESS_CONF,
+                  "route name, written as tag route=<name> for requests here"),
+    { NULL }
+};
+
+/* ------------------------------------------------------------------------- */
+/* Startup                                                                    */
+
+static const char *tags_text(apr_pool_t *p, const apr_array_header_t *tags)
+{
+    const char *s = "";
+    int i;
+
+    for (i = 0; i < tags->nelts; i++) {
+        const imx_tag_t *t = &APR_ARRAY_IDX(tags, i, imx_tag_t);
+        s = apr_pstrcat(p, s, ",", imx_pescape(p, t->key, IMX_ESC_TAG), "=",
+                        imx_pescape(p, t->val, IMX_ESC_TAG), NULL);
+    }
+    return s;
+}
+
+static int imx_post_config(apr_pool_t *pconf, apr_pool_t *plog, apr_pool_t *ptemp,
+                           server_rec *s)
+{
+    static int curl_ready;
+    imx_srv_conf_t *mc = srv_conf(s);
+    char host[APRMAXHOSTLEN + 1];
+    server_rec *vs;
+    int i;
+
+    (void)plog; (void)ptemp;
+    if (!mc->url) {
+        return OK;
+    }
+    /* Before the fork and before any thread: curl_global_init is not
+     * thread-safe. Once per process; the parent keeps it across restarts. */
+    if (!curl_ready) {
+        CURLcode cc = curl_global_init(CURL_GLOBAL_DEFAULT);
+        if (cc != CURLE_OK) {
+            ap_log_error(APLOG_MARK, APLOG_EMERG, 0, s,
+                         "IMX0001: curl_global_init failed: %s", curl_easy_strerror(cc));
+            return HTTP_INTERNAL_SERVER_ERROR;
+        }
+        curl_ready = 1;
+    }
+    if (apr_gethostname(host, sizeof(host), pconf) != APR_SUCCESS) {
+        apr_cpystrn(host, "unknown", sizeof(host));
+    }
+    line_prefix = apr_pstrcat(pconf,
+                              imx_pescape(pconf, mc->measurement ? mc->measurement
+                                                 : DEF_MEASUREMENT, IMX_ESC_MEASUREMENT),
+                              ",host=", imx_pescape(pconf, host, IMX_ESC_TAG), NULL);
+    for (vs = s; vs; vs = vs->next) {
+        imx_srv_conf_t *c = srv_conf(vs);
+        c->series = apr_pcalloc(pconf, sizeof(*c->series));
+        c->series->vhost = apr_pstrcat(pconf, ",vhost=",
+                                       imx_pescape(pconf, vs->server_hostname
+                                                   ? vs->server_hostname : "unknown",
+                                                   IMX_ESC_TAG), NULL);
+        c->series->tags = tags_text(pconf, c->tags);
+    }
+    for (i = 0; i < M_INVALID; i++) {
+        const char *m = ap_method_name_of(pconf, i);
+        method_names[i] = m ? imx_pescape(pconf, m, IMX_ESC_TAG) : NULL;
+    }
+    /* Timestamp offsets (see imx_log_transaction) need the thread layout. */
+    if (ap_mpm_query(AP_MPMQ_HARD_LIMIT_THREADS, &ts_thread_limit) != APR_SUCCESS
+        || ts_thread_limit < 1) {
+        ts_thread_limit = 1;
+    }
+    if (ap_mpm_query(AP_MPMQ_MAX_THREADS, &ts_span) != APR_SUCCESS || ts_span < 1) {
+        ts_span = 1;
+    }
+    return OK;
+}
+
+static void log_cb(void *ctx, int level, const char *msg)
+{
+    ap_log_error(APLOG_MARK, level, 0, ctx, "IMX0100: %s", msg);
+}
+
+static apr_status_t child_stop(void *data)
+{
+    (void)data;
+    if (engine) {
+        imx_engine_stop(engine);
+        engine = NULL;
+    }
+    return APR_SUCCESS;
+}
+
+static void imx_child_init(apr_pool_t *pchild, server_rec *s)
+{
+    imx_srv_conf_t *mc = srv_conf(s);
+    imx_http_conf_t hc;
+    imx_engine_conf_t ec;
+    imx_http_t *http;
+    imx_engine_t *e;
+    char err[256];
+    apr_status_t rv;
+
+    if (!mc->url) {
+        return;
+    }
+    memset(&hc, 0, sizeof(hc));
+    hc.url = mc->url;
+    hc.token = mc->token;
+    hc.timeout = mc->timeout != UNSET ? mc->timeout : DEF_TIMEOUT;
+    hc.tls_verify = 1;
+    http = imx_http_create(pchild, &hc, err, sizeof(err));
+    if (!http) {
+        ap_log_error(APLOG_MARK, APLOG_ERR, 0, s,
+                     "IMX0002: cannot set up the sender, recording is off: %s", err);
+        return;
+    }
+    memset(&ec, 0, sizeof(ec));
+    ec.line_prefix = line_prefix;
+    ec.capacity = (uint32_t)(mc->buffer_size != UNSET ? mc->buffer_size : DEF_BUFFER_SIZE);
+    ec.batch_size = (uint32_t)(mc->batch_size != UNSET ? mc->batch_size : DEF_BATCH_SIZE);
+    ec.flush_interval = mc->flush_interval != UNSET ? mc->flush_interval : DEF_FLUSH_INTERVAL;
+    ec.shutdown_timeout = SHUTDOWN_TIMEOUT;
+    ec.retry_max_delay = RETRY_MAX_DELAY;
+    ec.gzip = mc->gzip != UNSET ? mc->gzip : DEF_GZIP;
+    ec.send = imx_http_send;
+    ec.send_limit = imx_http_limit;
+    ec.send_ctx = http;
+    ec.log = log_cb;
+    ec.log_ctx = s;
+    e = imx_engine_create(pchild, &ec, err, sizeof(err));
+    if (!e) {
+        ap_log_error(APLOG_MARK, APLOG_ERR, 0, s,
+                     "IMX0003: cannot create the buffer, recording is off: %s", err);
+        return;
+    }
+    rv = imx_engine_start(e, pchild);
+    if (rv != APR_SUCCESS) {
+        ap_log_error(APLOG_MARK, APLOG_ERR, rv, s,
+                     "IMX0004: cannot start the flusher thread, recording is off");
+        return;
+    }
+    engine = e;
+    /* Pre-cleanup: runs before the pools holding the engine are torn down,
+     * on every kind of child exit httpd performs in an orderly way. */
+    apr_pool_pre_cleanup_register(pchild, NULL, child_stop);
+}
+
+/* ------------------------------------------------------------------------- */
+/* Request path                                                               */
+
+static const char *method_of(const request_rec *r)
+{
+    const char *m;
+
+    if (r->method_number >= 0 && r->method_number < M_INVALID
+        && (m = method_names[r->method_number]) && r->method
+        && !strcmp(m, r->method)) {
+        return m;
+    }
+    if (r->header_only && r->method && !strcmp(r->method, "HEAD")) {
+        return "HEAD";
+    }
+    return "OTHER";
+}
+
+static int imx_log_transaction(request_rec *r)
+{
+    const request_rec *last = r;
+    const imx_dir_conf_t *dc;
+    imx_srv_conf_t *sc;
+    imx_point_t pt;
+    apr_time_t now;
+    long slot;
+
+    if (!engine) {
+        return DECLINED;
+    }
+    dc = ap_get_module_config(r->per_dir_config, &influx_metrics_module);
+    if (dc->enabled == 0) {
+        return DECLINED;
+    }
+    while (last->next) {
+        last = last->next;
+    }
+    sc = srv_conf(r->server);
+    now = apr_time_now();
+
+    /* InfluxDB keeps one point per series and timestamp, so no two requests
+     * may share one. Request start has microsecond resolution; the three
+     * nanosecond digits below it carry a number unique to this thread among
+     * all threads of all live children: the child's scoreboard slot (from the
+     * connection id, which the MPMs derive from slot and thread) times threads
+     * per child, plus this thread's own number. Unique as long as server
+     * limit x threads per child <= 1000; a thread handles one request at a
+     * time, and two of its requests never start in the same microsecond. */
+    if (!thread_id) {
+        thread_id = atomic_fetch_add_explicit(&next_thread_id, 1, memory_order_relaxed) + 1;
+    }
+    slot = (r->connection->master ? r->connection->master->id : r->connection->id)
+           / ts_thread_limit;
+    pt.ts_ns = r->request_time * 1000
+               + (apr_int64_t)(((unsigned long)slot * (unsigned long)ts_span
+                                + thread_id - 1) % 1000);
+    pt.duration_us = now - r->request_time;
+    pt.bytes_sent = last->bytes_sent;
+    pt.series = sc->series;
+    pt.method = method_of(r);
+    pt.route = dc->route;
+    pt.status = (uint32_t)(last->status > 0 ? last->status : 0);
+    imx_push(engine, &pt);
+    return DECLINED;
+}
+
+static void imx_register_hooks(apr_pool_t *p)
+{
+    (void)p;
+    ap_hook_post_config(imx_post_config, NULL, NULL, APR_HOOK_MIDDLE);
+    ap_hook_child_init(imx_child_init, NULL, NULL, APR_HOOK_MIDDLE);
+    ap_hook_log_transaction(imx_log_transaction, NULL, NULL, APR_HOOK_MIDDLE);
+}
