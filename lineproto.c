@@ -7,14 +7,18 @@
  *  - In measurement names, a comma or a space ends the name: both get a
  *    backslash. In tag keys, tag values and field keys, a comma, a space or an
  *    equals sign ends the token: all three get a backslash.
- *  - The parser's scanner treats any backslash as "skip the next byte", but
- *    only unescapes backslash + special character; "\\" is stored as two
- *    backslashes. So a run of backslashes followed by an ordinary byte is
- *    written unchanged and reads back unchanged. A run followed by a special
- *    character or by the end of the token must have even length, or its last
- *    backslash would swallow the delimiter that follows: an odd run gets one
- *    more backslash. That is the only case where a value read back differs
- *    from the configured one, and it is the price of injection safety.
+ *  - Backslashes are where parsers disagree. InfluxDB 1.x treats a special
+ *    character as escaped when the byte before it is a backslash, unescapes
+ *    only backslash + special character, and stores "\\" as two backslashes;
+ *    parsers of the 2.x family (and VictoriaMetrics) skip the byte after any
+ *    backslash and unescape "\\" to one. What is safe under both: a run of
+ *    backslashes followed by an ordinary byte is written unchanged. A run
+ *    followed by a special character gets one more backslash if it is odd,
+ *    then the escaped character, so no reading can end the token there. A
+ *    token must never end in a backslash (1.x would take the delimiter after
+ *    it as escaped and reject the line), so trailing backslashes become '?'.
+ *    These are the only cases where a value read back can differ from the
+ *    configured one; it is the price of never splitting a token.
  *  - Line protocol cannot carry newlines or other control bytes at all. LF, CR
  *    and TAB become the two characters \n, \r, \t (as the official clients
  *    write them); any other control byte, and any byte that is not part of a
@@ -125,8 +129,8 @@ size_t imx_escape(char *out, size_t outsz, const char *in, size_t len,
             i += sl;
         }
     }
-    /* A trailing odd run would escape the delimiter written after the token. */
-    for (k = 0; k < run + (run & 1); k++) PUT('\\');
+    /* A trailing backslash would escape the delimiter after the token. */
+    for (k = 0; k < run; k++) PUT('?');
     out[o] = '\0';
     return o;
 }

@@ -1,0 +1,677 @@
+/*
+ * Unit tests of the engine (batch.c, lineproto.c) without httpd.
+ *
+ *   test_engine          all tests (built with ASan+UBSan)
+ *   test_engine stress   the concurrent ones only (built with TSan)
+ *
+ * The send callback is swapped for recorders that parse every line back,
+ * fail on demand, or hang, so delivery is checked point by point: every
+ * point pushed is sent exactly once or counted as dropped.
+ */
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <pthread.h>
+
+#include <apr_general.h>
+#include <apr_strings.h>
+#include <apr_time.h>
+#include <zlib.h>
+
+#include "batch.h"
+
+static int failures, checks;
+
+#define CHECK(cond, ...) do { \
+    checks++; \
+    if (!(cond)) { \
+        failures++; \
+        fprintf(stderr, "FAIL %s:%d: %s: ", __FILE__, __LINE__, #cond); \
+        fprintf(stderr, __VA_ARGS__); \
+        fputc('\n', stderr); \
+    } \
+} while (0)
+
+/* ------------------------------------------------------------------------- */
+/* Line protocol readers, one per family of parsers (see lineproto.c).       */
+
+typedef struct {
+    char meas[256];
+    int ntags;
+    char key[16][256], val[16][256];
+    int nfields;
+    char fkey[8][64];
+    long long fval[8];
+    long long ts;
+} parsed_t;
+
+/* InfluxDB 1.x: a special character is escaped iff the byte before it is a
+ * backslash; only backslash + special is unescaped. */
+static int is_delim(const char *s, size_t i, const char *delims)
+{
+    return strchr(delims, s[i]) && (i == 0 || s[i - 1] != '\\');
+}
+
+static size_t token_1x(const char *s, size_t i, size_t end, const char *delims,
+                       const char *specials, char *out, size_t outsz)
+{
+    size_t o = 0;
+
+    while (i < end && !is_delim(s, i, delims)) {
+        if (s[i] == '\\' && i + 1 < end && strchr(specials, s[i + 1])) {
+            i++;
+        }
+        if (o + 1 < outsz) out[o++] = s[i];
+        i++;
+    }
+    out[o] = '\0';
+    return i;
+}
+
+/* The 2.x family: a backslash always takes the next byte with it; "\\" and
+ * backslash + special are unescaped, other pairs stay as they are. */
+static size_t token_2x(const char *s, size_t i, size_t end, const char *delims,
+                       const char *specials, char *out, size_t outsz)
+{
+    size_t o = 0;
+
+    while (i < end && !strchr(delims, s[i])) {
+        if (s[i] == '\\' && i + 1 < end) {
+            if (s[i + 1] == '\\' || strchr(specials, s[i + 1])) {
+                if (o + 1 < outsz) out[o++] = s[i + 1];
+            }
+            else {
+                if (o + 2 < outsz) { out[o++] = s[i]; out[o++] = s[i + 1]; }
+            }
+            i += 2;
+            continue;
+        }
+        if (o + 1 < outsz) out[o++] = s[i];
+        i++;
+    }
+    out[o] = '\0';
+    return i;
+}
+
+typedef size_t token_fn(const char *, size_t, size_t, const char *, const char *,
+                        char *, size_t);
+
+/* Parses one line (without its '\n'); returns 0 when it is not valid line
+ * protocol of the shape the module writes. */
+static int parse_line(token_fn *tok, const char *s, size_t len, parsed_t *p)
+{
+    size_t i;
+    char num[32];
+
+    memset(p, 0, sizeof(*p));
+    i = tok(s, 0, len, ", ", ", ", p->meas, sizeof(p->meas));
+    if (!p->meas[0]) return 0;
+    while (i < len && s[i] == ',') {
+        if (p->ntags == 16) return 0;
+        i = tok(s, i + 1, len, ",= ", ",= ", p->key[p->ntags], 256);
+        if (i >= len || s[i] != '=') return 0;
+        i = tok(s, i + 1, len, ",= ", ",= ", p->val[p->ntags], 256);
+        if (!p->key[p->ntags][0] || !p->val[p->ntags][0]) return 0;
+        p->ntags++;
+    }
+    if (i >= len || s[i] != ' ') return 0;
+    do {
+        char *end;
+        if (p->nfields == 8) return 0;
+        i = tok(s, i + 1, len, ",= ", ",= ", p->fkey[p->nfields], 64);
+        if (i >= len || s[i] != '=') return 0;
+        i = tok(s, i + 1, len, ", ", "", num, sizeof(num));
+        p->fval[p->nfields] = strtoll(num, &end, 10);
+        if (end == num || strcmp(end, "i")) return 0;
+        p->nfields++;
+    } while (i < len && s[i] == ',');
+    if (i >= len || s[i] != ' ') return 0;
+    i = tok(s, i + 1, len, " ", "", num, sizeof(num));
+    if (i != len) return 0;
+    p->ts = strtoll(num, NULL, 10);
+    return 1;
+}
+
+/* ------------------------------------------------------------------------- */
+/* Escaping                                                                   */
+
+static void test_escape_table(void)
+{
+    static const struct { const char *in; imx_esc_kind_t k; const char *out; } t[] = {
+        { "plain", IMX_ESC_TAG, "plain" },
+        { "eu west", IMX_ESC_TAG, "eu\\ west" },
+        { "a,b=c", IMX_ESC_TAG, "a\\,b\\=c" },
+        { "a=b", IMX_ESC_MEASUREMENT, "a=b" },
+        { "my meas,x", IMX_ESC_MEASUREMENT, "my\\ meas\\,x" },
+        { "say \"hi\"", IMX_ESC_TAG, "say\\ \"hi\"" },
+        { "a\\b", IMX_ESC_TAG, "a\\b" },            /* before ordinary: as is */
+        { "a\\\\b", IMX_ESC_TAG, "a\\\\b" },
+        { "a\\,b", IMX_ESC_TAG, "a\\\\\\,b" },      /* odd run before special: padded */
+        { "a\\\\,b", IMX_ESC_TAG, "a\\\\\\,b" },    /* even run: kept */
+        { "end\\", IMX_ESC_TAG, "end?" },           /* never end in a backslash */
+        { "end\\\\", IMX_ESC_TAG, "end??" },
+        { "line\nnext", IMX_ESC_TAG, "line\\nnext" },
+        { "cr\rtab\t", IMX_ESC_TAG, "cr\\rtab\\t" },
+        { "nul\001bell\007del\177", IMX_ESC_TAG, "nul?bell?del?" },
+        { "caf\xc3\xa9", IMX_ESC_TAG, "caf\xc3\xa9" },
+        { "bad\xc3(", IMX_ESC_TAG, "bad?(" },
+        { "overlong\xc0\xaf", IMX_ESC_TAG, "overlong??" },
+        { "surrogate\xed\xa0\x80", IMX_ESC_TAG, "surrogate???" },
+        { "emoji\xf0\x9f\x98\x80", IMX_ESC_TAG, "emoji\xf0\x9f\x98\x80" },
+        { "", IMX_ESC_TAG, "" },
+    };
+    char out[256];
+
+    for (size_t i = 0; i < sizeof(t) / sizeof(t[0]); i++) {
+        size_t n = imx_escape(out, sizeof(out), t[i].in, strlen(t[i].in), t[i].k);
+        CHECK(n == strlen(t[i].out) && !strcmp(out, t[i].out),
+              "escape(%s) = '%s', want '%s'", t[i].in, out, t[i].out);
+    }
+    /* Too small an output is refused, not overrun. */
+    CHECK(imx_escape(out, 4, "a b c", 5, IMX_ESC_TAG) == (size_t)-1, "overflow not detected");
+    /* 2 * len + 1 always suffices. */
+    CHECK(imx_escape(out, 7, ",,,", 3, IMX_ESC_TAG) == 6, "worst case size");
+}
+
+static uint32_t rng_state = 12345;
+
+static uint32_t rnd(void)
+{
+    rng_state ^= rng_state << 13;
+    rng_state ^= rng_state >> 17;
+    rng_state ^= rng_state << 5;
+    return rng_state;
+}
+
+/* Values made of the bytes that matter most to a parser. */
+static size_t hostile(char *buf, size_t max)
+{
+    static const char alphabet[] = "ab ,=\\\"\n\r\t'\x01\xc3\xa9\xff#{}";
+    size_t n = 1 + rnd() % max;
+
+    for (size_t i = 0; i < n; i++) {
+        buf[i] = alphabet[rnd() % (sizeof(alphabet) - 1)];
+    }
+    buf[n] = '\0';
+    return n;
+}
+
+/* Whatever the tag values hold, both families of parsers read exactly the
+ * tags and fields that were written: nothing is injected. Where the value
+ * has no backslash, control byte or non-ASCII byte, 1.x reads it back exactly. */
+static void test_no_injection(void)
+{
+    char raw[3][64], esc[3][160], vhost[200], tags[400], line[1024];
+    imx_series_t series = { vhost, tags };
+    imx_point_t pt;
+    parsed_t p;
+    int exact = 0;
+
+    for (int iter = 0; iter < 200000; iter++) {
+        for (int k = 0; k < 3; k++) {
+            size_t len = hostile(raw[k], 40);
+            imx_escape(esc[k], sizeof(esc[k]), raw[k], len, IMX_ESC_TAG);
+        }
+        snprintf(vhost, sizeof(vhost), ",vhost=%s", esc[0]);
+        snprintf(tags, sizeof(tags), ",%s=%s", esc[1], esc[2]);
+        pt.ts_ns = 1700000000123456789LL + iter;
+        pt.duration_us = iter;
+        pt.bytes_sent = -iter;
+        pt.series = &series;
+        pt.method = "GET";
+        pt.route = (iter & 1) ? esc[2] : NULL;
+        pt.status = 200;
+        CHECK(imx_line_max(11, &pt) < sizeof(line), "line_max");
+        size_t n = imx_encode_line(line, "m,host=h\\ 1", 11, &pt);
+        CHECK(n <= imx_line_max(11, &pt), "line longer than its bound");
+        CHECK(line[n - 1] == '\n' && memchr(line, '\n', n - 1) == NULL,
+              "newline inside a line: %.*s", (int)n, line);
+        for (int fam = 0; fam < 2; fam++) {
+            int ok = parse_line(fam ? token_2x : token_1x, line, n - 1, &p);
+            int want_tags = 5 + (pt.route ? 1 : 0);
+            CHECK(ok, "family %d cannot parse: %.*s", fam, (int)n, line);
+            if (!ok) {
+                continue;
+            }
+            CHECK(!strcmp(p.meas, "m"), "measurement '%s'", p.meas);
+            CHECK(p.ntags == want_tags, "family %d: %d tags, want %d: %.*s", fam,
+                  p.ntags, want_tags, (int)n, line);
+            CHECK(p.nfields == 2 && !strcmp(p.fkey[0], "duration_us")
+                  && p.fval[0] == iter && !strcmp(p.fkey[1], "bytes_sent")
+                  && p.fval[1] == -iter, "fields: %.*s", (int)n, line);
+            CHECK(p.ts == pt.ts_ns, "timestamp");
+            CHECK(!strcmp(p.val[0], "h 1") && !strcmp(p.key[2], "method")
+                  && !strcmp(p.val[3], "200"), "fixed tags: %.*s", (int)n, line);
+            if (fam == 0 && !strpbrk(raw[0], "\\\n\r\t\x01\xc3\xa9\xff")) {
+                CHECK(!strcmp(p.val[1], raw[0]), "vhost '%s' read back as '%s'",
+                      raw[0], p.val[1]);
+                exact++;
+            }
+        }
+    }
+    CHECK(exact > 1000, "too few exact round trips checked: %d", exact);
+}
+
+/* ------------------------------------------------------------------------- */
+/* The engine, with recording senders                                         */
+
+/* Each pushed point carries its id in duration_us; the recorder marks it. */
+#define MAX_IDS (1u << 22)
+
+typedef struct {
+    _Atomic unsigned char *seen;    /* per id: times it arrived */
+    _Atomic uint64_t lines, dups, bad, calls;
+    int fail_first;             /* answer RETRY to this many calls */
+    int reject_first;           /* answer REJECT to this many calls (after fails) */
+    int hang;                   /* never answer: wait for the deadline/limit */
+    _Atomic apr_time_t limit;
+    uint64_t rejected_lines;
+} recorder_t;
+
+static void record_body(recorder_t *rc, const char *body, size_t len, int count)
+{
+    const char *s = body, *end = body + len;
+
+    while (s < end) {
+        const char *nl = memchr(s, '\n', (size_t)(end - s));
+        parsed_t p;
+
+        if (!nl || !parse_line(token_1x, s, (size_t)(nl - s), &p) || p.nfields != 2
+            || p.fval[0] < 0 || (uint64_t)p.fval[0] >= MAX_IDS) {
+            atomic_fetch_add(&rc->bad, 1);
+            return;
+        }
+        if (count) {
+            if (atomic_fetch_add(&rc->seen[p.fval[0]], 1)) {
+                atomic_fetch_add(&rc->dups, 1);
+            }
+            atomic_fetch_add(&rc->lines, 1);
+        }
+        else {
+            rc->rejected_lines++;
+        }
+        s = nl + 1;
+    }
+}
+
+static imx_send_result_t rec_send(void *ctx, const char *body, size_t len, int gzipped,
+                                  apr_time_t deadline, char *err, size_t errsz)
+{
+    recorder_t *rc = ctx;
+    uint64_t call = atomic_fetch_add(&rc->calls, 1);
+    char *plain = NULL;
+
+    if (rc->hang) {
+        /* A blackholed backend: only the deadline or the limit ends it. */
+        apr_time_t start = apr_time_now();
+        while (apr_time_now() - start < apr_time_from_sec(10)) {
+            apr_time_t lim = atomic_load(&rc->limit);
+            if ((deadline && apr_time_now() >= deadline) || (lim && apr_time_now() >= lim)) {
+                break;
+            }
+            apr_sleep(1000);
+        }
+        snprintf(err, errsz, "timed out");
+        return IMX_SEND_RETRY;
+    }
+    if ((int)call < rc->fail_first) {
+        snprintf(err, errsz, "injected failure %d", (int)call);
+        return IMX_SEND_RETRY;
+    }
+    if (gzipped) {
+        z_stream zs;
+        size_t cap = len * 50 + 1024;
+        memset(&zs, 0, sizeof(zs));
+        plain = malloc(cap);
+        inflateInit2(&zs, 15 + 16);
+        zs.next_in = (unsigned char *)body;
+        zs.avail_in = (uInt)len;
+        zs.next_out = (unsigned char *)plain;
+        zs.avail_out = (uInt)cap;
+        CHECK(inflate(&zs, Z_FINISH) == Z_STREAM_END, "gzip body does not inflate");
+        len = cap - zs.avail_out;
+        inflateEnd(&zs);
+        body = plain;
+    }
+    if ((int)call < rc->fail_first + rc->reject_first) {
+        record_body(rc, body, len, 0);
+        free(plain);
+        snprintf(err, errsz, "injected rejection");
+        return IMX_SEND_REJECT;
+    }
+    record_body(rc, body, len, 1);
+    free(plain);
+    return IMX_SEND_OK;
+}
+
+static void rec_limit(void *ctx, apr_time_t deadline)
+{
+    atomic_store(&((recorder_t *)ctx)->limit, deadline);
+}
+
+static void quiet_log(void *ctx, int level, const char *msg)
+{
+    (void)ctx;
+    if (getenv("IMX_TEST_VERBOSE")) {
+        fprintf(stderr, "[log %d] %s\n", level, msg);
+    }
+}
+
+static recorder_t *recorder_new(void)
+{
+    recorder_t *rc = calloc(1, sizeof(*rc));
+    rc->seen = calloc(MAX_IDS, 1);
+    return rc;
+}
+
+static void recorder_free(recorder_t *rc)
+{
+    free((void *)rc->seen);
+    free(rc);
+}
+
+static imx_series_t test_series = { ",vhost=test", ",dc=eu\\ west" };
+
+static void fill_point(imx_point_t *pt, uint64_t id)
+{
+    pt->ts_ns = 1700000000000000000LL + (int64_t)id;
+    pt->duration_us = (int64_t)id;
+    pt->bytes_sent = 13;
+    pt->series = &test_series;
+    pt->method = "GET";
+    pt->route = NULL;
+    pt->status = 200;
+}
+
+static imx_engine_t *make_engine(apr_pool_t *p, recorder_t *rc, uint32_t cap,
+                                 uint32_t batch, int gzip)
+{
+    imx_engine_conf_t c;
+    char err[128];
+    imx_engine_t *e;
+
+    memset(&c, 0, sizeof(c));
+    c.line_prefix = "apache_request,host=test";
+    c.capacity = cap;
+    c.batch_size = batch;
+    c.flush_interval = apr_time_from_msec(5);
+    c.shutdown_timeout = apr_time_from_msec(300);
+    c.retry_max_delay = apr_time_from_msec(20);
+    c.gzip = gzip;
+    c.send = rec_send;
+    c.send_limit = rec_limit;
+    c.send_ctx = rc;
+    c.log = quiet_log;
+    e = imx_engine_create(p, &c, err, sizeof(err));
+    CHECK(e != NULL, "create: %s", err);
+    return e;
+}
+
+static void check_identity(imx_engine_t *e, uint64_t produced, const char *what)
+{
+    imx_stats_t st;
+
+    imx_engine_stats(e, &st);
+    CHECK(st.recorded + st.dropped_full == produced,
+          "%s: recorded %llu + dropped_full %llu != produced %llu", what,
+          (unsigned long long)st.recorded, (unsigned long long)st.dropped_full,
+          (unsigned long long)produced);
+    CHECK(st.recorded == st.sent + st.rejected + st.dropped_exit + st.buffered,
+          "%s: recorded %llu != sent %llu + rejected %llu + dropped_exit %llu + buffered %llu",
+          what, (unsigned long long)st.recorded, (unsigned long long)st.sent,
+          (unsigned long long)st.rejected, (unsigned long long)st.dropped_exit,
+          (unsigned long long)st.buffered);
+}
+
+typedef struct {
+    imx_engine_t *e;
+    unsigned idx, per;
+    apr_time_t until;
+    unsigned char *accepted;    /* per id, written by this producer only */
+    uint64_t produced, ok;
+    unsigned pace_us;           /* pause every 64 pushes: lets the flusher keep up */
+} producer_t;
+
+static void *producer_main(void *arg)
+{
+    producer_t *pr = arg;
+    imx_point_t pt;
+
+    for (unsigned i = 0; i < pr->per; i++) {
+        uint64_t id = (uint64_t)pr->idx * pr->per + i;
+        if ((i & 1023) == 0 && apr_time_now() > pr->until) {
+            break;              /* time limit: a slow sanitizer run ends early */
+        }
+        if (pr->pace_us && (i & 63) == 63) {
+            apr_sleep(pr->pace_us);
+        }
+        fill_point(&pt, id);
+        pr->produced++;
+        if (imx_push(pr->e, &pt)) {
+            pr->accepted[id] = 1;
+            pr->ok++;
+        }
+    }
+    return NULL;
+}
+
+/* N producers against a small ring and a live flusher: every point pushed is
+ * either sent exactly once or counted as dropped, never both, never twice.
+ * Guard areas allocated around the engine must stay intact. */
+static void stress(unsigned nthreads, unsigned per, uint32_t cap, uint32_t batch, int gzip,
+                   unsigned pace_us)
+{
+    apr_pool_t *p;
+    recorder_t *rc = recorder_new();
+    unsigned char *guard1, *guard2, *accepted = calloc(MAX_IDS, 1);
+    producer_t pr[64];
+    pthread_t th[64];
+    imx_engine_t *e;
+    uint64_t produced = 0, ok = 0, mismatch = 0;
+    imx_stats_t st;
+
+    apr_pool_create(&p, NULL);
+    guard1 = apr_palloc(p, 4096);
+    memset(guard1, 0xA5, 4096);
+    e = make_engine(p, rc, cap, batch, gzip);
+    guard2 = apr_palloc(p, 4096);
+    memset(guard2, 0x5A, 4096);
+    CHECK(imx_engine_start(e, p) == APR_SUCCESS, "start");
+    for (unsigned i = 0; i < nthreads; i++) {
+        pr[i] = (producer_t){ e, i, per, apr_time_now() + apr_time_from_sec(20),
+                              accepted, 0, 0, pace_us };
+        pthread_create(&th[i], NULL, producer_main, &pr[i]);
+    }
+    for (unsigned i = 0; i < nthreads; i++) {
+        pthread_join(th[i], NULL);
+        produced += pr[i].produced;
+        ok += pr[i].ok;
+    }
+    imx_engine_stop(e);
+    imx_engine_stats(e, &st);
+    check_identity(e, produced, "stress");
+    CHECK(st.recorded == ok, "recorded %llu, pushes accepted %llu",
+          (unsigned long long)st.recorded, (unsigned long long)ok);
+    CHECK(st.sent == atomic_load(&rc->lines), "sent %llu but recorder saw %llu",
+          (unsigned long long)st.sent, (unsigned long long)atomic_load(&rc->lines));
+    CHECK(st.sent + st.dropped_exit == ok, "sent + dropped_exit != accepted");
+    CHECK(atomic_load(&rc->dups) == 0, "%llu duplicates",
+          (unsigned long long)atomic_load(&rc->dups));
+    CHECK(atomic_load(&rc->bad) == 0, "unparsable lines");
+    for (uint64_t id = 0; id < (uint64_t)nthreads * per; id++) {
+        if (!!rc->seen[id] != !!accepted[id]) {
+            mismatch++;
+        }
+    }
+    CHECK(st.dropped_exit || mismatch == 0, "%llu ids sent but not accepted or vice versa",
+          (unsigned long long)mismatch);
+    for (int i = 0; i < 4096; i++) {
+        if (guard1[i] != 0xA5 || guard2[i] != 0x5A) {
+            CHECK(0, "guard byte %d overwritten", i);
+            break;
+        }
+    }
+    printf("stress %u threads x %u, ring %u, batch %u%s: produced %llu sent %llu "
+           "dropped_full %llu dropped_exit %llu batches %llu\n", nthreads, per, cap, batch,
+           gzip ? ", gzip" : "", (unsigned long long)produced, (unsigned long long)st.sent,
+           (unsigned long long)st.dropped_full, (unsigned long long)st.dropped_exit,
+           (unsigned long long)st.batches);
+    apr_pool_destroy(p);
+    recorder_free(rc);
+    free(accepted);
+}
+
+/* Wait (bounded) until the engine has sent `want` points. */
+static int wait_sent(imx_engine_t *e, uint64_t want)
+{
+    imx_stats_t st;
+
+    for (int i = 0; i < 1000; i++) {
+        imx_engine_stats(e, &st);
+        if (st.sent + st.rejected >= want) {
+            return 1;
+        }
+        apr_sleep(apr_time_from_msec(5));
+    }
+    return 0;
+}
+
+static void test_retry_then_deliver(void)
+{
+    apr_pool_t *p;
+    recorder_t *rc = recorder_new();
+    imx_engine_t *e;
+    imx_point_t pt;
+    imx_stats_t st;
+
+    apr_pool_create(&p, NULL);
+    rc->fail_first = 3;
+    e = make_engine(p, rc, 4096, 100, 0);
+    for (int i = 0; i < 1000; i++) {
+        fill_point(&pt, (uint64_t)i);
+        CHECK(imx_push(e, &pt), "push %d", i);
+    }
+    imx_engine_start(e, p);
+    CHECK(wait_sent(e, 1000), "not delivered after retries");
+    imx_engine_stop(e);
+    imx_engine_stats(e, &st);
+    CHECK(st.sent == 1000 && st.retries == 3 && atomic_load(&rc->dups) == 0,
+          "sent %llu retries %llu dups %llu", (unsigned long long)st.sent,
+          (unsigned long long)st.retries, (unsigned long long)atomic_load(&rc->dups));
+    check_identity(e, 1000, "retry");
+    apr_pool_destroy(p);
+    recorder_free(rc);
+}
+
+static void test_reject_counts(void)
+{
+    apr_pool_t *p;
+    recorder_t *rc = recorder_new();
+    imx_engine_t *e;
+    imx_point_t pt;
+    imx_stats_t st;
+
+    apr_pool_create(&p, NULL);
+    rc->reject_first = 1;
+    e = make_engine(p, rc, 4096, 100, 1);
+    for (int i = 0; i < 250; i++) {
+        fill_point(&pt, (uint64_t)i);
+        imx_push(e, &pt);
+    }
+    /* Without a thread: batches of 100, 100, 50; the first is refused. */
+    CHECK(imx_engine_flush_now(e, 0) == 150, "flush_now");
+    imx_engine_stats(e, &st);
+    CHECK(st.rejected == 100 && rc->rejected_lines == 100 && st.sent == 150,
+          "rejected %llu sent %llu", (unsigned long long)st.rejected,
+          (unsigned long long)st.sent);
+    imx_engine_stop(e);
+    check_identity(e, 250, "reject");
+    apr_pool_destroy(p);
+    recorder_free(rc);
+}
+
+/* A backend that never answers: stop returns within the shutdown budget and
+ * counts what it could not send. */
+static void test_stop_bounded(void)
+{
+    apr_pool_t *p;
+    recorder_t *rc = recorder_new();
+    imx_engine_t *e;
+    imx_point_t pt;
+    imx_stats_t st;
+    apr_time_t t0;
+
+    apr_pool_create(&p, NULL);
+    rc->hang = 1;
+    e = make_engine(p, rc, 1024, 50, 0);
+    imx_engine_start(e, p);
+    for (int i = 0; i < 300; i++) {
+        fill_point(&pt, (uint64_t)i);
+        imx_push(e, &pt);
+    }
+    apr_sleep(apr_time_from_msec(50));   /* the flusher is now stuck in a send */
+    t0 = apr_time_now();
+    imx_engine_stop(e);
+    CHECK(apr_time_now() - t0 < apr_time_from_msec(1500), "stop took %lld ms",
+          (long long)apr_time_as_msec(apr_time_now() - t0));
+    imx_engine_stats(e, &st);
+    CHECK(st.sent == 0 && st.dropped_exit == 300 && st.buffered == 0,
+          "sent %llu dropped_exit %llu", (unsigned long long)st.sent,
+          (unsigned long long)st.dropped_exit);
+    check_identity(e, 300, "stop");
+    apr_pool_destroy(p);
+    recorder_free(rc);
+}
+
+static void test_full_ring_drops(void)
+{
+    apr_pool_t *p;
+    recorder_t *rc = recorder_new();
+    imx_engine_t *e;
+    imx_point_t pt;
+    imx_stats_t st;
+    int ok = 0;
+
+    apr_pool_create(&p, NULL);
+    e = make_engine(p, rc, 100, 10, 0);  /* rounded up to 128 */
+    for (int i = 0; i < 200; i++) {
+        fill_point(&pt, (uint64_t)i);
+        ok += imx_push(e, &pt);
+    }
+    CHECK(ok == 128, "ring of 100 took %d", ok);
+    imx_engine_stats(e, &st);
+    CHECK(st.dropped_full == 72 && st.buffered == 128, "dropped_full %llu buffered %llu",
+          (unsigned long long)st.dropped_full, (unsigned long long)st.buffered);
+    CHECK(imx_engine_flush_now(e, 0) == 128, "flush");
+    /* The oldest were kept: ids 0..127 arrived. */
+    CHECK(rc->seen[0] && rc->seen[127] && !rc->seen[128], "kept the wrong points");
+    imx_engine_stop(e);
+    check_identity(e, 200, "full");
+    apr_pool_destroy(p);
+    recorder_free(rc);
+}
+
+int main(int argc, char **argv)
+{
+    int stress_only = argc > 1 && !strcmp(argv[1], "stress");
+
+    apr_initialize();
+    if (!stress_only) {
+        test_escape_table();
+        test_no_injection();
+        test_full_ring_drops();
+        test_reject_counts();
+        test_retry_then_deliver();
+        test_stop_bounded();
+    }
+    /* Flat out (mostly drops), paced (mostly sent), tiny ring + gzip, many threads. */
+    stress(8, 100000, 1024, 256, 0, 0);
+    stress(8, 20000, 1024, 256, 0, 1000);
+    stress(4, 20000, 64, 16, 1, 500);
+    stress(32, 10000, 65536, 5000, 0, 20);
+    apr_terminate();
+    printf("%d checks, %d failures\n", checks, failures);
+    return failures ? 1 : 0;
+}
