@@ -570,7 +570,8 @@ static int imx_post_config(apr_pool_t *pconf, apr_pool_t *plog, apr_pool_t *ptem
         c->series->tags = tags_text(pconf, c->tags);
     }
     for (i = 0; i < M_INVALID; i++) {
-        const char *m = ap_method_name_of(pconf, i);
+        /* HEAD shares M_GET, so the registry may name M_GET either way. */
+        const char *m = i == M_GET ? "GET" : ap_method_name_of(pconf, i);
         method_names[i] = m ? imx_pescape(pconf, m, IMX_ESC_TAG) : NULL;
     }
     /* Timestamp offsets (see imx_log_transaction) need the thread layout. */
