@@ -1,6 +1,6 @@
 #!/bin/sh
 # Installs, from Debian's packages, everything the build, the tests and the demo need.
-# Idempotent; safe to run again. Needs root (or sudo).
+# Idempotent: installs only what is missing. Needs root (or sudo).
 set -eu
 SUDO=""
 [ "$(id -u)" -eq 0 ] || SUDO="sudo"
@@ -11,12 +11,19 @@ missing=""
 for p in $PKGS; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
 done
-if [ -n "$missing" ]; then
-    export DEBIAN_FRONTEND=noninteractive
-    $SUDO apt-get update -qq
-    # The packaged services must not start on their default ports: tests run private instances.
+[ -n "$missing" ] || exit 0
+export DEBIAN_FRONTEND=noninteractive
+$SUDO apt-get update -qq
+# The packaged apache2, influxdb and victoria-metrics services must not start on
+# their default ports: the tests and the demo run private instances on loopback.
+# A policy-rc.d that exits 101 tells invoke-rc.d not to start them; one that was
+# already there is left as it was.
+own_policy=""
+if [ ! -e /usr/sbin/policy-rc.d ]; then
     printf '#!/bin/sh\nexit 101\n' | $SUDO tee /usr/sbin/policy-rc.d >/dev/null
     $SUDO chmod +x /usr/sbin/policy-rc.d
-    $SUDO apt-get install -y -qq --no-install-recommends $missing
-    $SUDO rm -f /usr/sbin/policy-rc.d
+    own_policy=1
 fi
+trap '[ -z "$own_policy" ] || $SUDO rm -f /usr/sbin/policy-rc.d' EXIT
+# shellcheck disable=SC2086
+$SUDO apt-get install -y -qq --no-install-recommends $missing
