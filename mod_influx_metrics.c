@@ -712,7 +712,8 @@ static int imx_log_transaction(request_rec *r)
                + (apr_int64_t)(((unsigned long)slot * (unsigned long)ts_span
                                 + thread_id - 1) % 1000);
     pt.duration_us = now - r->request_time;
-    pt.bytes_sent = last->bytes_sent;
+    /* As %B: no body went out (HEAD, 304) means 0, whatever was counted. */
+    pt.bytes_sent = last->sent_bodyct ? last->bytes_sent : 0;
     pt.series = sc->series;
     pt.method = method_of(r);
     pt.route = dc->route;
