@@ -1,0 +1,118 @@
+"""Every directive checks its argument when the configuration is read: a bad
+value fails `apache2 -t` with a message naming the directive and the value,
+and good values pass."""
+
+import os
+
+import pytest
+
+import harness
+
+URL = "http://127.0.0.1:9/write?db=x"
+
+# (directive lines, words the error message must contain)
+BAD = [
+    ("InfluxMetricsURL ftp://127.0.0.1/write", ["InfluxMetricsURL", "ftp://127.0.0.1/write"]),
+    ("InfluxMetricsURL http:///write?db=x", ["InfluxMetricsURL", "no host"]),
+    ("InfluxMetricsURL 127.0.0.1:8086/write", ["InfluxMetricsURL", "http://"]),
+    ('InfluxMetricsURL "http://127.0.0.1:8086/write?db=x&precision=ms"',
+     ["InfluxMetricsURL", "precision=ns"]),
+    ("InfluxMetricsURL http://u:hunter2@127.0.0.1:8086/write#frag",
+     ["InfluxMetricsURL", "fragment"]),
+    ("InfluxMetricsFlushInterval 5m", ["InfluxMetricsFlushInterval", "5m"]),
+    ("InfluxMetricsFlushInterval fast", ["InfluxMetricsFlushInterval", "fast"]),
+    ("InfluxMetricsFlushInterval 0ms", ["InfluxMetricsFlushInterval", "0ms"]),
+    ("InfluxMetricsFlushInterval 2h", ["InfluxMetricsFlushInterval", "2h"]),
+    ("InfluxMetricsBatchSize 0", ["InfluxMetricsBatchSize", "'0'"]),
+    ("InfluxMetricsBatchSize 10k", ["InfluxMetricsBatchSize", "10k"]),
+    ("InfluxMetricsBatchSize -5", ["InfluxMetricsBatchSize", "-5"]),
+    ("InfluxMetricsBufferSize 8", ["InfluxMetricsBufferSize", "'8'"]),
+    ("InfluxMetricsBufferSize 99999999999", ["InfluxMetricsBufferSize", "99999999999"]),
+    ("InfluxMetricsTimeout -1s", ["InfluxMetricsTimeout", "-1s"]),
+    ("InfluxMetricsTimeout 1ms", ["InfluxMetricsTimeout", "1ms"]),
+    ("InfluxMetricsGzip maybe", ["InfluxMetricsGzip"]),
+    ("InfluxMetrics sometimes", ["InfluxMetrics"]),
+    ("InfluxMetricsTag host web1", ["InfluxMetricsTag", "host"]),
+    ("InfluxMetricsTag status x", ["InfluxMetricsTag", "status"]),
+    # httpd itself drops an empty quoted argument: "takes two arguments".
+    ('InfluxMetricsTag env ""', ["InfluxMetricsTag", "two arguments"]),
+    ("InfluxMetricsTag env a\nInfluxMetricsTag env b", ["InfluxMetricsTag", "env", "twice"]),
+    ("InfluxMetricsTag onlykey", ["InfluxMetricsTag"]),
+    ("InfluxMetricsMeasurement _internal", ["InfluxMetricsMeasurement", "_internal"]),
+    ("InfluxMetricsToken file:/nonexistent/imx.token",
+     ["InfluxMetricsToken", "/nonexistent/imx.token"]),
+    ("InfluxMetricsToken env:IMX_TEST_NO_SUCH_VARIABLE",
+     ["InfluxMetricsToken", "IMX_TEST_NO_SUCH_VARIABLE"]),
+    ('InfluxMetricsRoute ""', ["InfluxMetricsRoute"]),
+    ("<VirtualHost 127.0.0.1:1>\nInfluxMetricsURL %s\n</VirtualHost>" % URL,
+     ["InfluxMetricsURL", "VirtualHost"]),
+    ("<VirtualHost 127.0.0.1:1>\nInfluxMetricsBatchSize 10\n</VirtualHost>",
+     ["InfluxMetricsBatchSize", "VirtualHost"]),
+    ("<Location /x>\nInfluxMetricsTag a b\n</Location>", ["InfluxMetricsTag"]),
+]
+
+GOOD = [
+    "InfluxMetricsFlushInterval 250ms\nInfluxMetricsTimeout 2\nInfluxMetricsBatchSize 1",
+    "InfluxMetricsBufferSize 16\nInfluxMetricsGzip On",
+    'InfluxMetricsTag datacenter "eu west"\nInfluxMetricsMeasurement "http requests"',
+    "InfluxMetricsToken literal-token",
+    "<Location /x>\nInfluxMetricsRoute checkout\nInfluxMetrics Off\n</Location>",
+    "<VirtualHost 127.0.0.1:1>\nInfluxMetricsTag team web\nInfluxMetrics Off\n</VirtualHost>",
+]
+
+
+def configtest(lines, url=URL):
+    h = harness.Httpd(mpm="event",
+                      extra=("InfluxMetricsURL %s\n" % url if url else "") + lines)
+    try:
+        h.write_config()
+        return h.configtest()
+    finally:
+        h.cleanup()
+
+
+@pytest.mark.parametrize("lines,words", BAD, ids=[b[0].split("\n")[0][:50] for b in BAD])
+def test_bad_value_fails_configtest(module_built, lines, words):
+    rc, out = configtest(lines)
+    assert rc != 0, out
+    for w in words:
+        assert w in out, (w, out)
+    # Secrets given in a bad URL are not echoed back.
+    assert "hunter2" not in out
+
+
+@pytest.mark.parametrize("lines", GOOD, ids=[g.split("\n")[0][:50] for g in GOOD])
+def test_good_values_pass(module_built, lines):
+    rc, out = configtest(lines)
+    assert rc == 0, out
+    assert "Syntax OK" in out
+
+
+def test_token_sources(module_built, monkeypatch):
+    d = harness.make_tmpdir("imx-tok")
+    try:
+        path = os.path.join(d, "tok")
+        with open(path, "w") as f:
+            f.write("  file-token-value \n")
+        assert configtest("InfluxMetricsToken file:%s" % path)[0] == 0
+        with open(path, "w") as f:
+            f.write("\n")
+        rc, out = configtest("InfluxMetricsToken file:%s" % path)
+        assert rc != 0 and "empty" in out
+        with open(path, "w") as f:
+            f.write("two\nlines\n")
+        rc, out = configtest("InfluxMetricsToken file:%s" % path)
+        assert rc != 0 and "control character" in out and "lines" not in out
+        monkeypatch.setenv("IMX_TEST_TOKEN", "from-env")
+        assert configtest("InfluxMetricsToken env:IMX_TEST_TOKEN")[0] == 0
+    finally:
+        harness.shutil.rmtree(d, ignore_errors=True)
+
+
+def test_module_without_url_is_inert(module_built, httpd_factory):
+    """Loaded but not pointed anywhere: serves normally, records nothing,
+    logs nothing."""
+    h = httpd_factory(mpm="event")
+    assert harness.http_request(h.url + "small.txt")[0] == 200
+    h.stop()
+    assert "IMX" not in h.error_log_text()
