@@ -25,8 +25,11 @@ $(MODULE): $(SRCS) $(HDRS)
 	$(APXS) -c -Wc,-std=gnu11 -Wc,-Wall -Wc,-Wextra -Wc,-Werror -Wc,-O2 \
 	    -o mod_influx_metrics.so $(SRCS) -lcurl -lz
 
+LIBEXECDIR := $(shell $(APXS) -q LIBEXECDIR)
+
 install: $(MODULE)
-	$(APXS) -i -n influx_metrics $(MODULE)
+	install -d $(DESTDIR)$(LIBEXECDIR)
+	$(APXS) -i -S LIBEXECDIR=$(DESTDIR)$(LIBEXECDIR) -n influx_metrics $(MODULE)
 	install -d $(DESTDIR)$(APACHE_MODS_AVAILABLE)
 	install -m 644 conf/influx_metrics.load conf/influx_metrics.conf $(DESTDIR)$(APACHE_MODS_AVAILABLE)/
 
