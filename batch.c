@@ -15,8 +15,8 @@
  *       index i has finished writing it, and seq == i + capacity once the
  *       consumer has read it (free for the producer of index i + capacity).
  *     - recorded == head; every recorded point ends as exactly one of sent,
- *       rejected, dropped_exit, or is still buffered (in the ring or in the
- *       flusher's pending batch). Points refused because the ring was full
+ *       rejected, dropped_retry, dropped_exit, or is still buffered (in the
+ *       ring, the batch being sent, or the retry buffer). Points refused because the ring was full
  *       were never recorded and are counted in dropped_full.
  *
  *   Memory ordering: a producer claims an index with a relaxed CAS on head
@@ -36,11 +36,22 @@
  *   interval passes or a producer whose index completes a batch signals it
  *   (without the mutex: a missed wake-up costs at most one interval). It then
  *   drains the ring in batches of batch_size points, encodes them as line
- *   protocol, optionally gzips them and hands them to the send callback. A
- *   batch the backend could not take stays pending and is retried with
- *   exponential backoff and jitter; meanwhile the ring absorbs new points
- *   until it is full. At stop it drains and sends what is left within
- *   shutdown_timeout, and counts what it could not send as dropped_exit.
+ *   protocol, optionally gzips them and hands them to the send callback.
+ *
+ * The retry buffer
+ *   A batch the backend could not take (down, slow, 429, 5xx) is copied into
+ *   a FIFO of encoded batches, bounded by retry_buffer bytes, and retried with
+ *   exponential backoff and jitter (or after the backend's Retry-After). While
+ *   it backs off, the flusher keeps draining the ring into the FIFO, so the
+ *   ring stays free for the request path; when the FIFO is full its oldest
+ *   batch is dropped and its points counted (dropped_retry), as is a batch
+ *   that has failed for longer than retry_max_time. Memory is therefore
+ *   bounded by the ring + retry_buffer + one batch being encoded. Order is
+ *   kept: nothing new is sent while older batches wait.
+ *
+ *   At stop it sends what is left within shutdown_timeout, and counts what it
+ *   could not send as dropped_exit. So, at any time:
+ *     recorded == sent + rejected + dropped_retry + dropped_exit + buffered.
  */
 #include <stdarg.h>
 #include <stdatomic.h>
@@ -69,8 +80,16 @@ _Static_assert(sizeof(cell_t) == CACHE_LINE, "cell must fill one cache line");
 
 /* Repeated failures are logged at most once per this interval. */
 #define FAIL_LOG_INTERVAL apr_time_from_sec(10)
-/* First retry delay; doubles per attempt up to retry_max_delay. */
-#define RETRY_BASE apr_time_from_msec(500)
+
+/* A batch waiting in the retry buffer. */
+typedef struct rbatch {
+    struct rbatch *next;
+    uint32_t n;                 /* request points in it */
+    int has_self;               /* its first line is the module's own counters */
+    apr_time_t first_fail;
+    size_t len;
+    char data[];
+} rbatch_t;
 
 struct imx_engine {
     imx_engine_conf_t conf;
@@ -84,22 +103,30 @@ struct imx_engine {
 
     /* Owned by the flusher (or by the caller of imx_engine_flush_now). */
     _Alignas(CACHE_LINE) uint64_t tail;
-    char *body;
+    char *body;                 /* the batch being built and sent */
     size_t body_len, body_cap;
-    uint32_t pending;           /* points in body, not yet acknowledged */
+    uint32_t work_n;            /* request points in body */
+    int work_self;
     unsigned char *gz;
     size_t gz_cap;
     z_stream zs;
     int zs_ready;
-    unsigned attempt;           /* consecutive failures of the pending batch */
+    rbatch_t *rq_head, *rq_tail;
+    size_t rq_bytes;
+    uint64_t rq_points;
+    unsigned attempt;           /* consecutive failures at the queue's head */
     apr_time_t retry_at;
     apr_time_t last_fail_log;
     unsigned long fails_unlogged;
+    int self_due;
+    uint64_t self_last_sum;
     uint32_t rng;
 
     /* Read by anyone (stats), written by the flusher. */
-    _Atomic uint64_t tail_pub, pending_pub;
-    _Atomic uint64_t sent, rejected, dropped_exit, retries, batches, bytes;
+    _Atomic uint64_t tail_pub, work_pub, rq_points_pub, rq_bytes_pub;
+    _Atomic uint64_t sent, rejected, dropped_retry, dropped_exit, retries, batches, bytes;
+    _Atomic apr_time_t last_ok, last_error_time;
+    char last_error[200];       /* under mu */
 
     /* Thread control. */
     apr_pool_t *pool;
@@ -132,6 +159,13 @@ static apr_status_t engine_cleanup(void *data)
 {
     imx_engine_t *e = data;
 
+    rbatch_t *rb, *next;
+
+    for (rb = e->rq_head; rb; rb = next) {
+        next = rb->next;
+        free(rb);
+    }
+    e->rq_head = e->rq_tail = NULL;
     free(e->body);
     free(e->gz);
     if (e->zs_ready) {
@@ -149,6 +183,7 @@ imx_engine_t *imx_engine_create(apr_pool_t *p, const imx_engine_conf_t *conf,
     apr_status_t rv;
 
     if (!conf->line_prefix || !conf->send || conf->batch_size < 1
+        || conf->retry_base < 1 || conf->retry_interval <= 0
         || conf->capacity < 2 || conf->capacity > (1u << 30)) {
         snprintf(err, errsz, "invalid engine configuration");
         return NULL;
@@ -227,7 +262,7 @@ int imx_push(imx_engine_t *e, const imx_point_t *pt)
 
 static int grow_body(imx_engine_t *e, size_t need)
 {
-    size_t cap = e->body_cap ? e->body_cap : (size_t)e->conf.batch_size * 160;
+    size_t cap = e->body_cap ? e->body_cap : (size_t)e->conf.batch_size * 160 + 512;
     char *nb;
 
     while (cap < need) {
@@ -242,13 +277,70 @@ static int grow_body(imx_engine_t *e, size_t need)
     return 1;
 }
 
-/* Moves up to batch_size published points from the ring into the pending
- * body. Returns the number taken. */
+static char *put_u64(char *o, uint64_t v)
+{
+    char tmp[20];
+    size_t n = 0;
+
+    do {
+        tmp[n++] = (char)('0' + v % 10);
+        v /= 10;
+    } while (v);
+    while (n) {
+        *o++ = tmp[--n];
+    }
+    return o;
+}
+
+#define SELF_FIELDS 10
+#define SELF_MAX (SELF_FIELDS * (16 + 21) + 24)
+
+/* The module's own counters as one line, so dashboards can watch delivery. */
+static size_t encode_self(imx_engine_t *e, char *out)
+{
+    static const char *const names[SELF_FIELDS] = {
+        " recorded=", ",sent=", ",rejected=", ",dropped_full=", ",dropped_retry=",
+        ",dropped_exit=", ",retries=", ",buffered=", ",retry_bytes=", ",batches="
+    };
+    imx_stats_t st;
+    uint64_t v[SELF_FIELDS];
+    size_t pl = strlen(e->conf.self_prefix);
+    char *o = out;
+
+    imx_engine_stats(e, &st);
+    v[0] = st.recorded; v[1] = st.sent; v[2] = st.rejected; v[3] = st.dropped_full;
+    v[4] = st.dropped_retry; v[5] = st.dropped_exit; v[6] = st.retries;
+    v[7] = st.buffered; v[8] = st.retry_bytes; v[9] = st.batches;
+    memcpy(o, e->conf.self_prefix, pl);
+    o += pl;
+    for (int i = 0; i < SELF_FIELDS; i++) {
+        size_t nl = strlen(names[i]);
+        memcpy(o, names[i], nl);
+        o = put_u64(o + nl, v[i]);
+        *o++ = 'i';
+    }
+    *o++ = ' ';
+    o = put_u64(o, (uint64_t)apr_time_now() * 1000);
+    *o++ = '\n';
+    return (size_t)(o - out);
+}
+
+/* Moves up to batch_size published points from the ring into the work body,
+ * after the self line if one is due. Returns the number of lines in it. */
 static uint32_t fill_batch(imx_engine_t *e)
 {
     uint32_t n = 0;
 
     e->body_len = 0;
+    e->work_self = 0;
+    if (e->self_due && e->conf.self_prefix) {
+        if (e->body_cap >= strlen(e->conf.self_prefix) + SELF_MAX
+            || grow_body(e, strlen(e->conf.self_prefix) + SELF_MAX)) {
+            e->body_len = encode_self(e, e->body);
+            e->work_self = 1;
+        }
+        e->self_due = 0;
+    }
     while (n < e->conf.batch_size) {
         cell_t *c = &e->cells[e->tail & e->mask];
         size_t need;
@@ -266,14 +358,22 @@ static uint32_t fill_batch(imx_engine_t *e)
         e->tail++;
         n++;
     }
-    e->pending = n;
+    e->work_n = n;
+    atomic_store_explicit(&e->work_pub, n, memory_order_relaxed);
     atomic_store_explicit(&e->tail_pub, e->tail, memory_order_relaxed);
-    atomic_store_explicit(&e->pending_pub, n, memory_order_relaxed);
-    return n;
+    return n + (uint32_t)e->work_self;
 }
 
-/* gzip the pending body into e->gz; returns its length, 0 on failure. */
-static size_t gzip_body(imx_engine_t *e)
+static void work_done(imx_engine_t *e)
+{
+    e->work_n = 0;
+    e->work_self = 0;
+    e->body_len = 0;
+    atomic_store_explicit(&e->work_pub, 0, memory_order_relaxed);
+}
+
+/* gzip data into e->gz; returns its length, 0 on failure. */
+static size_t gzip_data(imx_engine_t *e, const char *data, size_t len)
 {
     size_t bound;
 
@@ -289,7 +389,7 @@ static size_t gzip_body(imx_engine_t *e)
     else {
         deflateReset(&e->zs);
     }
-    bound = deflateBound(&e->zs, e->body_len);
+    bound = deflateBound(&e->zs, (uLong)len);
     if (bound > e->gz_cap) {
         unsigned char *ng = realloc(e->gz, bound);
         if (!ng) {
@@ -298,8 +398,8 @@ static size_t gzip_body(imx_engine_t *e)
         e->gz = ng;
         e->gz_cap = bound;
     }
-    e->zs.next_in = (unsigned char *)e->body;
-    e->zs.avail_in = (uInt)e->body_len;
+    e->zs.next_in = (unsigned char *)data;
+    e->zs.avail_in = (uInt)len;
     e->zs.next_out = e->gz;
     e->zs.avail_out = (uInt)e->gz_cap;
     if (deflate(&e->zs, Z_FINISH) != Z_STREAM_END) {
@@ -318,27 +418,40 @@ static uint32_t next_rand(imx_engine_t *e)
     return e->rng = x;
 }
 
-/* Exponential backoff with jitter: the delay for attempt n is drawn from
- * [d/2, d] with d = base * 2^(n-1), capped, so children that failed together
- * do not retry together. */
-static apr_interval_time_t backoff(imx_engine_t *e)
+/* When to try the head of the retry buffer again: retry_interval times
+ * retry_base^(attempt-1), capped at retry_max_delay, drawn from [d/2, d] so
+ * children that failed together do not retry together. A Retry-After from
+ * the backend wins; "slow" failures wait the longest delay. */
+static apr_interval_time_t backoff(imx_engine_t *e, const imx_send_info_t *info)
 {
-    apr_interval_time_t d = RETRY_BASE;
+    apr_interval_time_t d = e->conf.retry_interval;
     unsigned i;
 
-    for (i = 1; i < e->attempt && d < e->conf.retry_max_delay; i++) {
-        d *= 2;
+    if (info->retry_after > 0) {
+        return info->retry_after;
     }
-    if (d > e->conf.retry_max_delay) {
+    for (i = 1; i < e->attempt && d < e->conf.retry_max_delay; i++) {
+        d *= e->conf.retry_base;
+    }
+    if (info->slow || d > e->conf.retry_max_delay) {
         d = e->conf.retry_max_delay;
     }
     return d / 2 + (apr_interval_time_t)(next_rand(e) % (uint32_t)(d / 2 + 1));
+}
+
+static void set_error(imx_engine_t *e, const char *err)
+{
+    apr_thread_mutex_lock(e->mu);
+    snprintf(e->last_error, sizeof(e->last_error), "%s", err);
+    apr_thread_mutex_unlock(e->mu);
+    atomic_store(&e->last_error_time, apr_time_now());
 }
 
 static void note_failure(imx_engine_t *e, const char *what, uint32_t n, const char *err)
 {
     apr_time_t now = apr_time_now();
 
+    set_error(e, err);
     if (e->last_fail_log && now - e->last_fail_log < FAIL_LOG_INTERVAL) {
         e->fails_unlogged++;
         return;
@@ -349,62 +462,181 @@ static void note_failure(imx_engine_t *e, const char *what, uint32_t n, const ch
     e->fails_unlogged = 0;
 }
 
-/* Sends the pending batch once. Returns the send result. */
-static imx_send_result_t send_pending(imx_engine_t *e)
+static void rq_publish(imx_engine_t *e)
 {
-    char err[256] = "";
-    const char *body = e->body;
-    size_t len = e->body_len;
+    atomic_store_explicit(&e->rq_points_pub, e->rq_points, memory_order_relaxed);
+    atomic_store_explicit(&e->rq_bytes_pub, e->rq_bytes, memory_order_relaxed);
+}
+
+static void rq_pop(imx_engine_t *e)
+{
+    rbatch_t *rb = e->rq_head;
+
+    e->rq_head = rb->next;
+    if (!e->rq_head) {
+        e->rq_tail = NULL;
+    }
+    e->rq_bytes -= sizeof(*rb) + rb->len;
+    e->rq_points -= rb->n;
+    free(rb);
+    rq_publish(e);
+}
+
+/* Appends (or, with front, prepends) a copy of data to the retry buffer,
+ * evicting the oldest batches to make room. */
+static void rq_add(imx_engine_t *e, const char *data, size_t len, uint32_t n,
+                   int has_self, apr_time_t first_fail, int front)
+{
+    rbatch_t *rb;
+    size_t need = sizeof(*rb) + len;
+
+    if (need > e->conf.retry_buffer || !(rb = malloc(need))) {
+        atomic_fetch_add(&e->dropped_retry, n);
+        note_failure(e, "dropped (retry buffer too small for it)", n, "");
+        return;
+    }
+    while (e->rq_head && e->rq_bytes + need > e->conf.retry_buffer) {
+        uint32_t old = e->rq_head->n;
+        atomic_fetch_add(&e->dropped_retry, old);
+        rq_pop(e);
+        note_failure(e, "retry buffer full, dropped the oldest", old, "");
+    }
+    memcpy(rb->data, data, len);
+    rb->len = len;
+    rb->n = n;
+    rb->has_self = has_self;
+    rb->first_fail = first_fail;
+    if (front) {
+        rb->next = e->rq_head;
+        e->rq_head = rb;
+        if (!e->rq_tail) {
+            e->rq_tail = rb;
+        }
+    }
+    else {
+        rb->next = NULL;
+        if (e->rq_tail) {
+            e->rq_tail->next = rb;
+        }
+        else {
+            e->rq_head = rb;
+        }
+        e->rq_tail = rb;
+    }
+    e->rq_bytes += need;
+    e->rq_points += n;
+    rq_publish(e);
+}
+
+/* 413: the two halves (at a line boundary) go to the front of the retry
+ * buffer, to be sent at once. Returns 0 if data is one line (cannot split). */
+static int split_to_front(imx_engine_t *e, const char *data, size_t len, uint32_t n,
+                          int has_self, apr_time_t first_fail)
+{
+    uint32_t lines = n + (uint32_t)has_self, half = lines / 2, seen = 0;
+    size_t cut = 0;
+
+    if (lines < 2) {
+        return 0;
+    }
+    while (seen < half) {
+        cut = (size_t)((const char *)memchr(data + cut, '\n', len - cut) - data) + 1;
+        seen++;
+    }
+    /* Second half first, so the first half ends up at the very front. */
+    rq_add(e, data + cut, len - cut, lines - half, 0, first_fail, 1);
+    rq_add(e, data, cut, half - (uint32_t)has_self, has_self, first_fail, 1);
+    e->retry_at = 0;
+    return 1;
+}
+
+/* Sends one batch. Returns 1 when it is settled (stored, refused or split),
+ * 0 when it must be retried (the caller keeps it). */
+static int send_data(imx_engine_t *e, const char *data, size_t len, uint32_t n,
+                     int has_self, apr_time_t first_fail, imx_send_info_t *info)
+{
+    const char *body = data;
+    size_t blen = len;
     int gz = 0;
-    /* Each send is bounded by the sender's own timeout; at shutdown also by
-     * what is left of shutdown_timeout. */
-    apr_time_t deadline = atomic_load(&e->stop_deadline);
     imx_send_result_t res;
 
+    memset(info, 0, sizeof(*info));
     if (e->conf.gzip) {
-        size_t zl = gzip_body(e);
+        size_t zl = gzip_data(e, data, len);
         if (zl) {
             body = (const char *)e->gz;
-            len = zl;
+            blen = zl;
             gz = 1;
         }
     }
-    res = e->conf.send(e->conf.send_ctx, body, len, gz, deadline, err, sizeof(err));
+    /* Each send is bounded by the sender's own timeout; at shutdown also by
+     * what is left of shutdown_timeout. */
+    res = e->conf.send(e->conf.send_ctx, body, blen, gz, atomic_load(&e->stop_deadline), info);
     switch (res) {
     case IMX_SEND_OK:
-        atomic_fetch_add_explicit(&e->sent, e->pending, memory_order_relaxed);
+        atomic_fetch_add_explicit(&e->sent, n, memory_order_relaxed);
         atomic_fetch_add_explicit(&e->batches, 1, memory_order_relaxed);
-        atomic_fetch_add_explicit(&e->bytes, len, memory_order_relaxed);
+        atomic_fetch_add_explicit(&e->bytes, blen, memory_order_relaxed);
+        atomic_store(&e->last_ok, apr_time_now());
         if (e->attempt) {
             logf_(e, IMX_LOG_NOTICE, "backend accepts writes again after %u failed attempts",
                   e->attempt);
             e->last_fail_log = 0;
         }
         e->attempt = 0;
-        e->retry_at = 0;
-        break;
-    case IMX_SEND_REJECT:
-        atomic_fetch_add_explicit(&e->rejected, e->pending, memory_order_relaxed);
-        note_failure(e, "backend rejected", e->pending, err);
+        return 1;
+    case IMX_SEND_PARTIAL:
+        if (info->dropped > n) {
+            info->dropped = n;
+        }
+        atomic_fetch_add_explicit(&e->sent, n - info->dropped, memory_order_relaxed);
+        atomic_fetch_add_explicit(&e->rejected, info->dropped, memory_order_relaxed);
+        atomic_fetch_add_explicit(&e->batches, 1, memory_order_relaxed);
+        note_failure(e, "backend stored part of", n, info->err);
         e->attempt = 0;
-        e->retry_at = 0;
-        break;
+        return 1;
+    case IMX_SEND_TOO_LARGE:
+        if (split_to_front(e, data, len, n, has_self, first_fail)) {
+            logf_(e, IMX_LOG_WARNING, "backend refused %zu bytes as too large; "
+                  "sending the batch in halves (consider a smaller InfluxMetricsBatchSize)",
+                  blen);
+            return 1;
+        }
+        /* a single line too large is refused for good */
+        __attribute__((fallthrough));
+    case IMX_SEND_REJECT:
+        atomic_fetch_add_explicit(&e->rejected, n, memory_order_relaxed);
+        note_failure(e, "backend rejected", n, info->err);
+        e->attempt = 0;
+        return 1;
     default:
         atomic_fetch_add_explicit(&e->retries, 1, memory_order_relaxed);
         e->attempt++;
-        note_failure(e, "will retry", e->pending, err);
-        e->retry_at = apr_time_now() + backoff(e);
-        return res;
+        note_failure(e, "will retry", n, info->err);
+        e->retry_at = apr_time_now() + backoff(e, info);
+        return 0;
     }
-    e->pending = 0;
-    atomic_store_explicit(&e->pending_pub, 0, memory_order_relaxed);
-    return res;
 }
 
-/* Sends everything published so far, batch by batch. Stops early when the
- * backend fails (the batch stays pending) or, when stopping, at the deadline. */
+/* Drops retry-buffer batches that have failed for longer than allowed. */
+static void expire(imx_engine_t *e, apr_time_t now)
+{
+    while (e->conf.retry_max_time && e->rq_head
+           && now - e->rq_head->first_fail > e->conf.retry_max_time) {
+        uint32_t n = e->rq_head->n;
+        atomic_fetch_add(&e->dropped_retry, n);
+        rq_pop(e);
+        note_failure(e, "gave up retrying", n, "retry time exceeded");
+    }
+}
+
+/* Sends everything published so far: the retry buffer first, then the ring,
+ * batch by batch. While the backend is backed off, the ring is emptied into
+ * the retry buffer. When stopping, gives up at the deadline. */
 static void drain(imx_engine_t *e, int final)
 {
+    imx_send_info_t info;
+
     for (;;) {
         apr_time_t now = apr_time_now();
         apr_time_t stop_at = atomic_load(&e->stop_deadline);
@@ -412,18 +644,80 @@ static void drain(imx_engine_t *e, int final)
         if (stop_at && now >= stop_at) {
             return;
         }
-        if (!e->pending && !fill_batch(e)) {
-            return;
-        }
-        if (e->retry_at > now) {
-            if (!final) {
-                return;
+        expire(e, now);
+        if (e->rq_head) {
+            rbatch_t *rb = e->rq_head;
+
+            if (e->retry_at > now) {
+                if (fill_batch(e)) {
+                    rq_add(e, e->body, e->body_len, e->work_n, e->work_self, now, 0);
+                    work_done(e);
+                    continue;
+                }
+                if (!final) {
+                    return;
+                }
+                /* At exit, wait out the backoff if the budget allows. */
+                apr_sleep((e->retry_at < stop_at ? e->retry_at : stop_at) - now);
+                continue;
             }
-            /* At exit, wait out a short backoff if the budget allows. */
-            apr_sleep(e->retry_at - now < stop_at - now ? e->retry_at - now : stop_at - now);
+            if (send_data(e, rb->data, rb->len, rb->n, rb->has_self, rb->first_fail, &info)) {
+                /* A split put its halves in front of rb: find and drop rb. */
+                if (e->rq_head == rb) {
+                    rq_pop(e);
+                }
+                else {
+                    rbatch_t *p = e->rq_head;
+                    while (p->next != rb) {
+                        p = p->next;
+                    }
+                    p->next = rb->next;
+                    if (e->rq_tail == rb) {
+                        e->rq_tail = p;
+                    }
+                    e->rq_bytes -= sizeof(*rb) + rb->len;
+                    e->rq_points -= rb->n;
+                    free(rb);
+                    rq_publish(e);
+                }
+            }
             continue;
         }
-        send_pending(e);
+        if (!fill_batch(e)) {
+            return;
+        }
+        if (!send_data(e, e->body, e->body_len, e->work_n, e->work_self, now, &info)) {
+            rq_add(e, e->body, e->body_len, e->work_n, e->work_self, now, 0);
+        }
+        work_done(e);
+    }
+}
+
+static void publish_stats(imx_engine_t *e)
+{
+    imx_stats_t st;
+
+    if (e->conf.on_stats) {
+        imx_engine_stats(e, &st);
+        e->conf.on_stats(e->conf.stats_ctx, &st);
+    }
+}
+
+/* Once per interval: is there news for the self line? */
+static void self_tick(imx_engine_t *e)
+{
+    imx_stats_t st;
+    uint64_t sum;
+
+    if (!e->conf.self_prefix) {
+        return;
+    }
+    imx_engine_stats(e, &st);
+    sum = st.recorded + st.sent + st.rejected + st.dropped_full + st.dropped_retry
+          + st.retries + st.buffered;
+    if (sum != e->self_last_sum) {
+        e->self_last_sum = sum;
+        e->self_due = 1;
     }
 }
 
@@ -435,7 +729,8 @@ static void *APR_THREAD_FUNC flusher_main(apr_thread_t *t, void *data)
     (void)t;
     while (atomic_load(&e->running)) {
         apr_time_t now = apr_time_now();
-        apr_time_t wake = e->pending && e->retry_at ? e->retry_at : next_flush;
+        apr_time_t wake = e->rq_head && e->retry_at && e->retry_at < next_flush
+                          ? e->retry_at : next_flush;
         uint64_t avail = atomic_load_explicit(&e->head, memory_order_relaxed) - e->tail;
 
         if (wake > now && avail < e->conf.batch_size) {
@@ -451,8 +746,10 @@ static void *APR_THREAD_FUNC flusher_main(apr_thread_t *t, void *data)
         now = apr_time_now();
         if (now >= next_flush) {
             next_flush = now + e->conf.flush_interval;
+            self_tick(e);
         }
         drain(e, 0);
+        publish_stats(e);
     }
     drain(e, 1);
     return NULL;
@@ -486,6 +783,7 @@ void imx_engine_stop(imx_engine_t *e)
 {
     apr_status_t trv;
     imx_stats_t st;
+    uint64_t left;
 
     if (atomic_exchange(&e->stopped, 1)) {
         return;
@@ -506,21 +804,26 @@ void imx_engine_stop(imx_engine_t *e)
         drain(e, 1);
     }
     /* Whatever is left was recorded and will never be sent. */
-    atomic_fetch_add(&e->dropped_exit,
-                     e->pending + (atomic_load(&e->head) - e->tail));
-    e->pending = 0;
+    left = e->work_n + e->rq_points + (atomic_load(&e->head) - e->tail);
+    atomic_fetch_add(&e->dropped_exit, left);
+    work_done(e);
+    while (e->rq_head) {
+        rq_pop(e);
+    }
     e->tail = atomic_load(&e->head);
     atomic_store(&e->tail_pub, e->tail);
-    atomic_store(&e->pending_pub, 0);
 
     imx_engine_stats(e, &st);
-    logf_(e, st.dropped_full || st.dropped_exit || st.rejected ? IMX_LOG_WARNING : IMX_LOG_INFO,
+    publish_stats(e);
+    logf_(e, st.dropped_full || st.dropped_exit || st.dropped_retry || st.rejected
+          ? IMX_LOG_WARNING : IMX_LOG_INFO,
           "flusher exit: recorded=%llu sent=%llu rejected=%llu dropped_full=%llu "
-          "dropped_exit=%llu retries=%llu batches=%llu bytes=%llu",
+          "dropped_exit=%llu retries=%llu batches=%llu bytes=%llu dropped_retry=%llu",
           (unsigned long long)st.recorded, (unsigned long long)st.sent,
           (unsigned long long)st.rejected, (unsigned long long)st.dropped_full,
           (unsigned long long)st.dropped_exit, (unsigned long long)st.retries,
-          (unsigned long long)st.batches, (unsigned long long)st.bytes);
+          (unsigned long long)st.batches, (unsigned long long)st.bytes,
+          (unsigned long long)st.dropped_retry);
 }
 
 uint64_t imx_engine_flush_now(imx_engine_t *e, apr_time_t deadline)
@@ -538,13 +841,22 @@ void imx_engine_stats(imx_engine_t *e, imx_stats_t *st)
     uint64_t head = atomic_load_explicit(&e->head, memory_order_relaxed);
     uint64_t tail = atomic_load_explicit(&e->tail_pub, memory_order_relaxed);
 
+    memset(st, 0, sizeof(*st));
     st->recorded = head;
     st->dropped_full = atomic_load_explicit(&e->dropped_full, memory_order_relaxed);
     st->sent = atomic_load_explicit(&e->sent, memory_order_relaxed);
     st->rejected = atomic_load_explicit(&e->rejected, memory_order_relaxed);
+    st->dropped_retry = atomic_load_explicit(&e->dropped_retry, memory_order_relaxed);
     st->dropped_exit = atomic_load_explicit(&e->dropped_exit, memory_order_relaxed);
     st->retries = atomic_load_explicit(&e->retries, memory_order_relaxed);
     st->batches = atomic_load_explicit(&e->batches, memory_order_relaxed);
     st->bytes = atomic_load_explicit(&e->bytes, memory_order_relaxed);
-    st->buffered = (head - tail) + atomic_load_explicit(&e->pending_pub, memory_order_relaxed);
+    st->retry_bytes = atomic_load_explicit(&e->rq_bytes_pub, memory_order_relaxed);
+    st->buffered = (head - tail) + atomic_load_explicit(&e->work_pub, memory_order_relaxed)
+                   + atomic_load_explicit(&e->rq_points_pub, memory_order_relaxed);
+    st->last_ok = atomic_load(&e->last_ok);
+    st->last_error_time = atomic_load(&e->last_error_time);
+    apr_thread_mutex_lock(e->mu);
+    memcpy(st->last_error, e->last_error, sizeof(st->last_error));
+    apr_thread_mutex_unlock(e->mu);
 }

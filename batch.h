@@ -72,8 +72,19 @@ size_t imx_encode_line(char *out, const char *prefix, size_t prefix_len,
 typedef enum {
     IMX_SEND_OK = 0,            /* stored */
     IMX_SEND_RETRY,             /* transient: keep the batch, try again later */
-    IMX_SEND_REJECT             /* permanent for these bytes: count and drop */
+    IMX_SEND_REJECT,            /* permanent for these bytes: count and drop */
+    IMX_SEND_PARTIAL,           /* some points stored, info->dropped refused */
+    IMX_SEND_TOO_LARGE          /* body too large: split it and send the halves */
 } imx_send_result_t;
+
+/* What a send tells the engine besides its result. */
+typedef struct imx_send_info {
+    apr_interval_time_t retry_after;    /* the backend's Retry-After, or 0 */
+    int slow;                   /* retry at the slowest pace (credentials,
+                                 * missing database: a human must act) */
+    uint32_t dropped;           /* IMX_SEND_PARTIAL: points refused */
+    char err[256];              /* on failure: what happened, never a secret */
+} imx_send_info_t;
 
 /* Optional: called from another thread (at shutdown) so that a send in
  * progress returns by `deadline` at the latest. */
@@ -81,11 +92,11 @@ typedef void imx_send_limit_fn(void *ctx, apr_time_t deadline);
 
 /* Posts one batch. body is line protocol (gzip-compressed when gzipped != 0).
  * deadline: 0, or an absolute time by which it must return even if its own
- * timeout is longer (set during shutdown). On failure, a short
- * description goes into err (never a secret). Called from the flusher only. */
+ * timeout is longer (set during shutdown). info is zeroed by the caller.
+ * Called from the flusher only. */
 typedef imx_send_result_t imx_send_fn(void *ctx, const char *body, size_t len,
                                       int gzipped, apr_time_t deadline,
-                                      char *err, size_t errsz);
+                                      imx_send_info_t *info);
 
 /* Levels follow syslog numbering, like APLOG_*. */
 #define IMX_LOG_ERR     3
@@ -101,32 +112,58 @@ typedef void imx_log_fn(void *ctx, int level, const char *msg);
 
 typedef struct imx_engine imx_engine_t;
 
+typedef struct imx_stats imx_stats_t;
+
+/* Called by the flusher after every round with a snapshot of the counters
+ * (the glue copies it to shared memory for the status page). */
+typedef void imx_stats_fn(void *ctx, const imx_stats_t *st);
+
 typedef struct imx_engine_conf {
     const char *line_prefix;    /* escaped "measurement,host=name" */
     uint32_t capacity;          /* records held before drops, >= 2 */
     uint32_t batch_size;        /* max points per send, >= 1 */
     apr_interval_time_t flush_interval;
     apr_interval_time_t shutdown_timeout;   /* budget for the final flush */
-    apr_interval_time_t retry_max_delay;    /* cap of the retry backoff */
+    /* Retries, as in the official clients' write APIs: the first after
+     * about retry_interval, each next one retry_base times later, at most
+     * retry_max_delay apart; a batch failing for longer than retry_max_time
+     * (0: no limit) is dropped. Failed batches wait in a retry buffer of at
+     * most retry_buffer bytes; when it is full the oldest batch is dropped. */
+    apr_interval_time_t retry_interval;
+    unsigned retry_base;
+    apr_interval_time_t retry_max_delay;
+    apr_interval_time_t retry_max_time;
+    size_t retry_buffer;
     int gzip;
+    /* Escaped "measurement,host=h,slot=n" of the module's own counters,
+     * written once per flush interval when they changed; NULL: never. */
+    const char *self_prefix;
     imx_send_fn *send;
     imx_send_limit_fn *send_limit;  /* may be NULL */
     void *send_ctx;
     imx_log_fn *log;            /* may be NULL */
     void *log_ctx;
+    imx_stats_fn *on_stats;     /* may be NULL */
+    void *stats_ctx;
 } imx_engine_conf_t;
 
-typedef struct imx_stats {
+struct imx_stats {
     uint64_t recorded;          /* points accepted into the buffer */
     uint64_t dropped_full;      /* points refused because the buffer was full */
     uint64_t sent;              /* points the backend acknowledged */
-    uint64_t rejected;          /* points in batches the backend refused for good */
+    uint64_t rejected;          /* points the backend refused for good */
+    uint64_t dropped_retry;     /* points of batches evicted from a full retry
+                                 * buffer or retried for longer than allowed */
     uint64_t dropped_exit;      /* points still unsent when the flusher gave up at exit */
     uint64_t retries;           /* failed sends that will be tried again */
     uint64_t batches;           /* successful sends */
     uint64_t bytes;             /* body bytes of successful sends */
-    uint64_t buffered;          /* points waiting (buffer + pending batch) */
-} imx_stats_t;
+    uint64_t buffered;          /* points waiting (buffer + retry buffer) */
+    uint64_t retry_bytes;       /* bytes held in the retry buffer */
+    apr_time_t last_ok;         /* last successful send, or 0 */
+    apr_time_t last_error_time; /* last failed send, or 0 */
+    char last_error[200];
+};
 
 /* Creates the engine with all its memory from p (the buffer is allocated here,
  * once). Does not start a thread. Returns NULL and fills err on bad conf. */
@@ -156,7 +193,9 @@ void imx_engine_stats(imx_engine_t *e, imx_stats_t *st);
 typedef struct imx_http imx_http_t;
 
 typedef struct imx_http_conf {
-    const char *url;            /* whole write URL; may hold user:pass@ */
+    const char *const *urls;    /* write URLs in order of preference, may hold
+                                 * user:pass@ */
+    int nurls;                  /* >= 1 */
     const char *token;          /* sent as "Authorization: Token ..."; may be NULL */
     apr_interval_time_t timeout;    /* per POST */
     int tls_verify;             /* 1 unless explicitly disabled */
@@ -166,15 +205,21 @@ typedef struct imx_http_conf {
 /* The URL without user info and query, safe to log. */
 const char *imx_url_redacted(apr_pool_t *p, const char *url);
 
-/* One easy handle, reused for every POST (keep-alive). Call curl_global_init
- * before, in a single thread. Returns NULL with err filled on failure. */
+/* One easy handle per URL, each reused for every POST (keep-alive). Call
+ * curl_global_init before, in a single thread. Returns NULL with err filled
+ * on failure. */
 imx_http_t *imx_http_create(apr_pool_t *p, const imx_http_conf_t *conf,
                             char *err, size_t errsz);
 
-/* imx_send_fn and imx_send_limit_fn implementations; ctx is the imx_http_t. */
+/* imx_send_fn and imx_send_limit_fn implementations; ctx is the imx_http_t.
+ * Answers: 2xx stored; 400 with "partial write ... dropped=N" partial; other
+ * 400 and 4xx rejected; 413 too large; 401, 403, 404 retried slowly; 408,
+ * 429, 5xx and transport errors retried (Retry-After honoured). A URL that
+ * fails that way passes the batch to the next URL; the first URL is tried
+ * again first once a retry interval has passed. */
 imx_send_result_t imx_http_send(void *ctx, const char *body, size_t len,
                                 int gzipped, apr_time_t deadline,
-                                char *err, size_t errsz);
+                                imx_send_info_t *info);
 void imx_http_limit(void *ctx, apr_time_t deadline);
 
 #endif /* IMX_BATCH_H */

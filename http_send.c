@@ -11,25 +11,43 @@
  */
 #include <stdatomic.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <strings.h>
+#include <time.h>
 
 #include <apr_strings.h>
 #include <curl/curl.h>
 
 #include "batch.h"
 
-/* Bytes of a response body kept for the error message. */
-#define RESP_KEEP 512
+/* Bytes of a response body kept for the error message, and of its end,
+ * where InfluxDB puts "dropped=N". */
+#define RESP_KEEP 1024
+#define RESP_TAIL 64
+/* A URL that failed is passed over for this long when there are others. */
+#define FAILOVER_HOLD apr_time_from_sec(10)
+/* Longest Retry-After honoured. */
+#define RETRY_AFTER_MAX apr_time_from_sec(600)
+
+typedef struct target {
+    CURL *curl;
+    const char *url_safe;
+    apr_time_t down_until;
+} target_t;
 
 struct imx_http {
-    CURL *curl;
+    target_t *t;
+    int n;
     struct curl_slist *hdrs_plain;
     struct curl_slist *hdrs_gzip;
-    const char *url_safe;
     apr_interval_time_t timeout;
     _Atomic apr_time_t limit;       /* 0, or the time a POST must end by */
     char resp[RESP_KEEP + 1];
     size_t resp_len;
+    char tail[RESP_TAIL + 1];
+    size_t tail_len;
+    apr_interval_time_t retry_after;
 };
 
 const char *imx_url_redacted(apr_pool_t *p, const char *url)
@@ -60,9 +78,54 @@ static size_t on_body(char *ptr, size_t size, size_t nmemb, void *userdata)
     imx_http_t *h = userdata;
     size_t n = size * nmemb;
     size_t room = RESP_KEEP - h->resp_len;
+    size_t keep;
 
     memcpy(h->resp + h->resp_len, ptr, n < room ? n : room);
     h->resp_len += n < room ? n : room;
+    /* The last RESP_TAIL bytes seen, wherever they fall. */
+    keep = n < RESP_TAIL ? n : RESP_TAIL;
+    if (h->tail_len + keep > RESP_TAIL) {
+        size_t drop = h->tail_len + keep - RESP_TAIL;
+        memmove(h->tail, h->tail + drop, h->tail_len - drop);
+        h->tail_len -= drop;
+    }
+    memcpy(h->tail + h->tail_len, ptr + n - keep, keep);
+    h->tail_len += keep;
+    return n;
+}
+
+static size_t on_header(char *buf, size_t size, size_t nitems, void *userdata)
+{
+    imx_http_t *h = userdata;
+    size_t n = size * nitems;
+    char val[64];
+    size_t vl;
+    char *end;
+    long secs;
+
+    if (n < 13 || strncasecmp(buf, "Retry-After:", 12)) {
+        return n;
+    }
+    vl = n - 12 < sizeof(val) - 1 ? n - 12 : sizeof(val) - 1;
+    memcpy(val, buf + 12, vl);
+    val[vl] = '\0';
+    secs = strtol(val, &end, 10);
+    while (*end == ' ' || *end == '\r' || *end == '\n') {
+        end++;
+    }
+    if (end != val && !*end && secs >= 0) {
+        h->retry_after = apr_time_from_sec(secs);
+    }
+    else {
+        time_t when = curl_getdate(val, NULL);   /* an HTTP date */
+        if (when > 0) {
+            apr_time_t d = apr_time_from_sec(when) - apr_time_now();
+            h->retry_after = d > 0 ? d : 0;
+        }
+    }
+    if (h->retry_after > RETRY_AFTER_MAX) {
+        h->retry_after = RETRY_AFTER_MAX;
+    }
     return n;
 }
 
@@ -80,7 +143,9 @@ static apr_status_t http_cleanup(void *data)
 {
     imx_http_t *h = data;
 
-    curl_easy_cleanup(h->curl);
+    for (int i = 0; i < h->n; i++) {
+        curl_easy_cleanup(h->t[i].curl);
+    }
     curl_slist_free_all(h->hdrs_plain);
     curl_slist_free_all(h->hdrs_gzip);
     return APR_SUCCESS;
@@ -91,14 +156,10 @@ imx_http_t *imx_http_create(apr_pool_t *p, const imx_http_conf_t *conf,
 {
     imx_http_t *h = apr_pcalloc(p, sizeof(*h));
     struct curl_slist *l = NULL;
+    int i;
 
-    h->curl = curl_easy_init();
-    if (!h->curl) {
-        snprintf(err, errsz, "curl_easy_init failed");
-        return NULL;
-    }
-    h->url_safe = imx_url_redacted(p, conf->url);
     h->timeout = conf->timeout;
+    h->t = apr_pcalloc(p, sizeof(target_t) * (apr_size_t)conf->nurls);
     /* "Expect:" stops libcurl from waiting for 100-continue on large bodies. */
     l = curl_slist_append(l, "Content-Type: text/plain; charset=utf-8");
     l = curl_slist_append(l, "Expect:");
@@ -107,8 +168,8 @@ imx_http_t *imx_http_create(apr_pool_t *p, const imx_http_conf_t *conf,
     }
     h->hdrs_plain = l;
     l = NULL;
-    for (struct curl_slist *i = h->hdrs_plain; i; i = i->next) {
-        l = curl_slist_append(l, i->data);
+    for (struct curl_slist *it = h->hdrs_plain; it; it = it->next) {
+        l = curl_slist_append(l, it->data);
     }
     h->hdrs_gzip = curl_slist_append(l, "Content-Encoding: gzip");
     apr_pool_cleanup_register(p, h, http_cleanup, apr_pool_cleanup_null);
@@ -116,24 +177,36 @@ imx_http_t *imx_http_create(apr_pool_t *p, const imx_http_conf_t *conf,
         snprintf(err, errsz, "out of memory building headers");
         return NULL;
     }
+    for (i = 0; i < conf->nurls; i++) {
+        CURL *c = curl_easy_init();
 
-    curl_easy_setopt(h->curl, CURLOPT_URL, conf->url);
-    curl_easy_setopt(h->curl, CURLOPT_PROTOCOLS_STR, "http,https");
-    /* Threads and signals: httpd owns the process's signal handling. */
-    curl_easy_setopt(h->curl, CURLOPT_NOSIGNAL, 1L);
-    curl_easy_setopt(h->curl, CURLOPT_POST, 1L);
-    curl_easy_setopt(h->curl, CURLOPT_WRITEFUNCTION, on_body);
-    curl_easy_setopt(h->curl, CURLOPT_WRITEDATA, h);
-    curl_easy_setopt(h->curl, CURLOPT_XFERINFOFUNCTION, on_progress);
-    curl_easy_setopt(h->curl, CURLOPT_XFERINFODATA, h);
-    curl_easy_setopt(h->curl, CURLOPT_NOPROGRESS, 0L);
-    curl_easy_setopt(h->curl, CURLOPT_TCP_KEEPALIVE, 1L);
-    curl_easy_setopt(h->curl, CURLOPT_SSL_VERIFYPEER, conf->tls_verify ? 1L : 0L);
-    curl_easy_setopt(h->curl, CURLOPT_SSL_VERIFYHOST, conf->tls_verify ? 2L : 0L);
-    if (conf->ca_file) {
-        curl_easy_setopt(h->curl, CURLOPT_CAINFO, conf->ca_file);
+        if (!c) {
+            snprintf(err, errsz, "curl_easy_init failed");
+            return NULL;
+        }
+        h->t[i].curl = c;
+        h->t[i].url_safe = imx_url_redacted(p, conf->urls[i]);
+        h->n = i + 1;
+        curl_easy_setopt(c, CURLOPT_URL, conf->urls[i]);
+        curl_easy_setopt(c, CURLOPT_PROTOCOLS_STR, "http,https");
+        /* Threads and signals: httpd owns the process's signal handling. */
+        curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
+        curl_easy_setopt(c, CURLOPT_POST, 1L);
+        curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_body);
+        curl_easy_setopt(c, CURLOPT_WRITEDATA, h);
+        curl_easy_setopt(c, CURLOPT_HEADERFUNCTION, on_header);
+        curl_easy_setopt(c, CURLOPT_HEADERDATA, h);
+        curl_easy_setopt(c, CURLOPT_XFERINFOFUNCTION, on_progress);
+        curl_easy_setopt(c, CURLOPT_XFERINFODATA, h);
+        curl_easy_setopt(c, CURLOPT_NOPROGRESS, 0L);
+        curl_easy_setopt(c, CURLOPT_TCP_KEEPALIVE, 1L);
+        curl_easy_setopt(c, CURLOPT_SSL_VERIFYPEER, conf->tls_verify ? 1L : 0L);
+        curl_easy_setopt(c, CURLOPT_SSL_VERIFYHOST, conf->tls_verify ? 2L : 0L);
+        if (conf->ca_file) {
+            curl_easy_setopt(c, CURLOPT_CAINFO, conf->ca_file);
+        }
+        curl_easy_setopt(c, CURLOPT_USERAGENT, "mod_influx_metrics");
     }
-    curl_easy_setopt(h->curl, CURLOPT_USERAGENT, "mod_influx_metrics");
     return h;
 }
 
@@ -162,11 +235,27 @@ static const char *resp_text(imx_http_t *h)
     return h->resp;
 }
 
-imx_send_result_t imx_http_send(void *ctx, const char *body, size_t len,
-                                int gzipped, apr_time_t deadline,
-                                char *err, size_t errsz)
+/* InfluxDB 1.x reports a partial write as 400 with "... dropped=N". */
+static int partial_dropped(imx_http_t *h, uint32_t *dropped)
 {
-    imx_http_t *h = ctx;
+    const char *d;
+
+    h->tail[h->tail_len] = '\0';
+    if (!strstr(resp_text(h), "partial write")) {
+        return 0;
+    }
+    d = strstr(h->tail, "dropped=");
+    if (!d) {
+        return 0;
+    }
+    *dropped = (uint32_t)strtoul(d + 8, NULL, 10);
+    return 1;
+}
+
+static imx_send_result_t post_one(imx_http_t *h, target_t *t, const char *body,
+                                  size_t len, int gzipped, apr_time_t deadline,
+                                  imx_send_info_t *info)
+{
     apr_interval_time_t budget = h->timeout;
     apr_time_t now = apr_time_now();
     CURLcode cc;
@@ -174,7 +263,8 @@ imx_send_result_t imx_http_send(void *ctx, const char *body, size_t len,
 
     if (deadline) {
         if (deadline <= now) {
-            snprintf(err, errsz, "no time left to post to %s", h->url_safe);
+            snprintf(info->err, sizeof(info->err), "no time left to post to %s",
+                     t->url_safe);
             return IMX_SEND_RETRY;
         }
         if (deadline - now < budget) {
@@ -182,27 +272,73 @@ imx_send_result_t imx_http_send(void *ctx, const char *body, size_t len,
         }
     }
     h->resp_len = 0;
-    curl_easy_setopt(h->curl, CURLOPT_HTTPHEADER, gzipped ? h->hdrs_gzip : h->hdrs_plain);
-    curl_easy_setopt(h->curl, CURLOPT_POSTFIELDS, body);
-    curl_easy_setopt(h->curl, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)len);
-    curl_easy_setopt(h->curl, CURLOPT_TIMEOUT_MS, (long)apr_time_as_msec(budget) + 1);
-    curl_easy_setopt(h->curl, CURLOPT_CONNECTTIMEOUT_MS, (long)apr_time_as_msec(budget) + 1);
+    h->tail_len = 0;
+    h->retry_after = 0;
+    curl_easy_setopt(t->curl, CURLOPT_HTTPHEADER, gzipped ? h->hdrs_gzip : h->hdrs_plain);
+    curl_easy_setopt(t->curl, CURLOPT_POSTFIELDS, body);
+    curl_easy_setopt(t->curl, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)len);
+    curl_easy_setopt(t->curl, CURLOPT_TIMEOUT_MS, (long)apr_time_as_msec(budget) + 1);
+    curl_easy_setopt(t->curl, CURLOPT_CONNECTTIMEOUT_MS, (long)apr_time_as_msec(budget) + 1);
 
-    cc = curl_easy_perform(h->curl);
+    cc = curl_easy_perform(t->curl);
     if (cc != CURLE_OK) {
-        snprintf(err, errsz, "POST %s failed: %s", h->url_safe, curl_easy_strerror(cc));
+        snprintf(info->err, sizeof(info->err), "POST %s failed: %s", t->url_safe,
+                 curl_easy_strerror(cc));
         return IMX_SEND_RETRY;
     }
-    curl_easy_getinfo(h->curl, CURLINFO_RESPONSE_CODE, &code);
+    curl_easy_getinfo(t->curl, CURLINFO_RESPONSE_CODE, &code);
     if (code >= 200 && code < 300) {
         return IMX_SEND_OK;
     }
-    snprintf(err, errsz, "POST %s answered HTTP %ld: %s", h->url_safe, code, resp_text(h));
-    /* Worth another try: the server or the path to it may recover, and
-     * credentials may be fixed without restarting httpd. Anything else in
-     * 4xx says these bytes will never be accepted. */
-    if (code == 401 || code == 403 || code == 408 || code == 429 || code >= 500) {
+    snprintf(info->err, sizeof(info->err), "POST %s answered HTTP %ld: %s", t->url_safe,
+             code, resp_text(h));
+    if (code == 400 && partial_dropped(h, &info->dropped)) {
+        return IMX_SEND_PARTIAL;
+    }
+    if (code == 413) {
+        return IMX_SEND_TOO_LARGE;
+    }
+    /* Credentials and databases get fixed by people, without restarting
+     * httpd: keep the data and ask again now and then. */
+    if (code == 401 || code == 403 || code == 404) {
+        info->slow = 1;
         return IMX_SEND_RETRY;
     }
+    if (code == 408 || code == 429 || code >= 500) {
+        info->retry_after = h->retry_after;
+        return IMX_SEND_RETRY;
+    }
+    /* Any other 4xx says these bytes will never be accepted. */
     return IMX_SEND_REJECT;
+}
+
+imx_send_result_t imx_http_send(void *ctx, const char *body, size_t len,
+                                int gzipped, apr_time_t deadline,
+                                imx_send_info_t *info)
+{
+    imx_http_t *h = ctx;
+    imx_send_result_t res = IMX_SEND_RETRY;
+    apr_time_t now = apr_time_now();
+    int tried = 0;
+
+    /* In order of preference, passing over URLs that failed recently; if
+     * all of them did, try them all. */
+    for (int pass = 0; pass < 2 && !tried; pass++) {
+        for (int i = 0; i < h->n; i++) {
+            target_t *t = &h->t[i];
+
+            if (pass == 0 && h->n > 1 && t->down_until > now) {
+                continue;
+            }
+            tried++;
+            memset(info, 0, sizeof(*info));
+            res = post_one(h, t, body, len, gzipped, deadline, info);
+            if (res != IMX_SEND_RETRY) {
+                t->down_until = 0;
+                return res;
+            }
+            t->down_until = apr_time_now() + FAILOVER_HOLD;
+        }
+    }
+    return res;
 }

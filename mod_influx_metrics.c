@@ -59,7 +59,14 @@ AP_DECLARE_MODULE(influx_metrics) = {
 /* The exit flush must end before httpd's stop escalates (SIGTERM again at
  * 3 s, SIGKILL at 9 s): 2 s leaves room for the rest of the child's exit. */
 #define SHUTDOWN_TIMEOUT    apr_time_from_sec(2)
+/* Retries, as the official clients' defaults scaled to a 1 s flush: first
+ * after about 1 s, doubling, at most 30 s apart. */
+#define RETRY_INTERVAL      apr_time_from_sec(1)
+#define RETRY_BASE          2
 #define RETRY_MAX_DELAY     apr_time_from_sec(30)
+#define DEF_RETRY_MAX_TIME  apr_time_from_sec(180)
+#define DEF_RETRY_BUFFER    ((apr_off_t)64 << 20)
+#define DEF_TLS_VERIFY      1
 
 /* Tag keys the module writes itself. */
 static const char *const reserved_tags[] = {
@@ -74,7 +81,8 @@ typedef struct {
 
 typedef struct {
     /* Global: only the main server's values count (GLOBAL_ONLY directives). */
-    const char *url;            /* with precision=ns */
+    apr_array_header_t *urls;   /* const char *, with precision=ns; NULL: unset */
+    const void *urls_directive; /* the line that last set urls */
     const char *token;
     const char *measurement;
     apr_interval_time_t flush_interval;
@@ -82,6 +90,10 @@ typedef struct {
     int batch_size;
     int buffer_size;
     int gzip;
+    apr_off_t retry_buffer;
+    apr_interval_time_t retry_max_time;
+    int tls_verify;
+    const char *ca_file;
     /* Per server, merged into virtual hosts. */
     apr_array_header_t *tags;   /* imx_tag_t, raw */
     imx_series_t *series;       /* escaped, built in post_config */
@@ -113,6 +125,9 @@ static void *create_srv_conf(apr_pool_t *p, server_rec *s)
     c->batch_size = UNSET;
     c->buffer_size = UNSET;
     c->gzip = UNSET;
+    c->retry_buffer = UNSET;
+    c->retry_max_time = UNSET;
+    c->tls_verify = UNSET;
     c->tags = apr_array_make(p, 2, sizeof(imx_tag_t));
     return c;
 }
@@ -125,7 +140,7 @@ static void *merge_srv_conf(apr_pool_t *p, void *basev, void *addv)
     imx_srv_conf_t *c = apr_pcalloc(p, sizeof(*c));
     int i, j;
 
-    MERGE(url, NULL);
+    MERGE(urls, NULL);
     MERGE(token, NULL);
     MERGE(measurement, NULL);
     MERGE(flush_interval, UNSET);
@@ -133,6 +148,10 @@ static void *merge_srv_conf(apr_pool_t *p, void *basev, void *addv)
     MERGE(batch_size, UNSET);
     MERGE(buffer_size, UNSET);
     MERGE(gzip, UNSET);
+    MERGE(retry_buffer, UNSET);
+    MERGE(retry_max_time, UNSET);
+    MERGE(tls_verify, UNSET);
+    MERGE(ca_file, NULL);
     /* A vhost's tags add to the server's; the same key in the vhost wins. */
     c->tags = apr_array_copy(p, add->tags);
     for (i = 0; i < base->tags->nelts; i++) {
@@ -235,15 +254,25 @@ static const char *parse_int(cmd_parms *cmd, const char *arg, long min, long max
     return NULL;
 }
 
+/* One URL of InfluxMetricsURL (an ITERATE directive: several are failover). */
 static const char *set_url(cmd_parms *cmd, void *dc, const char *arg)
 {
     const char *err = ap_check_cmd_context(cmd, GLOBAL_ONLY);
+    imx_srv_conf_t *sc = CMD_SC(cmd);
     const char *rest, *q;
     apr_size_t hostlen;
 
     (void)dc;
     if (err) {
         return err;
+    }
+    /* A later InfluxMetricsURL line replaces an earlier one. */
+    if (!sc->urls || sc->urls_directive != cmd->directive) {
+        sc->urls = apr_array_make(cmd->pool, 2, sizeof(const char *));
+        sc->urls_directive = cmd->directive;
+    }
+    if (sc->urls->nelts >= 8) {
+        return apr_psprintf(cmd->pool, "%s: at most 8 URLs", cmd->directive->directive);
     }
     if (!strncasecmp(arg, "http://", 7)) {
         rest = arg + 7;
@@ -281,7 +310,7 @@ static const char *set_url(cmd_parms *cmd, void *dc, const char *arg)
     else {
         arg = apr_pstrcat(cmd->pool, arg, "?precision=ns", NULL);
     }
-    CMD_SC(cmd)->url = arg;
+    APR_ARRAY_PUSH(sc->urls, const char *) = arg;
     return NULL;
 }
 
@@ -468,6 +497,82 @@ static const char *set_gzip(cmd_parms *cmd, void *dc, int on)
     return NULL;
 }
 
+/* "64M", "512K", "1G" or bytes. */
+static const char *set_retry_buffer(cmd_parms *cmd, void *dc, const char *arg)
+{
+    const char *err = ap_check_cmd_context(cmd, GLOBAL_ONLY);
+    char *end;
+    apr_int64_t n;
+
+    (void)dc;
+    if (err) {
+        return err;
+    }
+    errno = 0;
+    n = apr_strtoi64(arg, &end, 10);
+    if (!apr_isdigit(*arg) || errno) {
+        return bad(cmd, arg, "expected a size such as 64M");
+    }
+    switch (apr_toupper(*end)) {
+    case 'G': n <<= 10;
+        __attribute__((fallthrough));
+    case 'M': n <<= 10;
+        __attribute__((fallthrough));
+    case 'K': n <<= 10;
+        end++;
+        break;
+    case '\0':
+        break;
+    default:
+        return bad(cmd, arg, "unit must be K, M or G");
+    }
+    if (*end || n > ((apr_int64_t)16 << 30)) {
+        return bad(cmd, arg, "expected a size from 0 to 16G, such as 64M");
+    }
+    CMD_SC(cmd)->retry_buffer = (apr_off_t)n;
+    return NULL;
+}
+
+static const char *set_retry_max_time(cmd_parms *cmd, void *dc, const char *arg)
+{
+    const char *err = ap_check_cmd_context(cmd, GLOBAL_ONLY);
+
+    (void)dc;
+    return err ? err : parse_duration(cmd, arg, 0, apr_time_from_sec(86400),
+                                      &CMD_SC(cmd)->retry_max_time);
+}
+
+static const char *set_tls_verify(cmd_parms *cmd, void *dc, int on)
+{
+    const char *err = ap_check_cmd_context(cmd, GLOBAL_ONLY);
+
+    (void)dc;
+    if (err) {
+        return err;
+    }
+    CMD_SC(cmd)->tls_verify = on;
+    return NULL;
+}
+
+static const char *set_ca_file(cmd_parms *cmd, void *dc, const char *arg)
+{
+    const char *err = ap_check_cmd_context(cmd, GLOBAL_ONLY);
+    const char *path;
+    apr_finfo_t fi;
+
+    (void)dc;
+    if (err) {
+        return err;
+    }
+    path = ap_server_root_relative(cmd->pool, arg);
+    if (!path || apr_stat(&fi, path, APR_FINFO_TYPE, cmd->temp_pool) != APR_SUCCESS
+        || fi.filetype != APR_REG) {
+        return bad(cmd, arg, "no such file");
+    }
+    CMD_SC(cmd)->ca_file = path;
+    return NULL;
+}
+
 static const char *set_enabled(cmd_parms *cmd, void *dc, int on)
 {
     (void)cmd;
@@ -485,9 +590,10 @@ static const char *set_route(cmd_parms *cmd, void *dc, const char *arg)
 }
 
 static const command_rec imx_cmds[] = {
-    AP_INIT_TAKE1("InfluxMetricsURL", set_url, NULL, RSRC_CONF,
-                  "InfluxDB write endpoint, e.g. http://127.0.0.1:8086/write?db=apache "
-                  "or .../api/v2/write?org=o&bucket=b; enables the module"),
+    AP_INIT_ITERATE("InfluxMetricsURL", set_url, NULL, RSRC_CONF,
+                    "InfluxDB write endpoint(s), e.g. http://127.0.0.1:8086/write?db=apache "
+                    "or .../api/v2/write?org=o&bucket=b; more than one act as failover, "
+                    "in order; enables the module"),
     AP_INIT_TAKE1("InfluxMetricsToken", set_token, NULL, RSRC_CONF,
                   "API token: file:/path, env:NAME or the token itself; sent as "
                   "'Authorization: Token ...'"),
@@ -506,6 +612,16 @@ static const command_rec imx_cmds[] = {
                   "time limit of one POST, e.g. 5s (default 5s)"),
     AP_INIT_FLAG("InfluxMetricsGzip", set_gzip, NULL, RSRC_CONF,
                  "On to send gzip-compressed bodies (default Off)"),
+    AP_INIT_TAKE1("InfluxMetricsRetryBuffer", set_retry_buffer, NULL, RSRC_CONF,
+                  "bytes per child for batches waiting to be retried, e.g. 64M "
+                  "(default 64M; 0: do not retry)"),
+    AP_INIT_TAKE1("InfluxMetricsRetryMaxTime", set_retry_max_time, NULL, RSRC_CONF,
+                  "give up on a batch failing for longer than this, e.g. 180s "
+                  "(default 180s; 0: never)"),
+    AP_INIT_FLAG("InfluxMetricsTLSVerify", set_tls_verify, NULL, RSRC_CONF,
+                 "Off to skip verifying an https server's certificate (default On)"),
+    AP_INIT_TAKE1("InfluxMetricsTLSCACertificateFile", set_ca_file, NULL, RSRC_CONF,
+                  "PEM file of the CA(s) that sign the https server's certificate"),
     AP_INIT_FLAG("InfluxMetrics", set_enabled, NULL, RSRC_CONF | ACCESS_CONF,
                  "On or Off: record requests here (default On once a URL is set)"),
     AP_INIT_TAKE1("InfluxMetricsRoute", set_route, NULL, RSRC_CONF | ACCESS_CONF,
@@ -539,7 +655,7 @@ static int imx_post_config(apr_pool_t *pconf, apr_pool_t *plog, apr_pool_t *ptem
     int i;
 
     (void)plog; (void)ptemp;
-    if (!mc->url) {
+    if (!mc->urls) {
         return OK;
     }
     /* Before the fork and before any thread: curl_global_init is not
@@ -610,14 +726,16 @@ static void imx_child_init(apr_pool_t *pchild, server_rec *s)
     char err[256];
     apr_status_t rv;
 
-    if (!mc->url) {
+    if (!mc->urls) {
         return;
     }
     memset(&hc, 0, sizeof(hc));
-    hc.url = mc->url;
+    hc.urls = (const char *const *)mc->urls->elts;
+    hc.nurls = mc->urls->nelts;
     hc.token = mc->token;
     hc.timeout = mc->timeout != UNSET ? mc->timeout : DEF_TIMEOUT;
-    hc.tls_verify = 1;
+    hc.tls_verify = mc->tls_verify != UNSET ? mc->tls_verify : DEF_TLS_VERIFY;
+    hc.ca_file = mc->ca_file;
     http = imx_http_create(pchild, &hc, err, sizeof(err));
     if (!http) {
         ap_log_error(APLOG_MARK, APLOG_ERR, 0, s,
@@ -630,7 +748,11 @@ static void imx_child_init(apr_pool_t *pchild, server_rec *s)
     ec.batch_size = (uint32_t)(mc->batch_size != UNSET ? mc->batch_size : DEF_BATCH_SIZE);
     ec.flush_interval = mc->flush_interval != UNSET ? mc->flush_interval : DEF_FLUSH_INTERVAL;
     ec.shutdown_timeout = SHUTDOWN_TIMEOUT;
+    ec.retry_interval = RETRY_INTERVAL;
+    ec.retry_base = RETRY_BASE;
     ec.retry_max_delay = RETRY_MAX_DELAY;
+    ec.retry_max_time = mc->retry_max_time != UNSET ? mc->retry_max_time : DEF_RETRY_MAX_TIME;
+    ec.retry_buffer = (size_t)(mc->retry_buffer != UNSET ? mc->retry_buffer : DEF_RETRY_BUFFER);
     ec.gzip = mc->gzip != UNSET ? mc->gzip : DEF_GZIP;
     ec.send = imx_http_send;
     ec.send_limit = imx_http_limit;

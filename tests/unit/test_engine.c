@@ -266,6 +266,11 @@ typedef struct {
     int fail_first;             /* answer RETRY to this many calls */
     int reject_first;           /* answer REJECT to this many calls (after fails) */
     int hang;                   /* never answer: wait for the deadline/limit */
+    int always_fail;            /* RETRY every call */
+    uint32_t max_lines;         /* TOO_LARGE for bodies with more lines */
+    uint32_t partial_drop;      /* PARTIAL with this many dropped, once */
+    apr_interval_time_t retry_after;    /* returned with each RETRY */
+    apr_time_t call_time[64];
     _Atomic apr_time_t limit;
     uint64_t rejected_lines;
 } recorder_t;
@@ -297,8 +302,10 @@ static void record_body(recorder_t *rc, const char *body, size_t len, int count)
 }
 
 static imx_send_result_t rec_send(void *ctx, const char *body, size_t len, int gzipped,
-                                  apr_time_t deadline, char *err, size_t errsz)
+                                  apr_time_t deadline, imx_send_info_t *info)
 {
+    char *err = info->err;
+    size_t errsz = sizeof(info->err);
     recorder_t *rc = ctx;
     uint64_t call = atomic_fetch_add(&rc->calls, 1);
     char *plain = NULL;
@@ -316,8 +323,12 @@ static imx_send_result_t rec_send(void *ctx, const char *body, size_t len, int g
         snprintf(err, errsz, "timed out");
         return IMX_SEND_RETRY;
     }
-    if ((int)call < rc->fail_first) {
+    if (call < 64) {
+        rc->call_time[call] = apr_time_now();
+    }
+    if ((int)call < rc->fail_first || rc->always_fail) {
         snprintf(err, errsz, "injected failure %d", (int)call);
+        info->retry_after = rc->retry_after;
         return IMX_SEND_RETRY;
     }
     if (gzipped) {
@@ -340,6 +351,28 @@ static imx_send_result_t rec_send(void *ctx, const char *body, size_t len, int g
         free(plain);
         snprintf(err, errsz, "injected rejection");
         return IMX_SEND_REJECT;
+    }
+    if (rc->max_lines) {
+        uint32_t lines = 0;
+        for (size_t i = 0; i < len; i++) {
+            lines += body[i] == '\n';
+        }
+        if (lines > rc->max_lines) {
+            free(plain);
+            return IMX_SEND_TOO_LARGE;
+        }
+    }
+    if (rc->partial_drop) {
+        /* The backend stored all but the first partial_drop lines. */
+        const char *s = body;
+        for (uint32_t i = 0; i < rc->partial_drop; i++) {
+            s = memchr(s, '\n', len - (size_t)(s - body)) + 1;
+        }
+        record_body(rc, s, len - (size_t)(s - body), 1);
+        info->dropped = rc->partial_drop;
+        rc->partial_drop = 0;
+        free(plain);
+        return IMX_SEND_PARTIAL;
     }
     record_body(rc, body, len, 1);
     free(plain);
@@ -385,6 +418,8 @@ static void fill_point(imx_point_t *pt, uint64_t id)
     pt->status = 200;
 }
 
+static size_t test_retry_buffer = 64 << 20;
+
 static imx_engine_t *make_engine(apr_pool_t *p, recorder_t *rc, uint32_t cap,
                                  uint32_t batch, int gzip)
 {
@@ -398,7 +433,10 @@ static imx_engine_t *make_engine(apr_pool_t *p, recorder_t *rc, uint32_t cap,
     c.batch_size = batch;
     c.flush_interval = apr_time_from_msec(5);
     c.shutdown_timeout = apr_time_from_msec(300);
+    c.retry_interval = apr_time_from_msec(5);
+    c.retry_base = 2;
     c.retry_max_delay = apr_time_from_msec(20);
+    c.retry_buffer = test_retry_buffer;
     c.gzip = gzip;
     c.send = rec_send;
     c.send_limit = rec_limit;
@@ -418,11 +456,13 @@ static void check_identity(imx_engine_t *e, uint64_t produced, const char *what)
           "%s: recorded %llu + dropped_full %llu != produced %llu", what,
           (unsigned long long)st.recorded, (unsigned long long)st.dropped_full,
           (unsigned long long)produced);
-    CHECK(st.recorded == st.sent + st.rejected + st.dropped_exit + st.buffered,
-          "%s: recorded %llu != sent %llu + rejected %llu + dropped_exit %llu + buffered %llu",
+    CHECK(st.recorded == st.sent + st.rejected + st.dropped_retry + st.dropped_exit
+          + st.buffered,
+          "%s: recorded %llu != sent %llu + rejected %llu + dropped_retry %llu + "
+          "dropped_exit %llu + buffered %llu",
           what, (unsigned long long)st.recorded, (unsigned long long)st.sent,
-          (unsigned long long)st.rejected, (unsigned long long)st.dropped_exit,
-          (unsigned long long)st.buffered);
+          (unsigned long long)st.rejected, (unsigned long long)st.dropped_retry,
+          (unsigned long long)st.dropped_exit, (unsigned long long)st.buffered);
 }
 
 typedef struct {
@@ -653,6 +693,126 @@ static void test_full_ring_drops(void)
     recorder_free(rc);
 }
 
+static imx_engine_t *push_n(apr_pool_t **p, recorder_t *rc, uint32_t cap, uint32_t batch,
+                            int n, size_t retry_buffer)
+{
+    imx_engine_t *e;
+    imx_point_t pt;
+
+    apr_pool_create(p, NULL);
+    test_retry_buffer = retry_buffer ? retry_buffer : 64 << 20;
+    e = make_engine(*p, rc, cap, batch, 0);
+    test_retry_buffer = 64 << 20;
+    for (int i = 0; i < n; i++) {
+        fill_point(&pt, (uint64_t)i);
+        CHECK(imx_push(e, &pt), "push %d", i);
+    }
+    return e;
+}
+
+/* 413: the batch is split until the halves fit; each point arrives once. */
+static void test_split_on_413(void)
+{
+    apr_pool_t *p;
+    recorder_t *rc = recorder_new();
+    imx_engine_t *e;
+    imx_stats_t st;
+
+    rc->max_lines = 7;
+    e = push_n(&p, rc, 1024, 100, 250, 0);
+    imx_engine_flush_now(e, 0);
+    imx_engine_stats(e, &st);
+    CHECK(st.sent == 250 && atomic_load(&rc->lines) == 250 && atomic_load(&rc->dups) == 0
+          && st.buffered == 0 && st.rejected == 0,
+          "split: sent %llu seen %llu", (unsigned long long)st.sent,
+          (unsigned long long)atomic_load(&rc->lines));
+    for (int i = 0; i < 250; i++) {
+        CHECK(rc->seen[i] == 1, "id %d seen %d times", i, rc->seen[i]);
+    }
+    imx_engine_stop(e);
+    check_identity(e, 250, "split");
+    apr_pool_destroy(p);
+    recorder_free(rc);
+}
+
+static void test_partial_write(void)
+{
+    apr_pool_t *p;
+    recorder_t *rc = recorder_new();
+    imx_engine_t *e;
+    imx_stats_t st;
+
+    rc->partial_drop = 3;
+    e = push_n(&p, rc, 1024, 100, 100, 0);
+    imx_engine_flush_now(e, 0);
+    imx_engine_stats(e, &st);
+    CHECK(st.sent == 97 && st.rejected == 3 && atomic_load(&rc->lines) == 97,
+          "partial: sent %llu rejected %llu", (unsigned long long)st.sent,
+          (unsigned long long)st.rejected);
+    imx_engine_stop(e);
+    check_identity(e, 100, "partial");
+    apr_pool_destroy(p);
+    recorder_free(rc);
+}
+
+/* Backend down: batches move to the retry buffer; when it is full the
+ * oldest go, counted; the ring stays free. */
+static void test_retry_buffer_eviction(void)
+{
+    apr_pool_t *p;
+    recorder_t *rc = recorder_new();
+    imx_engine_t *e;
+    imx_stats_t st;
+    imx_point_t pt;
+
+    rc->always_fail = 1;
+    /* Room for about two batches of 100 points (~75 bytes each). */
+    e = push_n(&p, rc, 1024, 100, 1000, 2 * 100 * 80);
+    imx_engine_flush_now(e, 0);
+    imx_engine_stats(e, &st);
+    CHECK(st.sent == 0 && st.dropped_retry >= 700 && st.dropped_retry % 100 == 0
+          && st.buffered == 1000 - st.dropped_retry && st.retry_bytes <= 2 * 100 * 80,
+          "evict: dropped_retry %llu buffered %llu retry_bytes %llu",
+          (unsigned long long)st.dropped_retry, (unsigned long long)st.buffered,
+          (unsigned long long)st.retry_bytes);
+    /* The ring was emptied into the retry buffer: new points fit. */
+    fill_point(&pt, 5000);
+    CHECK(imx_push(e, &pt), "ring not drained during the outage");
+    /* The backend comes back: what is left arrives, newest kept. */
+    rc->always_fail = 0;
+    imx_engine_flush_now(e, 0);
+    imx_engine_stats(e, &st);
+    CHECK(st.sent == 1001 - st.dropped_retry && rc->seen[999] && rc->seen[5000] && !rc->seen[0],
+          "after recovery: sent %llu", (unsigned long long)st.sent);
+    imx_engine_stop(e);
+    check_identity(e, 1001, "evict");
+    apr_pool_destroy(p);
+    recorder_free(rc);
+}
+
+/* Retry-After from the backend sets the next attempt. */
+static void test_retry_after(void)
+{
+    apr_pool_t *p;
+    recorder_t *rc = recorder_new();
+    imx_engine_t *e;
+    imx_stats_t st;
+
+    rc->fail_first = 1;
+    rc->retry_after = apr_time_from_msec(300);
+    e = push_n(&p, rc, 1024, 100, 10, 0);
+    imx_engine_start(e, p);
+    CHECK(wait_sent(e, 10), "not delivered after Retry-After");
+    CHECK(rc->call_time[1] - rc->call_time[0] >= apr_time_from_msec(290),
+          "retried after %lld ms, Retry-After was 300 ms",
+          (long long)apr_time_as_msec(rc->call_time[1] - rc->call_time[0]));
+    imx_engine_stop(e);
+    imx_engine_stats(e, &st);
+    CHECK(st.sent == 10 && st.retries == 1, "retry-after: sent %llu", (unsigned long long)st.sent);
+    apr_pool_destroy(p);
+    recorder_free(rc);
+}
+
 int main(int argc, char **argv)
 {
     int stress_only = argc > 1 && !strcmp(argv[1], "stress");
@@ -665,6 +825,10 @@ int main(int argc, char **argv)
         test_reject_counts();
         test_retry_then_deliver();
         test_stop_bounded();
+        test_split_on_413();
+        test_partial_write();
+        test_retry_buffer_eviction();
+        test_retry_after();
     }
     /* Flat out (mostly drops), paced (mostly sent), tiny ring + gzip, many threads. */
     stress(8, 100000, 1024, 256, 0, 0);
