@@ -4,9 +4,9 @@ APR_CFG  ?= apr-1-config
 PYTHON   ?= /usr/bin/python3
 CC       ?= cc
 
-SRCS     = mod_influx_metrics.c batch.c lineproto.c http_send.c
+SRCS     = mod_influx_metrics.c imx_status.c batch.c lineproto.c http_send.c
 ENGINE   = batch.c lineproto.c http_send.c
-HDRS     = batch.h
+HDRS     = batch.h imx_status.h
 MODULE   = .libs/mod_influx_metrics.so
 WARN     = -Wall -Wextra
 APR_INC  = $(shell $(APR_CFG) --includes --cppflags)
@@ -59,3 +59,24 @@ lint:
 
 clean:
 	rm -rf .libs *.la *.lo *.o *.slo tests/unit/*.asan tests/unit/*.tsan
+
+# ---------------------------------------------------------------------------
+# Benchmarks (bench/, see bench/README.md). `make bench` runs everything in a
+# few minutes and writes bench/out/results.md, bench/out/ratios.png and
+# bench/RESULTS.md. BENCH_ARGS passes options to bench/run.py (--quick, --only).
+BENCH_CFLAGS = -std=gnu11 -O2 -g $(WARN) $(shell $(APR_CFG) --cflags --cppflags --includes) -I.
+BENCH_ARGS ?=
+
+.PHONY: bench bench-micro bench-clean
+
+bench/micro: bench/micro.c $(ENGINE) $(HDRS)
+	$(CC) $(BENCH_CFLAGS) -o $@ bench/micro.c $(ENGINE) $(UNIT_LIBS)
+
+bench-micro: bench/micro
+	./bench/micro
+
+bench: $(MODULE) bench/micro
+	$(PYTHON) bench/run.py $(BENCH_ARGS)
+
+bench-clean:
+	rm -rf bench/micro bench/out

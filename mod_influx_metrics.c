@@ -26,6 +26,8 @@
 #include <curl/curl.h>
 
 #include "batch.h"
+#include "imx_status.h"
+#include "mod_status.h"
 
 static void *create_dir_conf(apr_pool_t *p, char *dir);
 static void *merge_dir_conf(apr_pool_t *p, void *basev, void *addv);
@@ -107,6 +109,7 @@ typedef struct {
 /* Per process. */
 static imx_engine_t *engine;
 static const char *line_prefix;
+static const char *host_escaped;
 static const char *method_names[M_INVALID];    /* escaped, process lifetime */
 static int ts_span = 1, ts_thread_limit = 1;
 static _Atomic unsigned next_thread_id;
@@ -672,10 +675,15 @@ static int imx_post_config(apr_pool_t *pconf, apr_pool_t *plog, apr_pool_t *ptem
     if (apr_gethostname(host, sizeof(host), pconf) != APR_SUCCESS) {
         apr_cpystrn(host, "unknown", sizeof(host));
     }
+    host_escaped = imx_pescape(pconf, host, IMX_ESC_TAG);
     line_prefix = apr_pstrcat(pconf,
                               imx_pescape(pconf, mc->measurement ? mc->measurement
                                                  : DEF_MEASUREMENT, IMX_ESC_MEASUREMENT),
-                              ",host=", imx_pescape(pconf, host, IMX_ESC_TAG), NULL);
+                              ",host=", host_escaped, NULL);
+    if (imx_status_init(s) != APR_SUCCESS) {
+        ap_log_error(APLOG_MARK, APLOG_WARNING, 0, s, "IMX0005: cannot create the "
+                     "shared memory for counters; the status page will be empty");
+    }
     for (vs = s; vs; vs = vs->next) {
         imx_srv_conf_t *c = srv_conf(vs);
         c->series = apr_pcalloc(pconf, sizeof(*c->series));
@@ -710,8 +718,9 @@ static apr_status_t child_stop(void *data)
 {
     (void)data;
     if (engine) {
-        imx_engine_stop(engine);
+        imx_engine_stop(engine);    /* publishes its final counters */
         engine = NULL;
+        imx_status_release();
     }
     return APR_SUCCESS;
 }
@@ -725,6 +734,8 @@ static void imx_child_init(apr_pool_t *pchild, server_rec *s)
     imx_engine_t *e;
     char err[256];
     apr_status_t rv;
+    int slot;
+    uint32_t cap;
 
     if (!mc->urls) {
         return;
@@ -754,6 +765,16 @@ static void imx_child_init(apr_pool_t *pchild, server_rec *s)
     ec.retry_max_time = mc->retry_max_time != UNSET ? mc->retry_max_time : DEF_RETRY_MAX_TIME;
     ec.retry_buffer = (size_t)(mc->retry_buffer != UNSET ? mc->retry_buffer : DEF_RETRY_BUFFER);
     ec.gzip = mc->gzip != UNSET ? mc->gzip : DEF_GZIP;
+    /* The engine rounds the ring up to a power of two; report what it holds. */
+    for (cap = 2; cap < ec.capacity; cap <<= 1) {
+        ;
+    }
+    slot = imx_status_claim(cap);
+    if (slot >= 0) {
+        ec.self_prefix = apr_psprintf(pchild, "apache_influx_metrics,host=%s,slot=%d",
+                                      host_escaped, slot);
+        ec.on_stats = imx_status_publish;
+    }
     ec.send = imx_http_send;
     ec.send_limit = imx_http_limit;
     ec.send_ctx = http;
@@ -850,4 +871,6 @@ static void imx_register_hooks(apr_pool_t *p)
     ap_hook_post_config(imx_post_config, NULL, NULL, APR_HOOK_MIDDLE);
     ap_hook_child_init(imx_child_init, NULL, NULL, APR_HOOK_MIDDLE);
     ap_hook_log_transaction(imx_log_transaction, NULL, NULL, APR_HOOK_MIDDLE);
+    ap_hook_handler(imx_status_handler, NULL, NULL, APR_HOOK_MIDDLE);
+    APR_OPTIONAL_HOOK(ap, status_hook, imx_status_hook, NULL, NULL, APR_HOOK_MIDDLE);
 }
