@@ -456,8 +456,8 @@ static void note_failure(imx_engine_t *e, const char *what, uint32_t n, const ch
         e->fails_unlogged++;
         return;
     }
-    logf_(e, IMX_LOG_ERR, "%s a batch of %u points: %s (%lu more failures since the last report)",
-          what, n, err, e->fails_unlogged);
+    logf_(e, IMX_LOG_ERR, "%s a batch of %u points%s%s (%lu more failures since the last report)",
+          what, n, *err ? ": " : "", err, e->fails_unlogged);
     e->last_fail_log = now;
     e->fails_unlogged = 0;
 }

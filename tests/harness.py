@@ -334,8 +334,15 @@ bind-address = "{host}:{rpc_port}"
         self.rpc_port = free_port()
         while self.rpc_port == self.port:
             self.rpc_port = free_port()
+        _write(os.path.join(self.dir, "influxdb.conf"), self._config())
+        return self._launch(timeout)
+
+    def start_again(self, timeout=30.0):
+        """After stop(): the same data, ports and users (an outage ends)."""
+        return self._launch(timeout, create_user=False)
+
+    def _launch(self, timeout, create_user=True):
         conf = os.path.join(self.dir, "influxdb.conf")
-        _write(conf, self._config())
         # influxd 1.x has no log-file setting: it logs to stderr.
         self._log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(
@@ -357,7 +364,7 @@ bind-address = "{host}:{rpc_port}"
         except BaseException:
             self.stop()
             raise
-        if self.auth:
+        if self.auth and create_user:
             # Allowed without credentials only while no user exists.
             self.query("CREATE USER \"%s\" WITH PASSWORD '%s' WITH ALL PRIVILEGES"
                        % (self.user, self.password.replace("'", "\\'")),
