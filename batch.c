@@ -85,7 +85,8 @@ _Static_assert(sizeof(cell_t) == CACHE_LINE, "cell must fill one cache line");
 typedef struct rbatch {
     struct rbatch *next;
     uint32_t n;                 /* request points in it */
-    int has_self;               /* its first line is the module's own counters */
+    uint32_t extra;             /* lines before them that are not request points
+                                 * (the module's counters, summaries) */
     apr_time_t first_fail;
     size_t len;
     char data[];
@@ -106,7 +107,7 @@ struct imx_engine {
     char *body;                 /* the batch being built and sent */
     size_t body_len, body_cap;
     uint32_t work_n;            /* request points in body */
-    int work_self;
+    uint32_t work_extra;        /* lines of other points before them */
     unsigned char *gz;
     size_t gz_cap;
     z_stream zs;
@@ -332,12 +333,12 @@ static uint32_t fill_batch(imx_engine_t *e)
     uint32_t n = 0;
 
     e->body_len = 0;
-    e->work_self = 0;
+    e->work_extra = 0;
     if (e->self_due && e->conf.self_prefix) {
         if (e->body_cap >= strlen(e->conf.self_prefix) + SELF_MAX
             || grow_body(e, strlen(e->conf.self_prefix) + SELF_MAX)) {
             e->body_len = encode_self(e, e->body);
-            e->work_self = 1;
+            e->work_extra = 1;
         }
         e->self_due = 0;
     }
@@ -361,13 +362,13 @@ static uint32_t fill_batch(imx_engine_t *e)
     e->work_n = n;
     atomic_store_explicit(&e->work_pub, n, memory_order_relaxed);
     atomic_store_explicit(&e->tail_pub, e->tail, memory_order_relaxed);
-    return n + (uint32_t)e->work_self;
+    return n + e->work_extra;
 }
 
 static void work_done(imx_engine_t *e)
 {
     e->work_n = 0;
-    e->work_self = 0;
+    e->work_extra = 0;
     e->body_len = 0;
     atomic_store_explicit(&e->work_pub, 0, memory_order_relaxed);
 }
@@ -485,7 +486,7 @@ static void rq_pop(imx_engine_t *e)
 /* Appends (or, with front, prepends) a copy of data to the retry buffer,
  * evicting the oldest batches to make room. */
 static void rq_add(imx_engine_t *e, const char *data, size_t len, uint32_t n,
-                   int has_self, apr_time_t first_fail, int front)
+                   uint32_t extra, apr_time_t first_fail, int front)
 {
     rbatch_t *rb;
     size_t need = sizeof(*rb) + len;
@@ -504,7 +505,7 @@ static void rq_add(imx_engine_t *e, const char *data, size_t len, uint32_t n,
     memcpy(rb->data, data, len);
     rb->len = len;
     rb->n = n;
-    rb->has_self = has_self;
+    rb->extra = extra;
     rb->first_fail = first_fail;
     if (front) {
         rb->next = e->rq_head;
@@ -531,9 +532,10 @@ static void rq_add(imx_engine_t *e, const char *data, size_t len, uint32_t n,
 /* 413: the two halves (at a line boundary) go to the front of the retry
  * buffer, to be sent at once. Returns 0 if data is one line (cannot split). */
 static int split_to_front(imx_engine_t *e, const char *data, size_t len, uint32_t n,
-                          int has_self, apr_time_t first_fail)
+                          uint32_t extra, apr_time_t first_fail)
 {
-    uint32_t lines = n + (uint32_t)has_self, half = lines / 2, seen = 0;
+    uint32_t lines = n + extra, half = lines / 2, seen = 0;
+    uint32_t extra1 = extra < half ? extra : half;  /* extra lines come first */
     size_t cut = 0;
 
     if (lines < 2) {
@@ -544,8 +546,8 @@ static int split_to_front(imx_engine_t *e, const char *data, size_t len, uint32_
         seen++;
     }
     /* Second half first, so the first half ends up at the very front. */
-    rq_add(e, data + cut, len - cut, lines - half, 0, first_fail, 1);
-    rq_add(e, data, cut, half - (uint32_t)has_self, has_self, first_fail, 1);
+    rq_add(e, data + cut, len - cut, n - (half - extra1), extra - extra1, first_fail, 1);
+    rq_add(e, data, cut, half - extra1, extra1, first_fail, 1);
     e->retry_at = 0;
     return 1;
 }
@@ -553,7 +555,7 @@ static int split_to_front(imx_engine_t *e, const char *data, size_t len, uint32_
 /* Sends one batch. Returns 1 when it is settled (stored, refused or split),
  * 0 when it must be retried (the caller keeps it). */
 static int send_data(imx_engine_t *e, const char *data, size_t len, uint32_t n,
-                     int has_self, apr_time_t first_fail, imx_send_info_t *info)
+                     uint32_t extra, apr_time_t first_fail, imx_send_info_t *info)
 {
     const char *body = data;
     size_t blen = len;
@@ -596,7 +598,7 @@ static int send_data(imx_engine_t *e, const char *data, size_t len, uint32_t n,
         e->attempt = 0;
         return 1;
     case IMX_SEND_TOO_LARGE:
-        if (split_to_front(e, data, len, n, has_self, first_fail)) {
+        if (split_to_front(e, data, len, n, extra, first_fail)) {
             logf_(e, IMX_LOG_WARNING, "backend refused %zu bytes as too large; "
                   "sending the batch in halves (consider a smaller InfluxMetricsBatchSize)",
                   blen);
@@ -650,7 +652,7 @@ static void drain(imx_engine_t *e, int final)
 
             if (e->retry_at > now) {
                 if (fill_batch(e)) {
-                    rq_add(e, e->body, e->body_len, e->work_n, e->work_self, now, 0);
+                    rq_add(e, e->body, e->body_len, e->work_n, e->work_extra, now, 0);
                     work_done(e);
                     continue;
                 }
@@ -661,7 +663,7 @@ static void drain(imx_engine_t *e, int final)
                 apr_sleep((e->retry_at < stop_at ? e->retry_at : stop_at) - now);
                 continue;
             }
-            if (send_data(e, rb->data, rb->len, rb->n, rb->has_self, rb->first_fail, &info)) {
+            if (send_data(e, rb->data, rb->len, rb->n, rb->extra, rb->first_fail, &info)) {
                 /* A split put its halves in front of rb: find and drop rb. */
                 if (e->rq_head == rb) {
                     rq_pop(e);
@@ -686,10 +688,24 @@ static void drain(imx_engine_t *e, int final)
         if (!fill_batch(e)) {
             return;
         }
-        if (!send_data(e, e->body, e->body_len, e->work_n, e->work_self, now, &info)) {
-            rq_add(e, e->body, e->body_len, e->work_n, e->work_self, now, 0);
+        if (!send_data(e, e->body, e->body_len, e->work_n, e->work_extra, now, &info)) {
+            rq_add(e, e->body, e->body_len, e->work_n, e->work_extra, now, 0);
         }
         work_done(e);
+    }
+}
+
+void imx_engine_submit(imx_engine_t *e, const char *data, size_t len, uint32_t lines)
+{
+    imx_send_info_t info;
+    apr_time_t now = apr_time_now();
+
+    if (!len) {
+        return;
+    }
+    /* Behind older batches that wait for a retry, to keep order. */
+    if (e->rq_head || !send_data(e, data, len, 0, lines, now, &info)) {
+        rq_add(e, data, len, 0, lines, now, 0);
     }
 }
 
@@ -747,9 +763,15 @@ static void *APR_THREAD_FUNC flusher_main(apr_thread_t *t, void *data)
         if (now >= next_flush) {
             next_flush = now + e->conf.flush_interval;
             self_tick(e);
+            if (e->conf.on_tick) {
+                e->conf.on_tick(e->conf.tick_ctx, e, 0);
+            }
         }
         drain(e, 0);
         publish_stats(e);
+    }
+    if (e->conf.on_tick) {
+        e->conf.on_tick(e->conf.tick_ctx, e, 1);
     }
     drain(e, 1);
     return NULL;

@@ -118,6 +118,11 @@ typedef struct imx_stats imx_stats_t;
  * (the glue copies it to shared memory for the status page). */
 typedef void imx_stats_fn(void *ctx, const imx_stats_t *st);
 
+/* Called by the flusher once per flush interval, and once more (final = 1)
+ * when it stops, so the glue can add points of its own with
+ * imx_engine_submit(). */
+typedef void imx_tick_fn(void *ctx, imx_engine_t *e, int final);
+
 typedef struct imx_engine_conf {
     const char *line_prefix;    /* escaped "measurement,host=name" */
     uint32_t capacity;          /* records held before drops, >= 2 */
@@ -145,6 +150,8 @@ typedef struct imx_engine_conf {
     void *log_ctx;
     imx_stats_fn *on_stats;     /* may be NULL */
     void *stats_ctx;
+    imx_tick_fn *on_tick;       /* may be NULL */
+    void *tick_ctx;
 } imx_engine_conf_t;
 
 struct imx_stats {
@@ -173,6 +180,11 @@ imx_engine_t *imx_engine_create(apr_pool_t *p, const imx_engine_conf_t *conf,
 /* Request path. Never blocks, never allocates: returns 1 when buffered,
  * 0 when dropped (buffer full or engine stopping). Thread-safe. */
 int imx_push(imx_engine_t *e, const imx_point_t *pt);
+
+/* From the flusher thread only (inside on_tick): sends `lines` lines of line
+ * protocol that are not request points (summaries), as their own batch, with
+ * the same retries; they do not count in recorded/sent. */
+void imx_engine_submit(imx_engine_t *e, const char *data, size_t len, uint32_t lines);
 
 /* Starts the flusher thread (its own pool, child of p). */
 apr_status_t imx_engine_start(imx_engine_t *e, apr_pool_t *p);
