@@ -4,9 +4,9 @@ APR_CFG  ?= apr-1-config
 PYTHON   ?= /usr/bin/python3
 CC       ?= cc
 
-SRCS     = mod_influx_metrics.c imx_status.c batch.c lineproto.c http_send.c
-ENGINE   = batch.c lineproto.c http_send.c
-HDRS     = batch.h imx_status.h
+SRCS     = mod_influx_metrics.c imx_status.c imx_summary.c batch.c lineproto.c http_send.c summary.c
+ENGINE   = batch.c lineproto.c http_send.c summary.c
+HDRS     = batch.h imx_status.h imx_summary.h summary.h
 MODULE   = .libs/mod_influx_metrics.so
 WARN     = -Wall -Wextra
 APR_INC  = $(shell $(APR_CFG) --includes --cppflags)
@@ -80,3 +80,39 @@ bench: $(MODULE) bench/micro
 
 bench-clean:
 	rm -rf bench/micro bench/out
+
+# ---------------------------------------------------------------------------
+# Fuzzing the line-protocol encoder (tests/fuzz/, issue 3); needs clang with
+# libFuzzer (Debian: clang, libclang-rt-14-dev).
+#   make fuzz        builds tests/fuzz/fuzz_encoder, fuzzes for FUZZ_TIME seconds
+#                    (default 20) over a temporary copy of tests/fuzz/corpus
+#   make test-fuzz   for CI: checks the corpus against make_corpus.py, replays
+#                    every seed once, then fuzzes for 20 s
+# Crashing inputs land in tests/fuzz/artifacts/; replay one with
+#   ./tests/fuzz/fuzz_encoder tests/fuzz/artifacts/crash-...
+FUZZ_CC     ?= clang
+FUZZ_TIME   ?= 20
+FUZZ_FLAGS  ?= -max_len=70000 -timeout=10 -rss_limit_mb=2048 -dict=tests/fuzz/encoder.dict
+FUZZ_CFLAGS = -std=gnu11 -g -O1 $(WARN) -Werror -fsanitize=fuzzer,address,undefined \
+              -fno-sanitize-recover=all $(APR_INC) -I. -Itests
+
+.PHONY: fuzz test-fuzz fuzz-clean
+
+tests/fuzz/fuzz_encoder: tests/fuzz/fuzz_encoder.c tests/lp_read.h lineproto.c $(HDRS)
+	$(FUZZ_CC) $(FUZZ_CFLAGS) -o $@ tests/fuzz/fuzz_encoder.c lineproto.c $(APR_LIB)
+
+fuzz: tests/fuzz/fuzz_encoder
+	@mkdir -p tests/fuzz/artifacts
+	tmp=$$(mktemp -d) && trap 'rm -rf "$$tmp"' EXIT && \
+	    cp tests/fuzz/corpus/* "$$tmp"/ && \
+	    ./tests/fuzz/fuzz_encoder $(FUZZ_FLAGS) -max_total_time=$(FUZZ_TIME) \
+	        -artifact_prefix=tests/fuzz/artifacts/ -print_final_stats=1 "$$tmp"
+
+test-fuzz: tests/fuzz/fuzz_encoder
+	$(PYTHON) tests/fuzz/make_corpus.py --check
+	@mkdir -p tests/fuzz/artifacts
+	./tests/fuzz/fuzz_encoder -artifact_prefix=tests/fuzz/artifacts/ tests/fuzz/corpus/*
+	$(MAKE) --no-print-directory fuzz FUZZ_TIME=20
+
+fuzz-clean:
+	rm -rf tests/fuzz/fuzz_encoder tests/fuzz/artifacts

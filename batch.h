@@ -33,7 +33,9 @@ typedef struct imx_point {
     const imx_series_t *series; /* never NULL */
     const char *method;         /* escaped tag value, never NULL */
     const char *route;          /* escaped tag value, or NULL */
-    uint32_t status;
+    uint16_t status;
+    uint16_t sample;            /* kept with probability sample/10000 (field
+                                 * sample_rate); 0: not sampled, no field */
 } imx_point_t;
 
 /* ------------------------------------------------------------------------- */

@@ -160,6 +160,7 @@ size_t imx_line_max(size_t prefix_len, const imx_point_t *pt)
         + (pt->route ? sizeof(",route=") - 1 + strlen(pt->route) : 0)
         + sizeof(" duration_us=") - 1 + I64_DIGITS + 1
         + sizeof(",bytes_sent=") - 1 + I64_DIGITS + 1
+        + (pt->sample ? sizeof(",sample_rate=0.0000") - 1 : 0)
         + 1 + I64_DIGITS + 1;
 }
 
@@ -218,7 +219,27 @@ size_t imx_encode_line(char *out, const char *prefix, size_t prefix_len,
     o = put_i64(o, pt->duration_us);
     o = PUT_LIT(o, "i,bytes_sent=");
     o = put_i64(o, pt->bytes_sent);
-    o = PUT_LIT(o, "i ");
+    if (pt->sample) {
+        /* A float: 10000 -> 1, 1000 -> 0.1, 25 -> 0.0025. */
+        o = PUT_LIT(o, "i,sample_rate=");
+        if (pt->sample >= 10000) {
+            *o++ = '1';
+        }
+        else {
+            unsigned v = pt->sample, d = 1000;
+            *o++ = '0';
+            *o++ = '.';
+            do {
+                *o++ = (char)('0' + v / d);
+                v %= d;
+                d /= 10;
+            } while (v && d);
+        }
+        o = PUT_LIT(o, " ");
+    }
+    else {
+        o = PUT_LIT(o, "i ");
+    }
     o = put_i64(o, pt->ts_ns);
     *o++ = '\n';
     return (size_t)(o - out);

@@ -209,6 +209,17 @@ static char *put_field(char *o, const char *name, uint64_t v, int first)
     return o;
 }
 
+static void copy_series(imx_hist_series_t *ps, imx_hist_series_t *cs)
+{
+    atomic_store(&ps->count, atomic_load(&cs->count));
+    atomic_store(&ps->errors, atomic_load(&cs->errors));
+    atomic_store(&ps->sum, atomic_load(&cs->sum));
+    for (unsigned b = 0; b < IMX_HIST_BUCKETS; b++) {
+        atomic_store_explicit(&ps->b[b], atomic_load_explicit(&cs->b[b], memory_order_relaxed),
+                              memory_order_relaxed);
+    }
+}
+
 /* Upper bound of one series' line, besides prefix and tags. */
 #define FIXED_MAX (9 * 40 + 30)
 #define BUCKET_FIELD_MAX (2 + 20 + 1 + 20 + 2)
@@ -238,17 +249,27 @@ size_t imx_hist_encode(char *out, size_t outsz, const char *prefix,
             continue;
         }
         ps = find(prev, key, 1);
-        if (ps) {
-            pc = atomic_load(&ps->count);
+        if (!ps) {
+            continue;           /* cannot track it: the previous table is full */
         }
+        pc = atomic_load(&ps->count);
         count = atomic_load(&cs->count) - pc;
-        if (!count || !(t = tags(ctx, key))) {
-            continue;
+        if (atomic_load(&cs->count) < pc) {
+            count = 0;          /* counts were lost (a child died): resync */
         }
-        for (unsigned b = 0; b < IMX_HIST_BUCKETS; b++) {
-            delta[b] = atomic_load_explicit(&cs->b[b], memory_order_relaxed)
-                       - (ps ? atomic_load_explicit(&ps->b[b], memory_order_relaxed) : 0);
+        for (unsigned b = 0; b < IMX_HIST_BUCKETS && count; b++) {
+            uint64_t c = atomic_load_explicit(&cs->b[b], memory_order_relaxed);
+            uint64_t p = atomic_load_explicit(&ps->b[b], memory_order_relaxed);
+            if (c < p) {
+                count = 0;
+                break;
+            }
+            delta[b] = c - p;
             nz += delta[b] != 0;
+        }
+        if (!count || !(t = tags(ctx, key))) {
+            copy_series(ps, cs);
+            continue;
         }
         tlen = strlen(t);
         need = plen + tlen + FIXED_MAX + nz * BUCKET_FIELD_MAX + 24;
@@ -264,8 +285,8 @@ size_t imx_hist_encode(char *out, size_t outsz, const char *prefix,
         o += tlen;
         *o++ = ' ';
         o = put_field(o, "count", count, 1);
-        o = put_field(o, "errors", atomic_load(&cs->errors) - (ps ? atomic_load(&ps->errors) : 0), 0);
-        o = put_field(o, "duration_us_sum", atomic_load(&cs->sum) - (ps ? atomic_load(&ps->sum) : 0), 0);
+        o = put_field(o, "errors", atomic_load(&cs->errors) - atomic_load(&ps->errors), 0);
+        o = put_field(o, "duration_us_sum", atomic_load(&cs->sum) - atomic_load(&ps->sum), 0);
         /* min/max were taken for this interval (see imx_hist_add); clamp the
          * percentiles into them, the one thing known exactly. */
         o = put_field(o, "duration_us_min", mn, 0);
@@ -292,16 +313,7 @@ size_t imx_hist_encode(char *out, size_t outsz, const char *prefix,
         o = put_u64(o, (uint64_t)ts_ns);
         *o++ = '\n';
         (*lines)++;
-        /* prev := cur for this series */
-        if (ps) {
-            atomic_store(&ps->count, atomic_load(&cs->count));
-            atomic_store(&ps->errors, atomic_load(&cs->errors));
-            atomic_store(&ps->sum, atomic_load(&cs->sum));
-            for (unsigned b = 0; b < IMX_HIST_BUCKETS; b++) {
-                atomic_store_explicit(&ps->b[b], atomic_load_explicit(&cs->b[b],
-                                      memory_order_relaxed), memory_order_relaxed);
-            }
-        }
+        copy_series(ps, cs);
     }
     return (size_t)(o - out);
 }

@@ -21,6 +21,7 @@
 #include <zlib.h>
 
 #include "batch.h"
+#include "summary.h"
 
 static int failures, checks;
 
@@ -223,6 +224,7 @@ static void test_no_injection(void)
         pt.method = "GET";
         pt.route = (iter & 1) ? esc[2] : NULL;
         pt.status = 200;
+        pt.sample = 0;
         CHECK(imx_line_max(11, &pt) < sizeof(line), "line_max");
         size_t n = imx_encode_line(line, "m,host=h\\ 1", 11, &pt);
         CHECK(n <= imx_line_max(11, &pt), "line longer than its bound");
@@ -416,6 +418,7 @@ static void fill_point(imx_point_t *pt, uint64_t id)
     pt->method = "GET";
     pt->route = NULL;
     pt->status = 200;
+    pt->sample = 0;
 }
 
 static size_t test_retry_buffer = 64 << 20;
@@ -813,6 +816,136 @@ static void test_retry_after(void)
     recorder_free(rc);
 }
 
+/* ------------------------------------------------------------------------- */
+/* Summaries                                                                  */
+
+static int cmp_u64(const void *a, const void *b)
+{
+    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+static double rel_err(uint64_t got, uint64_t want)
+{
+    return want ? (double)(got > want ? got - want : want - got) / (double)want : (double)got;
+}
+
+/* Every value maps to a bucket whose midpoint is within 1% of it, and the
+ * buckets are ordered. */
+static void test_hist_buckets(void)
+{
+    unsigned prev = 0;
+    double worst = 0;
+
+    for (uint64_t v = 0; v < ((uint64_t)1 << 36); v = v < 5000 ? v + 1 : v + v / 997 + 1) {
+        unsigned b = imx_hist_bucket(v);
+        double e = rel_err(imx_hist_value(b), v);
+        CHECK(b < IMX_HIST_BUCKETS && b >= prev, "bucket of %llu: %u", (unsigned long long)v, b);
+        if (e > worst) {
+            worst = e;
+        }
+        prev = b;
+    }
+    CHECK(worst <= 0.0079, "worst relative error %.4f", worst);
+    CHECK(imx_hist_bucket(UINT64_MAX) == IMX_HIST_BUCKETS - 1, "clamp");
+}
+
+static const char *key_tags(void *ctx, uint32_t key)
+{
+    static char buf[32];
+    (void)ctx;
+    snprintf(buf, sizeof(buf), ",k=%u", key);
+    return buf;
+}
+
+/* The value of field `name` in the line of series ",k=<key>" in out. */
+static long long field_of(const char *out, uint32_t key, const char *name)
+{
+    char tag[32], f[64];
+    const char *l, *p;
+
+    snprintf(tag, sizeof(tag), ",k=%u ", key);
+    l = strstr(out, tag);
+    if (!l) {
+        return -1;
+    }
+    snprintf(f, sizeof(f), "%s=", name);
+    for (p = l; (p = strstr(p, f)) && p < strchr(l, '\n'); p++) {
+        if (p[-1] == ' ' || p[-1] == ',') {
+            return strtoll(p + strlen(f), NULL, 10);
+        }
+    }
+    return -1;
+}
+
+/* Two tables (two children) merged, over two intervals: counts exact, and
+ * the percentiles of each interval within 1% of the exact nearest-rank ones
+ * of that interval's values. */
+static void test_hist_merge_and_percentiles(void)
+{
+    size_t sz = imx_hist_table_size(16), gsz = imx_hist_table_size(64);
+    imx_hist_table_t *a = malloc(sz), *b = malloc(sz), *cur = malloc(gsz), *prev = malloc(gsz);
+    enum { N = 20001 };
+    uint64_t *vals = malloc(sizeof(uint64_t) * N);
+    char *out = malloc(1 << 20);
+    static const double ps[3] = { 50, 95, 99 };
+    static const char *const pn[3] = { "p50_us", "p95_us", "p99_us" };
+    uint32_t lines;
+
+    imx_hist_init(a, 16);
+    imx_hist_init(b, 16);
+    imx_hist_init(prev, 64);
+    for (int round = 0; round < 2; round++) {
+        uint64_t sum = 0;
+        for (int i = 0; i < N; i++) {
+            /* A mix like a web server's: fast, medium, a slow tail; slower in
+             * the second interval. */
+            uint64_t v = (rnd() % 10 < 7) ? 50 + rnd() % 400
+                         : (rnd() % 10 < 9) ? 1000 + rnd() % 20000 : 100000 + rnd() % 2000000;
+            v *= (uint64_t)(round + 1);
+            vals[i] = v;
+            sum += v;
+            imx_hist_record(i & 1 ? a : b, 7, v, v > 1000000);
+        }
+        imx_hist_record(a, 9, 123, 0);
+        imx_hist_init(cur, 64);
+        imx_hist_add(cur, a);
+        imx_hist_add(cur, b);
+        imx_hist_encode(out, 1 << 20, "apache_summary,host=h", cur, prev, key_tags, NULL,
+                        1000 + round, &lines);
+        CHECK(lines == 2, "round %d: %u lines", round, lines);
+        CHECK(field_of(out, 7, "count") == N, "round %d count %lld", round, field_of(out, 7, "count"));
+        CHECK(field_of(out, 9, "count") == 1, "key 9 count");
+        CHECK(field_of(out, 7, "duration_us_sum") == (long long)sum, "sum");
+        qsort(vals, N, sizeof(vals[0]), cmp_u64);
+        CHECK(field_of(out, 7, "duration_us_min") == (long long)vals[0], "min");
+        CHECK(field_of(out, 7, "duration_us_max") == (long long)vals[N - 1], "max");
+        for (int k = 0; k < 3; k++) {
+            uint64_t exact = vals[(size_t)((ps[k] / 100.0 * N) + 0.999999) - 1];
+            long long got = field_of(out, 7, pn[k]);
+            CHECK(rel_err((uint64_t)got, exact) <= 0.01, "round %d %s = %lld, exact %llu",
+                  round, pn[k], got, (unsigned long long)exact);
+        }
+        /* Buckets add up to the count, so servers can be summed. */
+        {
+            long long tot = 0;
+            const char *l = strstr(out, ",k=7 "), *end = strchr(l, '\n'), *p = l;
+            while ((p = strstr(p, ",b_")) && p < end) {
+                tot += strtoll(strchr(p, '=') + 1, NULL, 10);
+                p++;
+            }
+            CHECK(tot == N, "bucket fields sum to %lld", tot);
+        }
+    }
+    /* Nothing new: nothing written. */
+    imx_hist_init(cur, 64);
+    imx_hist_add(cur, a);
+    imx_hist_add(cur, b);
+    imx_hist_encode(out, 1 << 20, "s", cur, prev, key_tags, NULL, 3, &lines);
+    CHECK(lines == 0, "idle interval wrote %u lines", lines);
+    free(a); free(b); free(cur); free(prev); free(vals); free(out);
+}
+
 int main(int argc, char **argv)
 {
     int stress_only = argc > 1 && !strcmp(argv[1], "stress");
@@ -829,6 +962,8 @@ int main(int argc, char **argv)
         test_partial_write();
         test_retry_buffer_eviction();
         test_retry_after();
+        test_hist_buckets();
+        test_hist_merge_and_percentiles();
     }
     /* Flat out (mostly drops), paced (mostly sent), tiny ring + gzip, many threads. */
     stress(8, 100000, 1024, 256, 0, 0);
