@@ -27,9 +27,8 @@ typedef struct imx_summary_names {
 } imx_summary_names_t;
 
 #define IMX_KEY(server, route, method, cls) \
-    ((uint32_t)1 + (((uint32_t)(server) & 0x7ff) << 20) \
-     | (((uint32_t)(route) & 0x7ff) << 9) | (((uint32_t)(method) & 0x3f) << 3) \
-     | ((uint32_t)(cls) & 0x7))
+    (((((uint32_t)(server) & 0x7ff) << 20) | (((uint32_t)(route) & 0x7ff) << 9) \
+      | (((uint32_t)(method) & 0x3f) << 3) | ((uint32_t)(cls) & 0x7)) + 1)
 
 /* post_config: the shared segment (once per parent) and the names. */
 apr_status_t imx_summary_init(server_rec *s, const imx_summary_names_t *names,

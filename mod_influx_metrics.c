@@ -27,6 +27,7 @@
 
 #include "batch.h"
 #include "imx_status.h"
+#include "imx_summary.h"
 #include "mod_status.h"
 
 static void *create_dir_conf(apr_pool_t *p, char *dir);
@@ -69,6 +70,12 @@ AP_DECLARE_MODULE(influx_metrics) = {
 #define DEF_RETRY_MAX_TIME  apr_time_from_sec(180)
 #define DEF_RETRY_BUFFER    ((apr_off_t)64 << 20)
 #define DEF_TLS_VERIFY      1
+#define DEF_SUMMARY_SERIES  64
+
+/* InfluxMetricsMode: bits of what is written. */
+#define MODE_RAW            1
+#define MODE_SUMMARY        2
+#define DEF_MODE            MODE_RAW
 
 /* Tag keys the module writes itself. */
 static const char *const reserved_tags[] = {
@@ -96,22 +103,35 @@ typedef struct {
     apr_interval_time_t retry_max_time;
     int tls_verify;
     const char *ca_file;
+    int mode;
+    int summary_series;
     /* Per server, merged into virtual hosts. */
     apr_array_header_t *tags;   /* imx_tag_t, raw */
     imx_series_t *series;       /* escaped, built in post_config */
+    int index;                  /* position in the server list */
 } imx_srv_conf_t;
 
 typedef struct {
     int enabled;                /* UNSET, 0, 1 */
     const char *route;          /* escaped, or NULL */
+    int route_idx;              /* its index for summaries; 0: none */
+    double sample;              /* fraction of requests kept in raw mode; < 0: unset */
+    apr_interval_time_t keep_slow;  /* UNSET, or keep requests at least this slow */
+    int keep_errors;            /* UNSET, 0, 1: keep every 5xx */
 } imx_dir_conf_t;
 
 /* Per process. */
 static imx_engine_t *engine;
 static const char *line_prefix;
 static const char *host_escaped;
-static const char *method_names[M_INVALID];    /* escaped, process lifetime */
+/* Escaped method names by index: M_* numbers, then HEAD and OTHER. */
+static const char *method_names[M_INVALID + 2];
 static int ts_span = 1, ts_thread_limit = 1;
+static int mode = DEF_MODE;
+#define METHOD_HEAD M_INVALID
+#define METHOD_OTHER (M_INVALID + 1)
+static imx_summary_names_t summary_names;
+static __thread uint64_t rng_state;
 static _Atomic unsigned next_thread_id;
 static __thread unsigned thread_id;
 
@@ -131,6 +151,8 @@ static void *create_srv_conf(apr_pool_t *p, server_rec *s)
     c->retry_buffer = UNSET;
     c->retry_max_time = UNSET;
     c->tls_verify = UNSET;
+    c->mode = UNSET;
+    c->summary_series = UNSET;
     c->tags = apr_array_make(p, 2, sizeof(imx_tag_t));
     return c;
 }
@@ -155,6 +177,8 @@ static void *merge_srv_conf(apr_pool_t *p, void *basev, void *addv)
     MERGE(retry_max_time, UNSET);
     MERGE(tls_verify, UNSET);
     MERGE(ca_file, NULL);
+    MERGE(mode, UNSET);
+    MERGE(summary_series, UNSET);
     /* A vhost's tags add to the server's; the same key in the vhost wins. */
     c->tags = apr_array_copy(p, add->tags);
     for (i = 0; i < base->tags->nelts; i++) {
@@ -177,6 +201,9 @@ static void *create_dir_conf(apr_pool_t *p, char *dir)
 
     (void)dir;
     c->enabled = UNSET;
+    c->sample = -1;
+    c->keep_slow = UNSET;
+    c->keep_errors = UNSET;
     return c;
 }
 
@@ -187,6 +214,10 @@ static void *merge_dir_conf(apr_pool_t *p, void *basev, void *addv)
 
     MERGE(enabled, UNSET);
     MERGE(route, NULL);
+    MERGE(route_idx, 0);
+    c->sample = add->sample >= 0 ? add->sample : base->sample;
+    MERGE(keep_slow, UNSET);
+    MERGE(keep_errors, UNSET);
     return c;
 }
 
@@ -583,12 +614,101 @@ static const char *set_enabled(cmd_parms *cmd, void *dc, int on)
     return NULL;
 }
 
+/* Routes of this configuration, escaped; a route's index is its position
+ * (from 1), the same in every child of the generation. */
+static apr_array_header_t *route_registry(apr_pool_t *pconf)
+{
+    void *data = NULL;
+    apr_array_header_t *a;
+
+    apr_pool_userdata_get(&data, "imx_routes", pconf);
+    if (data) {
+        return data;
+    }
+    a = apr_array_make(pconf, 8, sizeof(const char *));
+    APR_ARRAY_PUSH(a, const char *) = NULL;     /* index 0: no route */
+    apr_pool_userdata_setn(a, "imx_routes", apr_pool_cleanup_null, pconf);
+    return a;
+}
+
 static const char *set_route(cmd_parms *cmd, void *dc, const char *arg)
 {
+    imx_dir_conf_t *d = dc;
+    apr_array_header_t *reg = route_registry(cmd->pool);
+    int i;
+
     if (!*arg) {
         return bad(cmd, arg, "a route name must be non-empty");
     }
-    ((imx_dir_conf_t *)dc)->route = imx_pescape(cmd->pool, arg, IMX_ESC_TAG);
+    d->route = imx_pescape(cmd->pool, arg, IMX_ESC_TAG);
+    for (i = 1; i < reg->nelts; i++) {
+        if (!strcmp(APR_ARRAY_IDX(reg, i, const char *), d->route)) {
+            break;
+        }
+    }
+    if (i == reg->nelts) {
+        if (reg->nelts >= 2047) {
+            return bad(cmd, arg, "more than 2046 different routes");
+        }
+        APR_ARRAY_PUSH(reg, const char *) = d->route;
+    }
+    d->route_idx = i;
+    return NULL;
+}
+
+static const char *set_mode(cmd_parms *cmd, void *dc, const char *arg)
+{
+    const char *err = ap_check_cmd_context(cmd, GLOBAL_ONLY);
+
+    (void)dc;
+    if (err) {
+        return err;
+    }
+    if (!strcasecmp(arg, "raw")) {
+        CMD_SC(cmd)->mode = MODE_RAW;
+    }
+    else if (!strcasecmp(arg, "summary")) {
+        CMD_SC(cmd)->mode = MODE_SUMMARY;
+    }
+    else if (!strcasecmp(arg, "both")) {
+        CMD_SC(cmd)->mode = MODE_RAW | MODE_SUMMARY;
+    }
+    else {
+        return bad(cmd, arg, "expected raw, summary or both");
+    }
+    return NULL;
+}
+
+static const char *set_summary_series(cmd_parms *cmd, void *dc, const char *arg)
+{
+    const char *err = ap_check_cmd_context(cmd, GLOBAL_ONLY);
+
+    (void)dc;
+    return err ? err : parse_int(cmd, arg, 1, 4096, &CMD_SC(cmd)->summary_series);
+}
+
+static const char *set_sample(cmd_parms *cmd, void *dc, const char *arg)
+{
+    char *end;
+    double f = strtod(arg, &end);
+
+    if (end == arg || *end || !(f > 0) || f > 1 || f < 0.0001) {
+        return bad(cmd, arg, "expected a fraction from 0.0001 to 1, such as 0.1");
+    }
+    ((imx_dir_conf_t *)dc)->sample = f;
+    return NULL;
+}
+
+static const char *set_keep_slow(cmd_parms *cmd, void *dc, const char *arg)
+{
+    return parse_duration(cmd, arg, apr_time_from_msec(1), apr_time_from_sec(86400),
+                          &((imx_dir_conf_t *)dc)->keep_slow);
+}
+
+static const char *set_keep_errors(cmd_parms *cmd, void *dc, int on)
+{
+    (void)cmd;
+    ((imx_dir_conf_t *)dc)->keep_errors = on;
     return NULL;
 }
 
@@ -629,6 +749,18 @@ static const command_rec imx_cmds[] = {
                  "On or Off: record requests here (default On once a URL is set)"),
     AP_INIT_TAKE1("InfluxMetricsRoute", set_route, NULL, RSRC_CONF | ACCESS_CONF,
                   "route name, written as tag route=<name> for requests here"),
+    AP_INIT_TAKE1("InfluxMetricsMode", set_mode, NULL, RSRC_CONF,
+                  "raw (a point per request), summary (per-interval summaries per "
+                  "vhost, route, method and status class) or both (default raw)"),
+    AP_INIT_TAKE1("InfluxMetricsSummarySeries", set_summary_series, NULL, RSRC_CONF,
+                  "summary series a child can hold (default 64; more are counted as "
+                  "overflow)"),
+    AP_INIT_TAKE1("InfluxMetricsSample", set_sample, NULL, RSRC_CONF | ACCESS_CONF,
+                  "fraction of requests written in raw mode, e.g. 0.1 (default 1)"),
+    AP_INIT_TAKE1("InfluxMetricsKeepSlow", set_keep_slow, NULL, RSRC_CONF | ACCESS_CONF,
+                  "when sampling, keep every request at least this slow, e.g. 500ms"),
+    AP_INIT_FLAG("InfluxMetricsKeepErrors", set_keep_errors, NULL, RSRC_CONF | ACCESS_CONF,
+                 "when sampling, On keeps every 5xx response (default Off)"),
     { NULL }
 };
 
@@ -684,9 +816,18 @@ static int imx_post_config(apr_pool_t *pconf, apr_pool_t *plog, apr_pool_t *ptem
         ap_log_error(APLOG_MARK, APLOG_WARNING, 0, s, "IMX0005: cannot create the "
                      "shared memory for counters; the status page will be empty");
     }
+    summary_names.nservers = 0;
+    for (vs = s; vs; vs = vs->next) {
+        summary_names.nservers++;
+    }
+    summary_names.servers = apr_pcalloc(pconf, sizeof(imx_series_t *)
+                                               * (apr_size_t)summary_names.nservers);
+    i = 0;
     for (vs = s; vs; vs = vs->next) {
         imx_srv_conf_t *c = srv_conf(vs);
+        c->index = i;
         c->series = apr_pcalloc(pconf, sizeof(*c->series));
+        summary_names.servers[i++] = c->series;
         c->series->vhost = apr_pstrcat(pconf, ",vhost=",
                                        imx_pescape(pconf, vs->server_hostname
                                                    ? vs->server_hostname : "unknown",
@@ -697,6 +838,25 @@ static int imx_post_config(apr_pool_t *pconf, apr_pool_t *plog, apr_pool_t *ptem
         /* HEAD shares M_GET, so the registry may name M_GET either way. */
         const char *m = i == M_GET ? "GET" : ap_method_name_of(pconf, i);
         method_names[i] = m ? imx_pescape(pconf, m, IMX_ESC_TAG) : NULL;
+    }
+    method_names[METHOD_HEAD] = "HEAD";
+    method_names[METHOD_OTHER] = "OTHER";
+    mode = mc->mode != UNSET ? mc->mode : DEF_MODE;
+    {
+        apr_array_header_t *routes = route_registry(pconf);
+        summary_names.host = host_escaped;
+        summary_names.routes = (const char *const *)routes->elts;
+        summary_names.nroutes = routes->nelts;
+        summary_names.methods = method_names;
+        summary_names.nmethods = M_INVALID + 2;
+    }
+    if (imx_summary_init(s, &summary_names, (mode & MODE_SUMMARY) != 0,
+                         (uint32_t)(mc->summary_series != UNSET ? mc->summary_series
+                                    : DEF_SUMMARY_SERIES),
+                         mc->flush_interval != UNSET ? mc->flush_interval
+                         : DEF_FLUSH_INTERVAL) != APR_SUCCESS) {
+        ap_log_error(APLOG_MARK, APLOG_WARNING, 0, s, "IMX0006: cannot create the "
+                     "shared memory for summaries; no summaries will be written");
     }
     /* Timestamp offsets (see imx_log_transaction) need the thread layout. */
     if (ap_mpm_query(AP_MPMQ_HARD_LIMIT_THREADS, &ts_thread_limit) != APR_SUCCESS
@@ -775,6 +935,8 @@ static void imx_child_init(apr_pool_t *pchild, server_rec *s)
                                       host_escaped, slot);
         ec.on_stats = imx_status_publish;
     }
+    imx_summary_child(slot);
+    ec.on_tick = imx_summary_tick;
     ec.send = imx_http_send;
     ec.send_limit = imx_http_limit;
     ec.send_ctx = http;
@@ -801,19 +963,47 @@ static void imx_child_init(apr_pool_t *pchild, server_rec *s)
 /* ------------------------------------------------------------------------- */
 /* Request path                                                               */
 
-static const char *method_of(const request_rec *r)
+/* Index into method_names of a request's method. */
+static int method_index(const request_rec *r)
 {
     const char *m;
 
     if (r->method_number >= 0 && r->method_number < M_INVALID
         && (m = method_names[r->method_number]) && r->method
         && !strcmp(m, r->method)) {
-        return m;
+        return r->method_number;
     }
     if (r->header_only && r->method && !strcmp(r->method, "HEAD")) {
-        return "HEAD";
+        return METHOD_HEAD;
     }
-    return "OTHER";
+    return METHOD_OTHER;
+}
+
+/* Raw mode with sampling: keep this request? Sets pt->sample. */
+static int sampled_in(const imx_dir_conf_t *dc, imx_point_t *pt)
+{
+    uint64_t x;
+
+    if (dc->sample < 0 || dc->sample >= 1) {
+        pt->sample = 0;
+        return 1;
+    }
+    if ((dc->keep_errors == 1 && pt->status >= 500)
+        || (dc->keep_slow != UNSET && pt->duration_us >= dc->keep_slow)) {
+        pt->sample = 10000;     /* kept for what it is: it stands for itself */
+        return 1;
+    }
+    if (!rng_state) {
+        rng_state = ((uint64_t)apr_time_now() << 16) ^ (uint64_t)thread_id * 0x9e3779b97f4a7c15ULL;
+        rng_state |= 1;
+    }
+    x = rng_state;              /* xorshift64: per thread, no lock */
+    x ^= x << 13;
+    x ^= x >> 7;
+    x ^= x << 17;
+    rng_state = x;
+    pt->sample = (uint16_t)(dc->sample * 10000 + 0.5);
+    return (double)(x >> 11) * (1.0 / 9007199254740992.0) < dc->sample;
 }
 
 static int imx_log_transaction(request_rec *r)
@@ -824,6 +1014,7 @@ static int imx_log_transaction(request_rec *r)
     imx_point_t pt;
     apr_time_t now;
     long slot;
+    int midx;
 
     if (!engine) {
         return DECLINED;
@@ -857,11 +1048,20 @@ static int imx_log_transaction(request_rec *r)
     pt.duration_us = now - r->request_time;
     /* As %B: no body went out (HEAD, 304) means 0, whatever was counted. */
     pt.bytes_sent = last->sent_bodyct ? last->bytes_sent : 0;
+    midx = method_index(r);
     pt.series = sc->series;
-    pt.method = method_of(r);
+    pt.method = method_names[midx];
     pt.route = dc->route;
-    pt.status = (uint32_t)(last->status > 0 ? last->status : 0);
-    imx_push(engine, &pt);
+    pt.status = (uint16_t)(last->status > 0 && last->status < 1000 ? last->status : 0);
+    if (mode & MODE_SUMMARY) {
+        int cls = pt.status / 100;
+        imx_summary_record(IMX_KEY(sc->index, dc->route_idx, midx, cls < 6 ? cls : 0),
+                           (uint64_t)(pt.duration_us > 0 ? pt.duration_us : 0),
+                           pt.status >= 500);
+    }
+    if ((mode & MODE_RAW) && sampled_in(dc, &pt)) {
+        imx_push(engine, &pt);
+    }
     return DECLINED;
 }
 
