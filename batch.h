@@ -16,9 +16,11 @@
 #include <apr_pools.h>
 #include <apr_time.h>
 
-/* Per-server tag text, escaped once at startup and valid for the process's life. */
+/* Tag text of a server and route, escaped once at startup and valid for the
+ * process's life. */
 typedef struct imx_series {
     const char *vhost;          /* ",vhost=<escaped ServerName>" */
+    const char *route;          /* ",route=<escaped name>", or "" */
     const char *tags;           /* ",k=v,k2=v2" static tags, escaped; may be "" */
 } imx_series_t;
 
@@ -32,7 +34,8 @@ typedef struct imx_point {
     int64_t bytes_sent;
     const imx_series_t *series; /* never NULL */
     const char *method;         /* escaped tag value, never NULL */
-    const char *route;          /* escaped tag value, or NULL */
+    const char *tag;            /* ",k=v" from the request (InfluxMetricsTagFrom),
+                                 * escaped and interned; or NULL */
     uint16_t status;
     uint16_t sample;            /* kept with probability sample/10000 (field
                                  * sample_rate); 0: not sampled, no field */

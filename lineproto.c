@@ -157,7 +157,7 @@ size_t imx_line_max(size_t prefix_len, const imx_point_t *pt)
         + strlen(pt->series->vhost) + strlen(pt->series->tags)
         + sizeof(",method=") - 1 + strlen(pt->method)
         + sizeof(",status=") - 1 + U32_DIGITS
-        + (pt->route ? sizeof(",route=") - 1 + strlen(pt->route) : 0)
+        + strlen(pt->series->route) + (pt->tag ? strlen(pt->tag) : 0)
         + sizeof(" duration_us=") - 1 + I64_DIGITS + 1
         + sizeof(",bytes_sent=") - 1 + I64_DIGITS + 1
         + (pt->sample ? sizeof(",sample_rate=0.0000") - 1 : 0)
@@ -210,11 +210,11 @@ size_t imx_encode_line(char *out, const char *prefix, size_t prefix_len,
     o = put_str(o, pt->method);
     o = PUT_LIT(o, ",status=");
     o = put_u64(o, pt->status);
-    if (pt->route) {
-        o = PUT_LIT(o, ",route=");
-        o = put_str(o, pt->route);
-    }
+    o = put_str(o, pt->series->route);
     o = put_str(o, pt->series->tags);
+    if (pt->tag) {
+        o = put_str(o, pt->tag);
+    }
     o = PUT_LIT(o, " duration_us=");
     o = put_i64(o, pt->duration_us);
     o = PUT_LIT(o, "i,bytes_sent=");

@@ -28,6 +28,7 @@
 #include "batch.h"
 #include "imx_status.h"
 #include "imx_summary.h"
+#include "imx_tags.h"
 #include "mod_status.h"
 
 static void *create_dir_conf(apr_pool_t *p, char *dir);
@@ -71,6 +72,7 @@ AP_DECLARE_MODULE(influx_metrics) = {
 #define DEF_RETRY_BUFFER    ((apr_off_t)64 << 20)
 #define DEF_TLS_VERIFY      1
 #define DEF_SUMMARY_SERIES  64
+#define DEF_MAX_TAG_VALUES  100
 
 /* InfluxMetricsMode: bits of what is written. */
 #define MODE_RAW            1
@@ -79,8 +81,8 @@ AP_DECLARE_MODULE(influx_metrics) = {
 
 /* Tag keys the module writes itself. */
 static const char *const reserved_tags[] = {
-    "host", "vhost", "method", "status", "route",
-    "time", "_measurement", "_field", NULL
+    "host", "vhost", "method", "status", "route", "status_class",
+    "time", "_measurement", "_field", "duration_us", "bytes_sent", "sample_rate", NULL
 };
 
 typedef struct {
@@ -105,9 +107,10 @@ typedef struct {
     const char *ca_file;
     int mode;
     int summary_series;
+    int max_tag_values;
     /* Per server, merged into virtual hosts. */
     apr_array_header_t *tags;   /* imx_tag_t, raw */
-    imx_series_t *series;       /* escaped, built in post_config */
+    imx_series_t *series;       /* by route index: tag text built in post_config */
     int index;                  /* position in the server list */
 } imx_srv_conf_t;
 
@@ -118,7 +121,16 @@ typedef struct {
     double sample;              /* fraction of requests kept in raw mode; < 0: unset */
     apr_interval_time_t keep_slow;  /* UNSET, or keep requests at least this slow */
     int keep_errors;            /* UNSET, 0, 1: keep every 5xx */
+    int tag_src;                /* TAG_* below; 0: no InfluxMetricsTagFrom */
+    const char *tag_name;       /* the variable, note or header */
+    const char *tag_key;        /* escaped tag key */
+    const char *tag_other;      /* ",key=other" */
+    int tag_idx;                /* its table (imx_tags.c) */
 } imx_dir_conf_t;
+
+#define TAG_ENV     1
+#define TAG_NOTE    2
+#define TAG_HEADER  3
 
 /* Per process. */
 static imx_engine_t *engine;
@@ -153,6 +165,7 @@ static void *create_srv_conf(apr_pool_t *p, server_rec *s)
     c->tls_verify = UNSET;
     c->mode = UNSET;
     c->summary_series = UNSET;
+    c->max_tag_values = UNSET;
     c->tags = apr_array_make(p, 2, sizeof(imx_tag_t));
     return c;
 }
@@ -179,6 +192,7 @@ static void *merge_srv_conf(apr_pool_t *p, void *basev, void *addv)
     MERGE(ca_file, NULL);
     MERGE(mode, UNSET);
     MERGE(summary_series, UNSET);
+    MERGE(max_tag_values, UNSET);
     /* A vhost's tags add to the server's; the same key in the vhost wins. */
     c->tags = apr_array_copy(p, add->tags);
     for (i = 0; i < base->tags->nelts; i++) {
@@ -218,6 +232,20 @@ static void *merge_dir_conf(apr_pool_t *p, void *basev, void *addv)
     c->sample = add->sample >= 0 ? add->sample : base->sample;
     MERGE(keep_slow, UNSET);
     MERGE(keep_errors, UNSET);
+    if (add->tag_src) {
+        c->tag_src = add->tag_src;
+        c->tag_name = add->tag_name;
+        c->tag_key = add->tag_key;
+        c->tag_other = add->tag_other;
+        c->tag_idx = add->tag_idx;
+    }
+    else {
+        c->tag_src = base->tag_src;
+        c->tag_name = base->tag_name;
+        c->tag_key = base->tag_key;
+        c->tag_other = base->tag_other;
+        c->tag_idx = base->tag_idx;
+    }
     return c;
 }
 
@@ -705,6 +733,79 @@ static const char *set_keep_slow(cmd_parms *cmd, void *dc, const char *arg)
                           &((imx_dir_conf_t *)dc)->keep_slow);
 }
 
+/* Number of InfluxMetricsTagFrom directives in this configuration: each has
+ * its own table of values. */
+static int next_tag_index(apr_pool_t *pconf)
+{
+    void *data = NULL;
+    int *n;
+
+    apr_pool_userdata_get(&data, "imx_tagfrom", pconf);
+    if (!data) {
+        data = apr_pcalloc(pconf, sizeof(int));
+        apr_pool_userdata_setn(data, "imx_tagfrom", apr_pool_cleanup_null, pconf);
+    }
+    n = data;
+    return (*n)++;
+}
+
+static int tag_count(apr_pool_t *pconf)
+{
+    void *data = NULL;
+
+    apr_pool_userdata_get(&data, "imx_tagfrom", pconf);
+    return data ? *(int *)data : 0;
+}
+
+static const char *set_tag_from(cmd_parms *cmd, void *dc, const char *args)
+{
+    imx_dir_conf_t *d = dc;
+    const char *src = ap_getword_conf(cmd->pool, &args);
+    const char *name = ap_getword_conf(cmd->pool, &args);
+    const char *key = ap_getword_conf(cmd->pool, &args);
+    int i;
+
+    if (!strcasecmp(src, "env")) {
+        d->tag_src = TAG_ENV;
+    }
+    else if (!strcasecmp(src, "note")) {
+        d->tag_src = TAG_NOTE;
+    }
+    else if (!strcasecmp(src, "header")) {
+        d->tag_src = TAG_HEADER;
+    }
+    else {
+        return bad(cmd, src, "expected env, note or header");
+    }
+    if (!*name || *args) {
+        return apr_psprintf(cmd->pool, "%s: expected env|note|header NAME [tag]",
+                            cmd->directive->directive);
+    }
+    if (!*key) {
+        key = apr_pstrdup(cmd->pool, name);
+        ap_str_tolower((char *)key);
+    }
+    for (i = 0; reserved_tags[i]; i++) {
+        if (!strcmp(key, reserved_tags[i])) {
+            return apr_psprintf(cmd->pool, "%s: invalid tag key '%s': the module "
+                                "writes it itself", cmd->directive->directive, key);
+        }
+    }
+    d->tag_name = name;
+    d->tag_key = imx_pescape(cmd->pool, key, IMX_ESC_TAG);
+    d->tag_other = apr_pstrcat(cmd->pool, ",", d->tag_key, "=other", NULL);
+    d->tag_idx = next_tag_index(cmd->pool);
+    return NULL;
+}
+
+static const char *set_max_tag_values(cmd_parms *cmd, void *dc, const char *arg)
+{
+    const char *err = ap_check_cmd_context(cmd, GLOBAL_ONLY);
+
+    (void)dc;
+    return err ? err : parse_int(cmd, arg, 1, 100000, &CMD_SC(cmd)->max_tag_values);
+}
+
 static const char *set_keep_errors(cmd_parms *cmd, void *dc, int on)
 {
     (void)cmd;
@@ -761,6 +862,12 @@ static const command_rec imx_cmds[] = {
                   "when sampling, keep every request at least this slow, e.g. 500ms"),
     AP_INIT_FLAG("InfluxMetricsKeepErrors", set_keep_errors, NULL, RSRC_CONF | ACCESS_CONF,
                  "when sampling, On keeps every 5xx response (default Off)"),
+    AP_INIT_RAW_ARGS("InfluxMetricsTagFrom", set_tag_from, NULL, RSRC_CONF | ACCESS_CONF,
+                     "env|note|header NAME [tag]: a tag from the request's environment "
+                     "variable, note or header (raw points only)"),
+    AP_INIT_TAKE1("InfluxMetricsMaxTagValues", set_max_tag_values, NULL, RSRC_CONF,
+                  "values each InfluxMetricsTagFrom tag may take server-wide before new "
+                  "ones are written as 'other' (default 100)"),
     { NULL }
 };
 
@@ -823,16 +930,27 @@ static int imx_post_config(apr_pool_t *pconf, apr_pool_t *plog, apr_pool_t *ptem
     summary_names.servers = apr_pcalloc(pconf, sizeof(imx_series_t *)
                                                * (apr_size_t)summary_names.nservers);
     i = 0;
-    for (vs = s; vs; vs = vs->next) {
-        imx_srv_conf_t *c = srv_conf(vs);
-        c->index = i;
-        c->series = apr_pcalloc(pconf, sizeof(*c->series));
-        summary_names.servers[i++] = c->series;
-        c->series->vhost = apr_pstrcat(pconf, ",vhost=",
-                                       imx_pescape(pconf, vs->server_hostname
-                                                   ? vs->server_hostname : "unknown",
-                                                   IMX_ESC_TAG), NULL);
-        c->series->tags = tags_text(pconf, c->tags);
+    {
+        apr_array_header_t *routes = route_registry(pconf);
+        for (vs = s; vs; vs = vs->next) {
+            imx_srv_conf_t *c = srv_conf(vs);
+            const char *vhost = apr_pstrcat(pconf, ",vhost=",
+                                            imx_pescape(pconf, vs->server_hostname
+                                                        ? vs->server_hostname : "unknown",
+                                                        IMX_ESC_TAG), NULL);
+            const char *tags = tags_text(pconf, c->tags);
+
+            /* One series text per route, so a point needs one pointer. */
+            c->index = i;
+            c->series = apr_pcalloc(pconf, sizeof(*c->series) * (apr_size_t)routes->nelts);
+            for (int r = 0; r < routes->nelts; r++) {
+                const char *name = APR_ARRAY_IDX(routes, r, const char *);
+                c->series[r].vhost = vhost;
+                c->series[r].route = name ? apr_pstrcat(pconf, ",route=", name, NULL) : "";
+                c->series[r].tags = tags;
+            }
+            summary_names.servers[i++] = c->series;
+        }
     }
     for (i = 0; i < M_INVALID; i++) {
         /* HEAD shares M_GET, so the registry may name M_GET either way. */
@@ -849,6 +967,11 @@ static int imx_post_config(apr_pool_t *pconf, apr_pool_t *plog, apr_pool_t *ptem
         summary_names.nroutes = routes->nelts;
         summary_names.methods = method_names;
         summary_names.nmethods = M_INVALID + 2;
+    }
+    if (imx_tags_init(s, tag_count(pconf), mc->max_tag_values != UNSET
+                      ? mc->max_tag_values : DEF_MAX_TAG_VALUES) != APR_SUCCESS) {
+        ap_log_error(APLOG_MARK, APLOG_WARNING, 0, s, "IMX0007: cannot create the "
+                     "shared memory for request tags; they will be written as 'other'");
     }
     if (imx_summary_init(s, &summary_names, (mode & MODE_SUMMARY) != 0,
                          (uint32_t)(mc->summary_series != UNSET ? mc->summary_series
@@ -1049,9 +1172,9 @@ static int imx_log_transaction(request_rec *r)
     /* As %B: no body went out (HEAD, 304) means 0, whatever was counted. */
     pt.bytes_sent = last->sent_bodyct ? last->bytes_sent : 0;
     midx = method_index(r);
-    pt.series = sc->series;
+    pt.series = &sc->series[dc->route_idx];
     pt.method = method_names[midx];
-    pt.route = dc->route;
+    pt.tag = NULL;
     pt.status = (uint16_t)(last->status > 0 && last->status < 1000 ? last->status : 0);
     if (mode & MODE_SUMMARY) {
         int cls = pt.status / 100;
@@ -1060,6 +1183,16 @@ static int imx_log_transaction(request_rec *r)
                            pt.status >= 500);
     }
     if ((mode & MODE_RAW) && sampled_in(dc, &pt)) {
+        if (dc->tag_src) {
+            const char *v = dc->tag_src == TAG_ENV
+                                ? apr_table_get(last->subprocess_env, dc->tag_name)
+                            : dc->tag_src == TAG_NOTE
+                                ? apr_table_get(last->notes, dc->tag_name)
+                            : apr_table_get(r->headers_in, dc->tag_name);
+            if (v && *v) {
+                pt.tag = imx_tags_intern(dc->tag_idx, dc->tag_key, v, dc->tag_other);
+            }
+        }
         imx_push(engine, &pt);
     }
     return DECLINED;

@@ -5,6 +5,8 @@
  *   <Location /delay> SetHandler imx-delay </Location>
  *   GET /delay?us=1500            answers 200 "ok" after 1.5 ms
  *   GET /delay?us=0&status=503    answers 503 at once
+ *   GET /delay?note=users          sets the request note "app-route" to "users",
+ *                                  as an application would name its route
  */
 #include "httpd.h"
 #include "http_config.h"
@@ -29,12 +31,17 @@ static long arg_of(const char *args, const char *name, long def)
 static int delay_handler(request_rec *r)
 {
     long us, status;
+    const char *p;
 
     if (!r->handler || strcmp(r->handler, "imx-delay")) {
         return DECLINED;
     }
     us = arg_of(r->args, "us", 0);
     status = arg_of(r->args, "status", 200);
+    if (r->args && (p = strstr(r->args, "note=")) && (p == r->args || p[-1] == '&')) {
+        apr_table_setn(r->notes, "app-route",
+                       apr_pstrndup(r->pool, p + 5, strcspn(p + 5, "&")));
+    }
     if (us > 0 && us < 60000000) {
         apr_sleep((apr_interval_time_t)us);
     }

@@ -49,6 +49,27 @@ BAD = [
     ("<VirtualHost 127.0.0.1:1>\nInfluxMetricsBatchSize 10\n</VirtualHost>",
      ["InfluxMetricsBatchSize", "VirtualHost"]),
     ("<Location /x>\nInfluxMetricsTag a b\n</Location>", ["InfluxMetricsTag"]),
+    ("InfluxMetricsTag status_class x", ["InfluxMetricsTag", "status_class"]),
+    ("InfluxMetricsMode fast", ["InfluxMetricsMode", "fast"]),
+    ("InfluxMetricsSummarySeries 0", ["InfluxMetricsSummarySeries", "'0'"]),
+    ("InfluxMetricsSample 0", ["InfluxMetricsSample", "'0'"]),
+    ("InfluxMetricsSample 1.5", ["InfluxMetricsSample", "1.5"]),
+    ("InfluxMetricsSample some", ["InfluxMetricsSample", "some"]),
+    ("InfluxMetricsKeepSlow slow", ["InfluxMetricsKeepSlow", "slow"]),
+    ("InfluxMetricsKeepErrors maybe", ["InfluxMetricsKeepErrors"]),
+    ("InfluxMetricsRetryBuffer 10X", ["InfluxMetricsRetryBuffer", "10X"]),
+    ("InfluxMetricsRetryBuffer 100G", ["InfluxMetricsRetryBuffer", "100G"]),
+    ("InfluxMetricsRetryMaxTime forever", ["InfluxMetricsRetryMaxTime", "forever"]),
+    ("InfluxMetricsTLSVerify sometimes", ["InfluxMetricsTLSVerify"]),
+    ("InfluxMetricsTLSCACertificateFile /nonexistent/ca.pem",
+     ["InfluxMetricsTLSCACertificateFile", "/nonexistent/ca.pem"]),
+    ("InfluxMetricsTagFrom cookie session", ["InfluxMetricsTagFrom", "cookie"]),
+    ("InfluxMetricsTagFrom header", ["InfluxMetricsTagFrom", "NAME"]),
+    ("InfluxMetricsTagFrom header X-A status", ["InfluxMetricsTagFrom", "status"]),
+    ("InfluxMetricsTagFrom note a b c", ["InfluxMetricsTagFrom", "NAME"]),
+    ("InfluxMetricsMaxTagValues 0", ["InfluxMetricsMaxTagValues", "'0'"]),
+    ("<VirtualHost 127.0.0.1:1>\nInfluxMetricsMode both\n</VirtualHost>",
+     ["InfluxMetricsMode", "VirtualHost"]),
 ]
 
 GOOD = [
@@ -58,6 +79,12 @@ GOOD = [
     "InfluxMetricsToken literal-token",
     "<Location /x>\nInfluxMetricsRoute checkout\nInfluxMetrics Off\n</Location>",
     "<VirtualHost 127.0.0.1:1>\nInfluxMetricsTag team web\nInfluxMetrics Off\n</VirtualHost>",
+    "InfluxMetricsMode both\nInfluxMetricsSummarySeries 128\nInfluxMetricsRetryBuffer 16M\n"
+    "InfluxMetricsRetryMaxTime 0\nInfluxMetricsTLSVerify Off",
+    "InfluxMetricsURL http://127.0.0.1:1/write?db=a http://127.0.0.1:2/write?db=a",
+    "<Location /a>\nInfluxMetricsSample 0.25\nInfluxMetricsKeepSlow 500ms\n"
+    "InfluxMetricsKeepErrors On\nInfluxMetricsTagFrom note app-route route_name\n</Location>",
+    "InfluxMetricsMaxTagValues 50\nInfluxMetricsTagFrom header X-Tenant",
 ]
 
 

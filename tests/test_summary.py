@@ -182,3 +182,40 @@ InfluxMetricsKeepErrors On
     # Scaled back by sample_rate, the count estimates what was served.
     est = sum(1 / r["sample_rate"] for r in rows)
     assert abs(est - len(paths)) < 5 * sd / p
+
+
+def test_tag_from_header_and_note_with_cap(module_built, mod_delay, influx, influx_db,
+                                           httpd_factory):
+    """Tags from a request header and from a note an application sets; past
+    InfluxMetricsMaxTagValues distinct values (server-wide), new values are
+    written as "other". Hostile values cannot inject anything."""
+    h = httpd_factory(mpm="prefork", extra=str(Imx(influx.write_url(influx_db))) + """
+InfluxMetricsMaxTagValues 5
+InfluxMetricsTagFrom header X-Tenant tenant
+LoadModule delay_module %s
+<Location /delay>
+    SetHandler imx-delay
+    InfluxMetricsTagFrom note app-route
+</Location>
+""" % mod_delay)
+    host, port = h.url.split("//")[1].rstrip("/").split(":")
+    tenants = ['evil, "x"=1 y\tz'] + ["t%d" % i for i in range(12)]
+    for i in range(26):
+        c = http.client.HTTPConnection(host, int(port), timeout=10)
+        c.request("GET", "/small.txt", headers={"X-Tenant": tenants[i % len(tenants)]})
+        assert c.getresponse().status == 200
+        c.close()
+    drive(h.url, ["/delay?note=users", "/delay?note=orders", "/delay"] * 10, threads=3)
+    h.stop()
+    rows = influx.select("SELECT duration_us, tenant, \"app-route\" FROM apache_request",
+                         influx_db)
+    assert len(rows) == 26 + 30
+    seen = [r["tenant"] for r in rows if r.get("tenant")]
+    assert len(seen) == 26
+    admitted = set(seen) - {"other"}
+    # The first five values seen are admitted; TAB is written as \t.
+    assert admitted == {'evil, "x"=1 y\\tz', "t0", "t1", "t2", "t3"}, admitted
+    assert seen.count("other") == 26 - sum(seen.count(t) for t in admitted)
+    routes = [r.get("app-route") for r in rows if r.get("tenant") is None]
+    assert sorted(x for x in routes if x) == ["orders"] * 10 + ["users"] * 10
+    assert routes.count(None) == 10

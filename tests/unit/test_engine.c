@@ -204,8 +204,9 @@ static size_t hostile(char *buf, size_t max)
  * has no backslash, control byte or non-ASCII byte, 1.x reads it back exactly. */
 static void test_no_injection(void)
 {
-    char raw[3][64], esc[3][160], vhost[200], tags[400], line[1024];
-    imx_series_t series = { vhost, tags };
+    char raw[3][64], esc[3][160], vhost[200], tags[400], route[200], line[1024];
+    imx_series_t series = { vhost, "", tags };
+    imx_series_t routed = { vhost, route, tags };
     imx_point_t pt;
     parsed_t p;
     int exact = 0;
@@ -217,12 +218,13 @@ static void test_no_injection(void)
         }
         snprintf(vhost, sizeof(vhost), ",vhost=%s", esc[0]);
         snprintf(tags, sizeof(tags), ",%s=%s", esc[1], esc[2]);
+        snprintf(route, sizeof(route), ",route=%s", esc[2]);
         pt.ts_ns = 1700000000123456789LL + iter;
         pt.duration_us = iter;
         pt.bytes_sent = -iter;
-        pt.series = &series;
+        pt.series = (iter & 1) ? &routed : &series;
         pt.method = "GET";
-        pt.route = (iter & 1) ? esc[2] : NULL;
+        pt.tag = (iter & 2) ? tags : NULL;
         pt.status = 200;
         pt.sample = 0;
         CHECK(imx_line_max(11, &pt) < sizeof(line), "line_max");
@@ -232,7 +234,7 @@ static void test_no_injection(void)
               "newline inside a line: %.*s", (int)n, line);
         for (int fam = 0; fam < 2; fam++) {
             int ok = parse_line(fam ? token_2x : token_1x, line, n - 1, &p);
-            int want_tags = 5 + (pt.route ? 1 : 0);
+            int want_tags = 5 + (iter & 1) + ((iter & 2) ? 1 : 0);
             CHECK(ok, "family %d cannot parse: %.*s", fam, (int)n, line);
             if (!ok) {
                 continue;
@@ -407,7 +409,7 @@ static void recorder_free(recorder_t *rc)
     free(rc);
 }
 
-static imx_series_t test_series = { ",vhost=test", ",dc=eu\\ west" };
+static imx_series_t test_series = { ",vhost=test", "", ",dc=eu\\ west" };
 
 static void fill_point(imx_point_t *pt, uint64_t id)
 {
@@ -416,7 +418,7 @@ static void fill_point(imx_point_t *pt, uint64_t id)
     pt->bytes_sent = 13;
     pt->series = &test_series;
     pt->method = "GET";
-    pt->route = NULL;
+    pt->tag = NULL;
     pt->status = 200;
     pt->sample = 0;
 }

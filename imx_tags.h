@@ -1,0 +1,28 @@
+/*
+ * imx_tags.h: tags taken from the request (InfluxMetricsTagFrom), with a
+ * server-wide cap on their number of values (InfluxMetricsMaxTagValues).
+ *
+ * Values are escaped and interned in shared memory, one table per
+ * InfluxMetricsTagFrom, so a point can carry a pointer to its tag text that
+ * stays valid for the life of the process, and every child sees the same set
+ * of admitted values: once a table is full, new values are written as
+ * "other", in every child alike.
+ */
+#ifndef IMX_TAGS_H
+#define IMX_TAGS_H
+
+#include "httpd.h"
+
+/* Longest escaped ",key=value" text; longer values become "other". */
+#define IMX_TAG_TEXT_MAX 160
+
+/* post_config: the segment (once per parent) for ntables tables of
+ * max_values values each. */
+apr_status_t imx_tags_init(server_rec *s, int ntables, int max_values);
+
+/* Request path: the interned ",key=value" for table idx, or other_text when
+ * the table is full or the value too long. Lock-free; no allocation. */
+const char *imx_tags_intern(int idx, const char *key_escaped, const char *value,
+                            const char *other_text);
+
+#endif /* IMX_TAGS_H */
