@@ -452,7 +452,7 @@ static void note_failure(imx_engine_t *e, const char *what, uint32_t n, const ch
 {
     apr_time_t now = apr_time_now();
 
-    set_error(e, err);
+    set_error(e, *err ? err : what);
     if (e->last_fail_log && now - e->last_fail_log < FAIL_LOG_INTERVAL) {
         e->fails_unlogged++;
         return;

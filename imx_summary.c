@@ -238,7 +238,7 @@ static void proc_usage(double *user_s, double *sys_s, uint64_t *rss, int *nproc)
     *rss = pages * (unsigned long long)page;
 }
 
-static size_t encode_process(char *out, size_t cap, int64_t ts_ns)
+static size_t encode_process(char *out, size_t cap, int64_t ts_ns, long long overflow)
 {
     int slimit = 0, tlimit = 0, max_workers = 0, busy = 0, idle = 0, nproc = 0;
     double user_s, sys_s;
@@ -263,13 +263,19 @@ static size_t encode_process(char *out, size_t cap, int64_t ts_ns)
         }
     }
     proc_usage(&user_s, &sys_s, &rss, &nproc);
+    char extra[64] = "";
+
+    if (overflow >= 0) {
+        /* Requests summaries could not place: a child's table was full. */
+        snprintf(extra, sizeof(extra), ",summary_overflow=%lldi", overflow);
+    }
     return (size_t)snprintf(out, cap,
         "apache_process,host=%s busy_workers=%di,idle_workers=%di,max_workers=%di,"
         "utilization=%.4f,requests_in_flight=%di,processes=%di,cpu_user_seconds=%.2f,"
-        "cpu_system_seconds=%.2f,rss_bytes=%" APR_UINT64_T_FMT "i %" APR_INT64_T_FMT "\n",
+        "cpu_system_seconds=%.2f,rss_bytes=%" APR_UINT64_T_FMT "i%s %" APR_INT64_T_FMT "\n",
         names->host, busy, idle, max_workers,
         max_workers > 0 ? (double)busy / max_workers : 0.0, busy, nproc, user_s, sys_s,
-        rss, ts_ns);
+        rss, extra, ts_ns);
 }
 
 void imx_summary_tick(void *ctx, imx_engine_t *e, int final)
@@ -328,7 +334,9 @@ void imx_summary_tick(void *ctx, imx_engine_t *e, int final)
     }
     if (!final) {
         /* Its own timestamp: the process series has one point per interval. */
-        len += encode_process(outbuf + len, outcap - len, now * 1000 + 1);
+        len += encode_process(outbuf + len, outcap - len, now * 1000 + 1,
+                              summaries_on && scratch ? (long long)atomic_load(&scratch->overflow)
+                                                      : -1);
         lines++;
     }
     imx_engine_submit(e, outbuf, len, lines);
