@@ -51,7 +51,7 @@ test-unit: unit
 test-integration: $(MODULE)
 	$(PYTHON) -m pytest -q -p no:cacheprovider tests
 
-test: test-unit test-integration
+test: test-unit test-fuzz test-integration
 
 lint:
 	cppcheck --quiet --error-exitcode=1 --enable=warning,portability \

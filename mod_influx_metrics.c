@@ -473,8 +473,15 @@ static const char *set_measurement(cmd_parms *cmd, void *dc, const char *arg)
     if (err) {
         return err;
     }
-    if (!*arg || *arg == '_') {
-        return bad(cmd, arg, "must be non-empty and not start with '_'");
+    /* '#' would make every line a comment (InfluxDB answers 204 and stores
+     * nothing); InfluxDB 1.x unescapes measurement names twice, so one with
+     * a backslash would not read back as written. */
+    if (!*arg || *arg == '_' || *arg == '#' || strchr(arg, '\\')) {
+        return bad(cmd, arg, "must be non-empty, not start with '_' or '#', "
+                   "and hold no backslash");
+    }
+    if (strlen(arg) > 256) {
+        return bad(cmd, arg, "longer than 256 bytes");
     }
     CMD_SC(cmd)->measurement = arg;
     return NULL;
@@ -489,6 +496,11 @@ static const char *set_tag(cmd_parms *cmd, void *dc, const char *key, const char
     if (!*key || !*val) {
         return apr_psprintf(cmd->pool, "%s: invalid tag '%s' '%s': key and value "
                             "must be non-empty", cmd->directive->directive, key, val);
+    }
+    /* InfluxDB refuses series keys over 64 KiB: keep every part small. */
+    if (strlen(key) > 256 || strlen(val) > 1024) {
+        return apr_psprintf(cmd->pool, "%s: tag '%.40s...' is too long (key at most 256 "
+                            "bytes, value at most 1024)", cmd->directive->directive, key);
     }
     for (i = 0; reserved_tags[i]; i++) {
         if (!strcmp(key, reserved_tags[i])) {
@@ -665,8 +677,8 @@ static const char *set_route(cmd_parms *cmd, void *dc, const char *arg)
     apr_array_header_t *reg = route_registry(cmd->pool);
     int i;
 
-    if (!*arg) {
-        return bad(cmd, arg, "a route name must be non-empty");
+    if (!*arg || strlen(arg) > 1024) {
+        return bad(cmd, arg, "a route name must be non-empty and at most 1024 bytes");
     }
     d->route = imx_pescape(cmd->pool, arg, IMX_ESC_TAG);
     for (i = 1; i < reg->nelts; i++) {
