@@ -116,10 +116,10 @@ class Behavior:
     """How to answer one request (see the module docstring)."""
 
     __slots__ = ("kind", "status", "delay", "body", "headers", "retry_after",
-                 "dropped", "close", "rst")
+                 "dropped", "close", "rst", "min_lines")
 
     def __init__(self, mode="ok", status=None, delay=None, body=None, headers=None,
-                 retry_after=None, dropped=None, close=False, rst=True):
+                 retry_after=None, dropped=None, close=False, rst=True, min_lines=0):
         if isinstance(mode, str) and mode.isdigit():
             mode = int(mode)
         if isinstance(mode, int):
@@ -144,6 +144,9 @@ class Behavior:
         self.dropped = dropped
         self.close = bool(close)
         self.rst = bool(rst)
+        # A one-shot answer with min_lines waits for a request of at least
+        # that many lines; smaller ones get the current mode meanwhile.
+        self.min_lines = int(min_lines)
 
     def __repr__(self):
         return "Behavior(%s)" % ", ".join("%s=%r" % (k, getattr(self, k))
@@ -303,7 +306,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
                 req.error = "gzip: %s" % e
                 req.body = b""
         req.lines = split_lines(req.body)
-        b = self.fs._next_behavior()
+        b = self.fs._next_behavior(len(req.lines))
         db = query.get("db") or query.get("bucket") or ""
 
         if req.error:
@@ -516,9 +519,11 @@ class FaultServer:
         with self._lock:
             return len(self._queue)
 
-    def _next_behavior(self):
+    def _next_behavior(self, nlines=0):
         with self._lock:
-            return self._queue.popleft() if self._queue else self._default
+            if self._queue and nlines >= self._queue[0].min_lines:
+                return self._queue.popleft()
+            return self._default
 
     def release(self):
         """Closes every blackholed connection (unanswered)."""
