@@ -278,21 +278,6 @@ static int grow_body(imx_engine_t *e, size_t need)
     return 1;
 }
 
-static char *put_u64(char *o, uint64_t v)
-{
-    char tmp[20];
-    size_t n = 0;
-
-    do {
-        tmp[n++] = (char)('0' + v % 10);
-        v /= 10;
-    } while (v);
-    while (n) {
-        *o++ = tmp[--n];
-    }
-    return o;
-}
-
 #define SELF_FIELDS 10
 #define SELF_MAX (SELF_FIELDS * (16 + 21) + 24)
 
@@ -317,11 +302,11 @@ static size_t encode_self(imx_engine_t *e, char *out)
     for (int i = 0; i < SELF_FIELDS; i++) {
         size_t nl = strlen(names[i]);
         memcpy(o, names[i], nl);
-        o = put_u64(o + nl, v[i]);
+        o = imx_put_u64(o + nl, v[i]);
         *o++ = 'i';
     }
     *o++ = ' ';
-    o = put_u64(o, (uint64_t)apr_time_now() * 1000);
+    o = imx_put_u64(o, (uint64_t)apr_time_now() * 1000);
     *o++ = '\n';
     return (size_t)(o - out);
 }

@@ -63,6 +63,9 @@ size_t imx_escape(char *out, size_t outsz, const char *in, size_t len,
 /* The same, allocated from pool p. */
 char *imx_pescape(apr_pool_t *p, const char *in, imx_esc_kind_t kind);
 
+/* Writes v in decimal at o (at most 20 bytes, no NUL); returns the end. */
+char *imx_put_u64(char *o, uint64_t v);
+
 /* Upper bound of one encoded line for `pt` with the given line prefix length. */
 size_t imx_line_max(size_t prefix_len, const imx_point_t *pt);
 

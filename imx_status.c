@@ -72,35 +72,52 @@ static int my_slot = -1;
 
 #define USERDATA_KEY "imx_status_shm"
 
-apr_status_t imx_status_init(server_rec *s)
+void *imx_shm_once(server_rec *s, const char *key, apr_size_t size, int *created)
 {
     apr_pool_t *pp = s->process->pool;
-    apr_shm_t *seg = NULL;
     void *data = NULL;
-    int limit = 0;
-    apr_size_t size;
-    apr_status_t rv;
+    apr_shm_t *seg;
 
-    apr_pool_userdata_get(&data, USERDATA_KEY, pp);
+    *created = 0;
+    apr_pool_userdata_get(&data, key, pp);
     if (data) {
-        shm = data;
-        return APR_SUCCESS;
+        return data;
     }
-    /* Old and new generations overlap during a graceful restart. */
+    /* Anonymous shared memory is zero-filled, and pages are only backed
+     * once touched: slots never used cost nothing. */
+    if (apr_shm_create(&seg, size, NULL, pp) != APR_SUCCESS) {
+        return NULL;
+    }
+    data = apr_shm_baseaddr_get(seg);
+    apr_pool_userdata_set(data, key, apr_pool_cleanup_null, pp);
+    *created = 1;
+    return data;
+}
+
+uint32_t imx_shm_slots(void)
+{
+    int limit = 0;
+
     if (ap_mpm_query(AP_MPMQ_HARD_LIMIT_DAEMONS, &limit) != APR_SUCCESS || limit < 1) {
         limit = 16;
     }
-    limit = limit * 2 < 64 ? 64 : limit * 2;
-    size = sizeof(shm_t) + (apr_size_t)limit * sizeof(slot_t);
-    rv = apr_shm_create(&seg, size, NULL, pp);
-    if (rv != APR_SUCCESS) {
-        return rv;
+    return (uint32_t)(limit * 2 < 64 ? 64 : limit * 2);
+}
+
+apr_status_t imx_status_init(server_rec *s)
+{
+    uint32_t nslots = imx_shm_slots();
+    int created;
+
+    shm = imx_shm_once(s, USERDATA_KEY, sizeof(shm_t) + (apr_size_t)nslots * sizeof(slot_t),
+                       &created);
+    if (!shm) {
+        return APR_ENOMEM;
     }
-    shm = apr_shm_baseaddr_get(seg);
-    memset(shm, 0, size);
-    shm->nslots = (uint32_t)limit;
-    atomic_flag_clear(&shm->err_lock);
-    apr_pool_userdata_set(shm, USERDATA_KEY, apr_pool_cleanup_null, pp);
+    if (created) {
+        shm->nslots = nslots;
+        atomic_flag_clear(&shm->err_lock);
+    }
     return APR_SUCCESS;
 }
 

@@ -13,6 +13,15 @@
 #include "httpd.h"
 #include "batch.h"
 
+/* The anonymous shared segment `key`, made once per parent in its process
+ * pool, so that children of every generation share it across graceful
+ * restarts. Zero-filled when new (*created = 1). NULL if it cannot be made. */
+void *imx_shm_once(server_rec *s, const char *key, apr_size_t size, int *created);
+
+/* Child slots the segments are sized for: twice ServerLimit, since old and
+ * new generations overlap during a graceful restart; at least 64. */
+uint32_t imx_shm_slots(void);
+
 /* Creates (once per parent process) or finds the shared segment. */
 apr_status_t imx_status_init(server_rec *s);
 

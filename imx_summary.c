@@ -26,6 +26,7 @@
 #include "apr_shm.h"
 #include "apr_strings.h"
 
+#include "imx_status.h"
 #include "imx_summary.h"
 #include "summary.h"
 
@@ -78,53 +79,36 @@ apr_status_t imx_summary_init(server_rec *s, const imx_summary_names_t *nm,
                               int want_summary, uint32_t nseries,
                               apr_interval_time_t interval)
 {
-    apr_pool_t *pp = s->process->pool;
-    void *data = NULL;
-    apr_shm_t *seg;
-    int limit = 0;
-    uint32_t nslots, gseries;
-    size_t hdr, csz, gsz, size;
-    apr_status_t rv;
+    uint32_t nslots = imx_shm_slots(), gseries = nseries * 4;
+    size_t hdr = ALIGN64(sizeof(sum_shm_t));
+    size_t csz = ALIGN64(imx_hist_table_size(nseries));
+    size_t gsz = ALIGN64(imx_hist_table_size(gseries));
+    int created;
 
     names = nm;
     snprintf(sum_prefix, sizeof(sum_prefix), "apache_summary,host=%s", nm->host);
     tick_interval = interval;
     summaries_on = want_summary;
-    apr_pool_userdata_get(&data, USERDATA_KEY, pp);
-    if (data) {
-        /* Sized when first made; a bigger InfluxMetricsSummarySeries needs a
-         * full restart, like a bigger ServerLimit. */
-        shm = data;
-        return APR_SUCCESS;
+    /* Sized when first made; a bigger InfluxMetricsSummarySeries needs a full
+     * restart, like a bigger ServerLimit. Only the pages of tables in use are
+     * ever touched: zeroed tables are empty tables. */
+    shm = imx_shm_once(s, USERDATA_KEY, hdr + 2 * gsz + nslots * csz, &created);
+    if (!shm) {
+        return APR_ENOMEM;
     }
-    if (ap_mpm_query(AP_MPMQ_HARD_LIMIT_DAEMONS, &limit) != APR_SUCCESS || limit < 1) {
-        limit = 16;
+    if (created) {
+        shm->nslots = nslots;
+        shm->nseries = nseries;
+        shm->gseries = gseries;
+        shm->child_size = csz;
+        shm->global_size = gsz;
+        shm->hdr_size = hdr;
+        retired()->nseries = gseries;
+        previous()->nseries = gseries;
+        for (uint32_t i = 0; i < nslots; i++) {
+            child_table((int)i)->nseries = nseries;
+        }
     }
-    nslots = (uint32_t)(limit * 2 < 64 ? 64 : limit * 2);   /* as imx_status.c */
-    gseries = nseries * 4;
-    hdr = ALIGN64(sizeof(sum_shm_t));
-    csz = ALIGN64(imx_hist_table_size(nseries));
-    gsz = ALIGN64(imx_hist_table_size(gseries));
-    size = hdr + 2 * gsz + nslots * csz;
-    /* Anonymous shared memory is zero-filled and only the pages of slots in
-     * use are ever touched: zeroed tables are empty tables. */
-    rv = apr_shm_create(&seg, size, NULL, pp);
-    if (rv != APR_SUCCESS) {
-        return rv;
-    }
-    shm = apr_shm_baseaddr_get(seg);
-    shm->nslots = nslots;
-    shm->nseries = nseries;
-    shm->gseries = gseries;
-    shm->child_size = csz;
-    shm->global_size = gsz;
-    shm->hdr_size = hdr;
-    retired()->nseries = gseries;
-    previous()->nseries = gseries;
-    for (uint32_t i = 0; i < nslots; i++) {
-        child_table((int)i)->nseries = nseries;
-    }
-    apr_pool_userdata_set(shm, USERDATA_KEY, apr_pool_cleanup_null, pp);
     return APR_SUCCESS;
 }
 

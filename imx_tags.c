@@ -19,6 +19,7 @@
 #include "apr_shm.h"
 
 #include "batch.h"
+#include "imx_status.h"
 #include "imx_tags.h"
 
 APLOG_USE_MODULE(influx_metrics);
@@ -57,33 +58,24 @@ static table_hdr_t *table(int idx)
 
 apr_status_t imx_tags_init(server_rec *s, int ntables, int max_values)
 {
-    apr_pool_t *pp = s->process->pool;
-    void *data = NULL;
-    apr_shm_t *seg;
-    uint32_t nslots;
-    apr_status_t rv;
+    /* Twice the cap keeps probe chains short. */
+    uint32_t nslots = (uint32_t)max_values * 2;
+    int created;
 
-    apr_pool_userdata_get(&data, USERDATA_KEY, pp);
-    if (data) {
-        shm = data;             /* sized at first start, as the other segments */
-        return APR_SUCCESS;
-    }
     if (ntables <= 0) {
         return APR_SUCCESS;
     }
-    /* Twice the cap keeps probe chains short. */
-    nslots = (uint32_t)max_values * 2;
-    rv = apr_shm_create(&seg, APR_ALIGN_DEFAULT(sizeof(tags_shm_t))
-                        + (size_t)ntables * (sizeof(table_hdr_t) + nslots * sizeof(entry_t)),
-                        NULL, pp);
-    if (rv != APR_SUCCESS) {
-        return rv;
+    shm = imx_shm_once(s, USERDATA_KEY, APR_ALIGN_DEFAULT(sizeof(tags_shm_t))
+                       + (size_t)ntables * (sizeof(table_hdr_t) + nslots * sizeof(entry_t)),
+                       &created);
+    if (!shm) {
+        return APR_ENOMEM;
     }
-    shm = apr_shm_baseaddr_get(seg);
-    shm->ntables = (uint32_t)ntables;
-    shm->max_values = (uint32_t)max_values;
-    shm->nslots = nslots;
-    apr_pool_userdata_set(shm, USERDATA_KEY, apr_pool_cleanup_null, pp);
+    if (created) {          /* sized at first start, as the other segments */
+        shm->ntables = (uint32_t)ntables;
+        shm->max_values = (uint32_t)max_values;
+        shm->nslots = nslots;
+    }
     return APR_SUCCESS;
 }
 

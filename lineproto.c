@@ -174,7 +174,7 @@ static char *put_str(char *o, const char *s)
 
 #define PUT_LIT(o, lit) (memcpy((o), (lit), sizeof(lit) - 1), (o) + sizeof(lit) - 1)
 
-static char *put_u64(char *o, uint64_t v)
+char *imx_put_u64(char *o, uint64_t v)
 {
     char tmp[I64_DIGITS];
     size_t n = 0;
@@ -193,9 +193,9 @@ static char *put_i64(char *o, int64_t v)
 {
     if (v < 0) {
         *o++ = '-';
-        return put_u64(o, (uint64_t)0 - (uint64_t)v);
+        return imx_put_u64(o, (uint64_t)0 - (uint64_t)v);
     }
-    return put_u64(o, (uint64_t)v);
+    return imx_put_u64(o, (uint64_t)v);
 }
 
 size_t imx_encode_line(char *out, const char *prefix, size_t prefix_len,
@@ -209,7 +209,7 @@ size_t imx_encode_line(char *out, const char *prefix, size_t prefix_len,
     o = PUT_LIT(o, ",method=");
     o = put_str(o, pt->method);
     o = PUT_LIT(o, ",status=");
-    o = put_u64(o, pt->status);
+    o = imx_put_u64(o, pt->status);
     o = put_str(o, pt->series->route);
     o = put_str(o, pt->series->tags);
     if (pt->tag) {

@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "batch.h"
 #include "summary.h"
 
 size_t imx_hist_table_size(uint32_t nseries)
@@ -180,21 +181,6 @@ uint64_t imx_hist_percentile(const uint64_t *b, uint64_t count, double p)
     return imx_hist_value(IMX_HIST_BUCKETS - 1);
 }
 
-static char *put_u64(char *o, uint64_t v)
-{
-    char tmp[20];
-    size_t n = 0;
-
-    do {
-        tmp[n++] = (char)('0' + v % 10);
-        v /= 10;
-    } while (v);
-    while (n) {
-        *o++ = tmp[--n];
-    }
-    return o;
-}
-
 static char *put_field(char *o, const char *name, uint64_t v, int first)
 {
     if (!first) {
@@ -204,7 +190,7 @@ static char *put_field(char *o, const char *name, uint64_t v, int first)
         *o++ = *name++;
     }
     *o++ = '=';
-    o = put_u64(o, v);
+    o = imx_put_u64(o, v);
     *o++ = 'i';
     return o;
 }
@@ -304,13 +290,13 @@ size_t imx_hist_encode(char *out, size_t outsz, const char *prefix,
                 char name[24] = "b_";
                 uint64_t lo = b < IMX_HIST_LINEAR ? b
                     : imx_hist_value(b) - (((uint64_t)1 << ((b - IMX_HIST_LINEAR) / IMX_HIST_SUB + 1)) / 2);
-                char *e = put_u64(name + 2, lo);
+                char *e = imx_put_u64(name + 2, lo);
                 *e = '\0';
                 o = put_field(o, name, delta[b], 0);
             }
         }
         *o++ = ' ';
-        o = put_u64(o, (uint64_t)ts_ns);
+        o = imx_put_u64(o, (uint64_t)ts_ns);
         *o++ = '\n';
         (*lines)++;
         copy_series(ps, cs);
