@@ -87,6 +87,8 @@ typedef struct rbatch {
     uint32_t n;                 /* request points in it */
     uint32_t extra;             /* lines before them that are not request points
                                  * (the module's counters, summaries) */
+    int maybe_stored;           /* a POST of it failed after the body went out:
+                                 * the backend may have stored it anyway */
     apr_time_t first_fail;
     size_t len;
     char data[];
@@ -126,6 +128,7 @@ struct imx_engine {
     /* Read by anyone (stats), written by the flusher. */
     _Atomic uint64_t tail_pub, work_pub, rq_points_pub, rq_bytes_pub;
     _Atomic uint64_t sent, rejected, dropped_retry, dropped_exit, retries, batches, bytes;
+    _Atomic uint64_t maybe_stored;
     _Atomic apr_time_t last_ok, last_error_time;
     char last_error[200];       /* under mu */
 
@@ -454,6 +457,17 @@ static void rq_publish(imx_engine_t *e)
     atomic_store_explicit(&e->rq_bytes_pub, e->rq_bytes, memory_order_relaxed);
 }
 
+/* Counts n points of a batch given up on. If a POST of it may have reached
+ * the backend, they are also counted as maybe_stored: the counters cannot
+ * know, and say so instead of guessing. */
+static void count_drop(imx_engine_t *e, _Atomic uint64_t *counter, uint32_t n, int maybe)
+{
+    atomic_fetch_add(counter, n);
+    if (maybe) {
+        atomic_fetch_add(&e->maybe_stored, n);
+    }
+}
+
 static void rq_pop(imx_engine_t *e)
 {
     rbatch_t *rb = e->rq_head;
@@ -471,19 +485,19 @@ static void rq_pop(imx_engine_t *e)
 /* Appends (or, with front, prepends) a copy of data to the retry buffer,
  * evicting the oldest batches to make room. */
 static void rq_add(imx_engine_t *e, const char *data, size_t len, uint32_t n,
-                   uint32_t extra, apr_time_t first_fail, int front)
+                   uint32_t extra, apr_time_t first_fail, int front, int maybe)
 {
     rbatch_t *rb;
     size_t need = sizeof(*rb) + len;
 
     if (need > e->conf.retry_buffer || !(rb = malloc(need))) {
-        atomic_fetch_add(&e->dropped_retry, n);
+        count_drop(e, &e->dropped_retry, n, maybe);
         note_failure(e, "dropped (retry buffer too small for it)", n, "");
         return;
     }
     while (e->rq_head && e->rq_bytes + need > e->conf.retry_buffer) {
         uint32_t old = e->rq_head->n;
-        atomic_fetch_add(&e->dropped_retry, old);
+        count_drop(e, &e->dropped_retry, old, e->rq_head->maybe_stored);
         rq_pop(e);
         note_failure(e, "retry buffer full, dropped the oldest", old, "");
     }
@@ -492,6 +506,7 @@ static void rq_add(imx_engine_t *e, const char *data, size_t len, uint32_t n,
     rb->n = n;
     rb->extra = extra;
     rb->first_fail = first_fail;
+    rb->maybe_stored = maybe;
     if (front) {
         rb->next = e->rq_head;
         e->rq_head = rb;
@@ -531,8 +546,8 @@ static int split_to_front(imx_engine_t *e, const char *data, size_t len, uint32_
         seen++;
     }
     /* Second half first, so the first half ends up at the very front. */
-    rq_add(e, data + cut, len - cut, n - (half - extra1), extra - extra1, first_fail, 1);
-    rq_add(e, data, cut, half - extra1, extra1, first_fail, 1);
+    rq_add(e, data + cut, len - cut, n - (half - extra1), extra - extra1, first_fail, 1, 0);
+    rq_add(e, data, cut, half - extra1, extra1, first_fail, 1, 0);
     e->retry_at = 0;
     return 1;
 }
@@ -611,7 +626,7 @@ static void expire(imx_engine_t *e, apr_time_t now)
     while (e->conf.retry_max_time && e->rq_head
            && now - e->rq_head->first_fail > e->conf.retry_max_time) {
         uint32_t n = e->rq_head->n;
-        atomic_fetch_add(&e->dropped_retry, n);
+        count_drop(e, &e->dropped_retry, n, e->rq_head->maybe_stored);
         rq_pop(e);
         note_failure(e, "gave up retrying", n, "retry time exceeded");
     }
@@ -637,7 +652,7 @@ static void drain(imx_engine_t *e, int final)
 
             if (e->retry_at > now) {
                 if (fill_batch(e)) {
-                    rq_add(e, e->body, e->body_len, e->work_n, e->work_extra, now, 0);
+                    rq_add(e, e->body, e->body_len, e->work_n, e->work_extra, now, 0, 0);
                     work_done(e);
                     continue;
                 }
@@ -648,7 +663,10 @@ static void drain(imx_engine_t *e, int final)
                 apr_sleep((e->retry_at < stop_at ? e->retry_at : stop_at) - now);
                 continue;
             }
-            if (send_data(e, rb->data, rb->len, rb->n, rb->extra, rb->first_fail, &info)) {
+            if (!send_data(e, rb->data, rb->len, rb->n, rb->extra, rb->first_fail, &info)) {
+                rb->maybe_stored |= info.maybe_stored;
+            }
+            else {
                 /* A split put its halves in front of rb: find and drop rb. */
                 if (e->rq_head == rb) {
                     rq_pop(e);
@@ -674,7 +692,8 @@ static void drain(imx_engine_t *e, int final)
             return;
         }
         if (!send_data(e, e->body, e->body_len, e->work_n, e->work_extra, now, &info)) {
-            rq_add(e, e->body, e->body_len, e->work_n, e->work_extra, now, 0);
+            rq_add(e, e->body, e->body_len, e->work_n, e->work_extra, now, 0,
+                   info.maybe_stored);
         }
         work_done(e);
     }
@@ -689,8 +708,11 @@ void imx_engine_submit(imx_engine_t *e, const char *data, size_t len, uint32_t l
         return;
     }
     /* Behind older batches that wait for a retry, to keep order. */
-    if (e->rq_head || !send_data(e, data, len, 0, lines, now, &info)) {
-        rq_add(e, data, len, 0, lines, now, 0);
+    if (e->rq_head) {
+        rq_add(e, data, len, 0, lines, now, 0, 0);
+    }
+    else if (!send_data(e, data, len, 0, lines, now, &info)) {
+        rq_add(e, data, len, 0, lines, now, 0, info.maybe_stored);
     }
 }
 
@@ -811,10 +833,11 @@ void imx_engine_stop(imx_engine_t *e)
         drain(e, 1);
     }
     /* Whatever is left was recorded and will never be sent. */
-    left = e->work_n + e->rq_points + (atomic_load(&e->head) - e->tail);
+    left = e->work_n + (atomic_load(&e->head) - e->tail);
     atomic_fetch_add(&e->dropped_exit, left);
     work_done(e);
     while (e->rq_head) {
+        count_drop(e, &e->dropped_exit, e->rq_head->n, e->rq_head->maybe_stored);
         rq_pop(e);
     }
     e->tail = atomic_load(&e->head);
@@ -825,12 +848,13 @@ void imx_engine_stop(imx_engine_t *e)
     logf_(e, st.dropped_full || st.dropped_exit || st.dropped_retry || st.rejected
           ? IMX_LOG_WARNING : IMX_LOG_INFO,
           "flusher exit: recorded=%llu sent=%llu rejected=%llu dropped_full=%llu "
-          "dropped_exit=%llu retries=%llu batches=%llu bytes=%llu dropped_retry=%llu",
+          "dropped_exit=%llu retries=%llu batches=%llu bytes=%llu dropped_retry=%llu "
+          "maybe_stored=%llu",
           (unsigned long long)st.recorded, (unsigned long long)st.sent,
           (unsigned long long)st.rejected, (unsigned long long)st.dropped_full,
           (unsigned long long)st.dropped_exit, (unsigned long long)st.retries,
           (unsigned long long)st.batches, (unsigned long long)st.bytes,
-          (unsigned long long)st.dropped_retry);
+          (unsigned long long)st.dropped_retry, (unsigned long long)st.maybe_stored);
 }
 
 uint64_t imx_engine_flush_now(imx_engine_t *e, apr_time_t deadline)
@@ -854,6 +878,7 @@ void imx_engine_stats(imx_engine_t *e, imx_stats_t *st)
     st->sent = atomic_load_explicit(&e->sent, memory_order_relaxed);
     st->rejected = atomic_load_explicit(&e->rejected, memory_order_relaxed);
     st->dropped_retry = atomic_load_explicit(&e->dropped_retry, memory_order_relaxed);
+    st->maybe_stored = atomic_load_explicit(&e->maybe_stored, memory_order_relaxed);
     st->dropped_exit = atomic_load_explicit(&e->dropped_exit, memory_order_relaxed);
     st->retries = atomic_load_explicit(&e->retries, memory_order_relaxed);
     st->batches = atomic_load_explicit(&e->batches, memory_order_relaxed);

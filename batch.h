@@ -91,6 +91,8 @@ typedef struct imx_send_info {
     int slow;                   /* retry at the slowest pace (credentials,
                                  * missing database: a human must act) */
     uint32_t dropped;           /* IMX_SEND_PARTIAL: points refused */
+    int maybe_stored;           /* IMX_SEND_RETRY after the body was sent (no
+                                 * answer, cut, timed out): it may be stored */
     char err[256];              /* on failure: what happened, never a secret */
 } imx_send_info_t;
 
@@ -170,6 +172,9 @@ struct imx_stats {
     uint64_t dropped_retry;     /* points of batches evicted from a full retry
                                  * buffer or retried for longer than allowed */
     uint64_t dropped_exit;      /* points still unsent when the flusher gave up at exit */
+    uint64_t maybe_stored;      /* of the dropped_retry and dropped_exit points,
+                                 * those whose POST failed after the body was
+                                 * sent: the backend may hold them after all */
     uint64_t retries;           /* failed sends that will be tried again */
     uint64_t batches;           /* successful sends */
     uint64_t bytes;             /* body bytes of successful sends */

@@ -282,8 +282,16 @@ static imx_send_result_t post_one(imx_http_t *h, target_t *t, const char *body,
 
     cc = curl_easy_perform(t->curl);
     if (cc != CURLE_OK) {
+        curl_off_t up = 0;
+
         snprintf(info->err, sizeof(info->err), "POST %s failed: %s", t->url_safe,
                  curl_easy_strerror(cc));
+        /* The whole body went out and no answer came back: the backend may
+         * have stored it. Retrying is still right (InfluxDB overwrites the
+         * same points), but if this batch is given up later, say so. */
+        curl_easy_getinfo(t->curl, CURLINFO_SIZE_UPLOAD_T, &up);
+        info->maybe_stored = up == (curl_off_t)len && cc != CURLE_COULDNT_CONNECT
+                             && cc != CURLE_COULDNT_RESOLVE_HOST;
         return IMX_SEND_RETRY;
     }
     curl_easy_getinfo(t->curl, CURLINFO_RESPONSE_CODE, &code);

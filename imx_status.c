@@ -40,13 +40,13 @@ APLOG_USE_MODULE(influx_metrics);
 enum {
     C_RECORDED, C_SENT, C_REJECTED, C_DROPPED_FULL, C_DROPPED_RETRY,
     C_DROPPED_EXIT, C_RETRIES, C_BATCHES, C_BYTES, C_BUFFERED, C_RETRY_BYTES,
-    C_LOST, NCOUNTERS
+    C_LOST, C_MAYBE, NCOUNTERS
 };
 
 static const char *const names[NCOUNTERS] = {
     "recorded", "sent", "rejected", "dropped_full", "dropped_retry",
     "dropped_exit", "retries", "batches", "bytes", "buffered", "retry_bytes",
-    "lost_in_crash"
+    "lost_in_crash", "maybe_stored"
 };
 
 typedef struct {
@@ -151,6 +151,7 @@ static void stats_vec(const imx_stats_t *st, uint64_t v[NCOUNTERS])
     v[C_BUFFERED] = 0;          /* an exited child holds nothing */
     v[C_RETRY_BYTES] = 0;
     v[C_LOST] = 0;
+    v[C_MAYBE] = st->maybe_stored;
 }
 
 /* Adds a finished child's counters to the totals; `lost` of its points were

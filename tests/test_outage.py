@@ -87,6 +87,10 @@ def test_outage_with_room_loses_nothing(module_built, httpd_factory):
 def test_outage_small_retry_buffer_counts_drops(module_built, httpd_factory):
     served, stored, during, final, h = run_outage(httpd_factory, 8, retry_buffer="100K")
     assert final["dropped_retry"] > 0, final
-    assert stored + final["dropped"] == served, (stored, served, final)
-    assert stored == final["sent"]
     assert final["recorded"] == served
+    # Exact, except for what the counters cannot know and say so: a POST cut
+    # off by the backend going down may have been stored before it went.
+    # Those points are counted as dropped and as maybe_stored.
+    assert served <= stored + final["dropped"] <= served + final["maybe_stored"], \
+        (stored, served, final)
+    assert final["sent"] <= stored <= final["sent"] + final["maybe_stored"], (stored, final)

@@ -271,6 +271,7 @@ typedef struct {
     int reject_first;           /* answer REJECT to this many calls (after fails) */
     int hang;                   /* never answer: wait for the deadline/limit */
     int always_fail;            /* RETRY every call */
+    int maybe;                  /* ... saying the body may have been stored */
     uint32_t max_lines;         /* TOO_LARGE for bodies with more lines */
     uint32_t partial_drop;      /* PARTIAL with this many dropped, once */
     apr_interval_time_t retry_after;    /* returned with each RETRY */
@@ -333,6 +334,7 @@ static imx_send_result_t rec_send(void *ctx, const char *body, size_t len, int g
     if ((int)call < rc->fail_first || rc->always_fail) {
         snprintf(err, errsz, "injected failure %d", (int)call);
         info->retry_after = rc->retry_after;
+        info->maybe_stored = rc->maybe;
         return IMX_SEND_RETRY;
     }
     if (gzipped) {
@@ -771,6 +773,7 @@ static void test_retry_buffer_eviction(void)
     imx_point_t pt;
 
     rc->always_fail = 1;
+    rc->maybe = 1;
     /* Room for about two batches of 100 points (~75 bytes each). */
     e = push_n(&p, rc, 1024, 100, 1000, 2 * 100 * 80);
     imx_engine_flush_now(e, 0);
@@ -780,6 +783,9 @@ static void test_retry_buffer_eviction(void)
           "evict: dropped_retry %llu buffered %llu retry_bytes %llu",
           (unsigned long long)st.dropped_retry, (unsigned long long)st.buffered,
           (unsigned long long)st.retry_bytes);
+    /* The first POSTs "may have been stored": what was evicted of those says so. */
+    CHECK(st.maybe_stored > 0 && st.maybe_stored <= st.dropped_retry,
+          "maybe_stored %llu", (unsigned long long)st.maybe_stored);
     /* The ring was emptied into the retry buffer: new points fit. */
     fill_point(&pt, 5000);
     CHECK(imx_push(e, &pt), "ring not drained during the outage");
