@@ -123,6 +123,10 @@ struct imx_engine {
     unsigned long fails_unlogged;
     int self_due;
     uint64_t self_last_sum;
+    char *xbuf;                 /* lines handed to imx_engine_submit(), sent at the
+                                 * head of the next batch */
+    size_t xlen, xcap;
+    uint32_t xlines;
     uint32_t rng;
 
     /* Read by anyone (stats), written by the flusher. */
@@ -170,6 +174,7 @@ static apr_status_t engine_cleanup(void *data)
         free(rb);
     }
     e->rq_head = e->rq_tail = NULL;
+    free(e->xbuf);
     free(e->body);
     free(e->gz);
     if (e->zs_ready) {
@@ -329,6 +334,14 @@ static uint32_t fill_batch(imx_engine_t *e)
             e->work_extra = 1;
         }
         e->self_due = 0;
+    }
+    if (e->xlen && (e->body_cap >= e->body_len + e->xlen
+                    || grow_body(e, e->body_len + e->xlen))) {
+        memcpy(e->body + e->body_len, e->xbuf, e->xlen);
+        e->body_len += e->xlen;
+        e->work_extra += e->xlines;
+        e->xlen = 0;
+        e->xlines = 0;
     }
     while (n < e->conf.batch_size) {
         cell_t *c = &e->cells[e->tail & e->mask];
@@ -632,10 +645,13 @@ static void expire(imx_engine_t *e, apr_time_t now)
     }
 }
 
-/* Sends everything published so far: the retry buffer first, then the ring,
- * batch by batch. While the backend is backed off, the ring is emptied into
- * the retry buffer. When stopping, gives up at the deadline. */
-static void drain(imx_engine_t *e, int final)
+/* Sends the retry buffer first, then the ring, batch by batch: full batches
+ * always, and a partial one only for points recorded before `until` (the
+ * ring's head when the flush interval ended), so that a steady trickle of
+ * requests cannot turn into a POST per handful of points. While the backend
+ * is backed off, the ring is emptied into the retry buffer. When stopping,
+ * gives up at the deadline. */
+static void drain(imx_engine_t *e, int final, uint64_t until)
 {
     imx_send_info_t info;
 
@@ -688,6 +704,10 @@ static void drain(imx_engine_t *e, int final)
             }
             continue;
         }
+        if (atomic_load_explicit(&e->head, memory_order_relaxed) - e->tail < e->conf.batch_size
+            && e->tail >= until && !e->self_due && !e->xlen) {
+            return;             /* only a partial batch of new points: next interval */
+        }
         if (!fill_batch(e)) {
             return;
         }
@@ -701,19 +721,23 @@ static void drain(imx_engine_t *e, int final)
 
 void imx_engine_submit(imx_engine_t *e, const char *data, size_t len, uint32_t lines)
 {
-    imx_send_info_t info;
-    apr_time_t now = apr_time_now();
-
+    /* Kept for the head of the next batch, which the flusher builds right
+     * after its tick: one POST per interval carries everything. */
     if (!len) {
         return;
     }
-    /* Behind older batches that wait for a retry, to keep order. */
-    if (e->rq_head) {
-        rq_add(e, data, len, 0, lines, now, 0, 0);
+    if (e->xlen + len > e->xcap) {
+        size_t cap = (e->xlen + len) * 2;
+        char *nb = realloc(e->xbuf, cap);
+        if (!nb) {
+            return;
+        }
+        e->xbuf = nb;
+        e->xcap = cap;
     }
-    else if (!send_data(e, data, len, 0, lines, now, &info)) {
-        rq_add(e, data, len, 0, lines, now, 0, info.maybe_stored);
-    }
+    memcpy(e->xbuf + e->xlen, data, len);
+    e->xlen += len;
+    e->xlines += lines;
 }
 
 static void publish_stats(imx_engine_t *e)
@@ -751,6 +775,7 @@ static void *APR_THREAD_FUNC flusher_main(apr_thread_t *t, void *data)
 
     (void)t;
     while (atomic_load(&e->running)) {
+        uint64_t until;
         apr_time_t now = apr_time_now();
         apr_time_t wake = e->rq_head && e->retry_at && e->retry_at < next_flush
                           ? e->retry_at : next_flush;
@@ -767,20 +792,22 @@ static void *APR_THREAD_FUNC flusher_main(apr_thread_t *t, void *data)
             }
         }
         now = apr_time_now();
+        until = 0;
         if (now >= next_flush) {
             next_flush = now + e->conf.flush_interval;
+            until = atomic_load_explicit(&e->head, memory_order_relaxed);
             self_tick(e);
             if (e->conf.on_tick) {
                 e->conf.on_tick(e->conf.tick_ctx, e, 0);
             }
         }
-        drain(e, 0);
+        drain(e, 0, until);
         publish_stats(e);
     }
     if (e->conf.on_tick) {
         e->conf.on_tick(e->conf.tick_ctx, e, 1);
     }
-    drain(e, 1);
+    drain(e, 1, UINT64_MAX);
     return NULL;
 }
 
@@ -830,7 +857,7 @@ void imx_engine_stop(imx_engine_t *e)
         e->thread = NULL;
     }
     else {
-        drain(e, 1);
+        drain(e, 1, UINT64_MAX);
     }
     /* Whatever is left was recorded and will never be sent. */
     left = e->work_n + (atomic_load(&e->head) - e->tail);
@@ -863,7 +890,7 @@ uint64_t imx_engine_flush_now(imx_engine_t *e, apr_time_t deadline)
 
     (void)deadline;
     e->retry_at = 0;
-    drain(e, 0);
+    drain(e, 0, UINT64_MAX);
     return atomic_load(&e->sent) - before;
 }
 

@@ -194,9 +194,10 @@ imx_engine_t *imx_engine_create(apr_pool_t *p, const imx_engine_conf_t *conf,
  * 0 when dropped (buffer full or engine stopping). Thread-safe. */
 int imx_push(imx_engine_t *e, const imx_point_t *pt);
 
-/* From the flusher thread only (inside on_tick): sends `lines` lines of line
- * protocol that are not request points (summaries), as their own batch, with
- * the same retries; they do not count in recorded/sent. */
+/* From the flusher thread only (inside on_tick): adds `lines` lines of line
+ * protocol that are not request points (summaries) to the head of the next
+ * batch, sent right after the tick with the same retries; they do not count
+ * in recorded/sent. */
 void imx_engine_submit(imx_engine_t *e, const char *data, size_t len, uint32_t lines);
 
 /* Starts the flusher thread (its own pool, child of p). */
