@@ -123,6 +123,10 @@ struct imx_engine {
     unsigned long fails_unlogged;
     int self_due;
     uint64_t self_last_sum;
+    const imx_series_t *lm_series;  /* the last line bound and what it was for */
+    const char *lm_method, *lm_tag;
+    uint16_t lm_sample;
+    size_t lm;
     char *xbuf;                 /* lines handed to imx_engine_submit(), sent at the
                                  * head of the next batch */
     size_t xlen, xcap;
@@ -350,7 +354,16 @@ static uint32_t fill_batch(imx_engine_t *e)
         if (atomic_load_explicit(&c->seq, memory_order_acquire) != e->tail + 1) {
             break;              /* empty, or its producer is still writing */
         }
-        need = e->body_len + imx_line_max(e->prefix_len, &c->pt);
+        /* Neighbouring points mostly share their strings: reuse the bound. */
+        if (c->pt.series != e->lm_series || c->pt.method != e->lm_method
+            || c->pt.tag != e->lm_tag || c->pt.sample != e->lm_sample) {
+            e->lm_series = c->pt.series;
+            e->lm_method = c->pt.method;
+            e->lm_tag = c->pt.tag;
+            e->lm_sample = c->pt.sample;
+            e->lm = imx_line_max(e->prefix_len, &c->pt);
+        }
+        need = e->body_len + e->lm;
         if (need > e->body_cap && !grow_body(e, need)) {
             break;              /* out of memory: try again next round */
         }
