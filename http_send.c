@@ -327,7 +327,7 @@ imx_send_result_t imx_http_send(void *ctx, const char *body, size_t len,
     imx_http_t *h = ctx;
     imx_send_result_t res = IMX_SEND_RETRY;
     apr_time_t now = apr_time_now();
-    int tried = 0;
+    int tried = 0, maybe = 0;
 
     /* In order of preference, passing over URLs that failed recently; if
      * all of them did, try them all. */
@@ -345,8 +345,11 @@ imx_send_result_t imx_http_send(void *ctx, const char *body, size_t len,
                 t->down_until = 0;
                 return res;
             }
+            /* Any URL that may have stored it makes the batch uncertain. */
+            maybe |= info->maybe_stored;
             t->down_until = apr_time_now() + FAILOVER_HOLD;
         }
     }
+    info->maybe_stored = maybe;
     return res;
 }

@@ -99,12 +99,13 @@ const char *imx_tags_intern(int idx, const char *key_escaped, const char *value,
     uint32_t h, i;
 
     if (!shm || idx < 0 || (uint32_t)idx >= shm->ntables || !vl
-        || 2 + kl + 2 * vl + 1 > sizeof(text)) {
+        || 2 + kl + 1 >= sizeof(text)) {
         return other_text;
     }
     text[0] = ',';
     memcpy(text + 1, key_escaped, kl);
     text[1 + kl] = '=';
+    /* Too long once escaped: imx_escape stops at the end of text. */
     n = imx_escape(text + 2 + kl, sizeof(text) - 2 - kl, value, vl, IMX_ESC_TAG);
     if (n == (size_t)-1) {
         return other_text;

@@ -487,6 +487,8 @@ static const char *set_measurement(cmd_parms *cmd, void *dc, const char *arg)
     return NULL;
 }
 
+static apr_array_header_t *tag_from_keys(apr_pool_t *pconf);
+
 static const char *set_tag(cmd_parms *cmd, void *dc, const char *key, const char *val)
 {
     imx_tag_t *t;
@@ -516,6 +518,16 @@ static const char *set_tag(cmd_parms *cmd, void *dc, const char *key, const char
         if (!strcmp(APR_ARRAY_IDX(CMD_SC(cmd)->tags, i, imx_tag_t).key, key)) {
             return apr_psprintf(cmd->pool, "%s: tag '%s' is set twice in the same "
                                 "server", cmd->directive->directive, key);
+        }
+    }
+    {
+        apr_array_header_t *tf = tag_from_keys(cmd->pool);
+        for (i = 0; i < tf->nelts; i++) {
+            if (!strcmp(APR_ARRAY_IDX(tf, i, const char *), key)) {
+                return apr_psprintf(cmd->pool, "%s: tag '%s' is also taken from "
+                                    "requests by InfluxMetricsTagFrom",
+                                    cmd->directive->directive, key);
+            }
         }
     }
     t = apr_array_push(CMD_SC(cmd)->tags);
@@ -745,6 +757,20 @@ static const char *set_keep_slow(cmd_parms *cmd, void *dc, const char *arg)
                           &((imx_dir_conf_t *)dc)->keep_slow);
 }
 
+/* Keys of the InfluxMetricsTagFrom directives seen so far, so a static tag
+ * cannot take the same key (the point would carry it twice). */
+static apr_array_header_t *tag_from_keys(apr_pool_t *pconf)
+{
+    void *data = NULL;
+
+    apr_pool_userdata_get(&data, "imx_tagfrom_keys", pconf);
+    if (!data) {
+        data = apr_array_make(pconf, 4, sizeof(const char *));
+        apr_pool_userdata_setn(data, "imx_tagfrom_keys", apr_pool_cleanup_null, pconf);
+    }
+    return data;
+}
+
 /* Number of InfluxMetricsTagFrom directives in this configuration: each has
  * its own table of values. */
 static int next_tag_index(apr_pool_t *pconf)
@@ -777,6 +803,10 @@ static const char *set_tag_from(cmd_parms *cmd, void *dc, const char *args)
     const char *key = ap_getword_conf(cmd->pool, &args);
     int i;
 
+    if (d->tag_src) {
+        return apr_psprintf(cmd->pool, "%s: only one per context (this one has "
+                            "already '%s')", cmd->directive->directive, d->tag_name);
+    }
     if (!strcasecmp(src, "env")) {
         d->tag_src = TAG_ENV;
     }
@@ -803,6 +833,13 @@ static const char *set_tag_from(cmd_parms *cmd, void *dc, const char *args)
                                 "writes it itself", cmd->directive->directive, key);
         }
     }
+    for (i = 0; i < CMD_SC(cmd)->tags->nelts; i++) {
+        if (!strcmp(APR_ARRAY_IDX(CMD_SC(cmd)->tags, i, imx_tag_t).key, key)) {
+            return apr_psprintf(cmd->pool, "%s: tag '%s' is also a static "
+                                "InfluxMetricsTag of this server", cmd->directive->directive, key);
+        }
+    }
+    APR_ARRAY_PUSH(tag_from_keys(cmd->pool), const char *) = key;
     d->tag_name = name;
     d->tag_key = imx_pescape(cmd->pool, key, IMX_ESC_TAG);
     d->tag_other = apr_pstrcat(cmd->pool, ",", d->tag_key, "=other", NULL);

@@ -71,6 +71,12 @@ BAD = [
     ("InfluxMetricsTagFrom header X-A status", ["InfluxMetricsTagFrom", "status"]),
     ("InfluxMetricsTagFrom note a b c", ["InfluxMetricsTagFrom", "NAME"]),
     ("InfluxMetricsMaxTagValues 0", ["InfluxMetricsMaxTagValues", "'0'"]),
+    ("InfluxMetricsTagFrom header X-A a\nInfluxMetricsTagFrom note b",
+     ["InfluxMetricsTagFrom", "only one per context"]),
+    ("InfluxMetricsTag team web\nInfluxMetricsTagFrom header X-Team team",
+     ["InfluxMetricsTagFrom", "team", "static"]),
+    ("<Location /a>\nInfluxMetricsTagFrom header X-Team team\n</Location>\n"
+     "InfluxMetricsTag team web", ["InfluxMetricsTag", "team", "InfluxMetricsTagFrom"]),
     ("<VirtualHost 127.0.0.1:1>\nInfluxMetricsMode both\n</VirtualHost>",
      ["InfluxMetricsMode", "VirtualHost"]),
 ]
