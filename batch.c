@@ -162,7 +162,7 @@ static void logf_(imx_engine_t *e, int level, const char *fmt, ...)
         return;
     }
     va_start(ap, fmt);
-    vsnprintf(msg, sizeof(msg), fmt, ap);
+    vsnprintf(msg, sizeof(msg), fmt, ap);  /* NOLINT(clang-analyzer-valist.Uninitialized): va_start above */
     va_end(ap);
     e->conf.log(e->conf.log_ctx, level, msg);
 }
