@@ -39,6 +39,7 @@ typedef struct {
     uint32_t nseries;           /* per child table */
     uint32_t gseries;           /* retired and previous tables */
     size_t child_size, global_size, hdr_size;
+    apr_time_t last_write;      /* of the previous summaries (under the lock) */
 } sum_shm_t;
 
 static sum_shm_t *shm;
@@ -222,11 +223,16 @@ static void proc_usage(double *user_s, double *sys_s, uint64_t *rss, int *nproc)
     *rss = pages * (unsigned long long)page;
 }
 
-static size_t encode_process(char *out, size_t cap, int64_t ts_ns, long long overflow)
+/* busy_us: request time completed over the last elapsed_us (summary mode),
+ * or -1: then utilisation is only the sampled share of busy workers. */
+static size_t encode_process(char *out, size_t cap, int64_t ts_ns, long long overflow,
+                             long long busy_us, long long elapsed_us)
 {
     int slimit = 0, tlimit = 0, max_workers = 0, busy = 0, idle = 0, nproc = 0;
     double user_s, sys_s;
     uint64_t rss;
+    char extra[160] = "";
+    int xl = 0;
 
     ap_mpm_query(AP_MPMQ_HARD_LIMIT_DAEMONS, &slimit);
     ap_mpm_query(AP_MPMQ_HARD_LIMIT_THREADS, &tlimit);
@@ -247,11 +253,17 @@ static size_t encode_process(char *out, size_t cap, int64_t ts_ns, long long ove
         }
     }
     proc_usage(&user_s, &sys_s, &rss, &nproc);
-    char extra[64] = "";
 
     if (overflow >= 0) {
         /* Requests summaries could not place: a child's table was full. */
-        snprintf(extra, sizeof(extra), ",summary_overflow=%lldi", overflow);
+        xl = snprintf(extra, sizeof(extra), ",summary_overflow=%lldi", overflow);
+    }
+    if (busy_us >= 0 && elapsed_us > 0 && xl >= 0 && (size_t)xl < sizeof(extra)) {
+        /* Busy worker-seconds over available worker-seconds in the interval
+         * (requests completed in it, whole durations). */
+        snprintf(extra + xl, sizeof(extra) - (size_t)xl,
+                 ",busy_seconds=%.3f,utilization_time=%.4f", (double)busy_us / 1e6,
+                 max_workers > 0 ? (double)busy_us / ((double)elapsed_us * max_workers) : 0.0);
     }
     return (size_t)snprintf(out, cap,
         "apache_process,host=%s busy_workers=%di,idle_workers=%di,max_workers=%di,"
@@ -268,6 +280,7 @@ void imx_summary_tick(void *ctx, imx_engine_t *e, int final)
     int64_t epoch = (int64_t)(now / (tick_interval > 0 ? tick_interval : 1));
     int64_t last;
     size_t len = 0, need;
+    long long busy_us = -1, elapsed_us = -1;
     uint32_t lines = 0;
 
     (void)ctx;
@@ -308,6 +321,9 @@ void imx_summary_tick(void *ctx, imx_engine_t *e, int final)
                     imx_hist_add(scratch, t);
                 }
             }
+            busy_us = (long long)imx_hist_delta_sum(scratch, previous());
+            elapsed_us = shm->last_write ? (long long)(now - shm->last_write) : -1;
+            shm->last_write = now;
             len = imx_hist_encode(outbuf, outcap - 4096, sum_prefix, scratch, previous(),
                                   key_tags, NULL, now * 1000, &lines);
         }
@@ -320,7 +336,7 @@ void imx_summary_tick(void *ctx, imx_engine_t *e, int final)
         /* Its own timestamp: the process series has one point per interval. */
         len += encode_process(outbuf + len, outcap - len, now * 1000 + 1,
                               summaries_on && scratch ? (long long)atomic_load(&scratch->overflow)
-                                                      : -1);
+                                                      : -1, busy_us, elapsed_us);
         lines++;
     }
     imx_engine_submit(e, outbuf, len, lines);

@@ -161,6 +161,26 @@ void imx_hist_add(imx_hist_table_t *dst, const imx_hist_table_t *src)
     }
 }
 
+uint64_t imx_hist_delta_sum(imx_hist_table_t *cur, imx_hist_table_t *prev)
+{
+    uint64_t tot = 0;
+
+    for (uint32_t i = 0; i < cur->nseries; i++) {
+        uint32_t key = atomic_load(&cur->s[i].key);
+        imx_hist_series_t *ps;
+        uint64_t c, p;
+
+        if (!key) {
+            continue;
+        }
+        ps = find(prev, key, 0);
+        c = atomic_load(&cur->s[i].sum);
+        p = ps ? atomic_load(&ps->sum) : 0;
+        tot += c > p ? c - p : 0;
+    }
+    return tot;
+}
+
 uint64_t imx_hist_percentile(const uint64_t *b, uint64_t count, double p)
 {
     uint64_t rank, seen = 0;

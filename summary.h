@@ -76,6 +76,10 @@ size_t imx_hist_encode(char *out, size_t outsz, const char *prefix,
                        imx_hist_tags_fn *tags, void *ctx, int64_t ts_ns,
                        uint32_t *lines);
 
+/* Sum of durations recorded in cur since prev (series prev does not know
+ * count from zero): the busy time of an interval, in microseconds. */
+uint64_t imx_hist_delta_sum(imx_hist_table_t *cur, imx_hist_table_t *prev);
+
 /* Percentile (0 < p <= 100) of the counts in b: nearest rank, like
  * InfluxQL's percentile(). */
 uint64_t imx_hist_percentile(const uint64_t *b, uint64_t count, double p);

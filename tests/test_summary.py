@@ -130,10 +130,14 @@ def test_summary_percentiles_match_raw(module_built, mod_delay, influx, influx_d
             assert abs(r["p%d_us" % p] - exact) <= 0.01 * exact + 1, (p, r, exact)
 
 
-def test_process_point(module_built, influx, influx_db, httpd_factory):
+def test_process_point(module_built, mod_delay, influx, influx_db, httpd_factory):
     h = httpd_factory(mpm="worker", extra=str(Imx(influx.write_url(influx_db),
-                                                  flush_interval="200ms")))
+                                                  flush_interval="200ms",
+                                                  extra="InfluxMetricsMode both\n"))
+                      + delay_conf(mod_delay))
     harness.ab(h.url + "small.txt", 500, 4)
+    # Two connections, each busy 20 ms per request for about 1.5 s.
+    drive(h.url, ["/delay?us=20000"] * 150, threads=2)
     harness.wait_until(lambda: influx.count(influx_db, "apache_process",
                                             field="busy_workers") >= 2, 15)
     h.stop()
@@ -143,6 +147,14 @@ def test_process_point(module_built, influx, influx_db, httpd_factory):
     assert r["busy_workers"] + r["idle_workers"] <= r["max_workers"] + 64
     assert r["rss_bytes"] > 1 << 20 and r["cpu_user_seconds"] >= 0
     assert 0 <= r["utilization"] <= 1
+    # Busy worker-seconds from the summaries: never more than the requests'
+    # own durations, and most of them (the last interval goes out at exit,
+    # without a process point).
+    raw_busy = sum(x["duration_us"] for x in influx.select(
+        "SELECT duration_us FROM apache_request", influx_db)) / 1e6
+    busy = sum(x.get("busy_seconds") or 0 for x in rows)
+    assert 0.5 * raw_busy <= busy <= raw_busy + 0.01, (busy, raw_busy)
+    assert max(x.get("utilization_time") or 0 for x in rows) > 0
 
 
 def test_sampling_keeps_fraction_slow_and_errors(module_built, mod_delay, influx, influx_db,
