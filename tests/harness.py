@@ -241,7 +241,34 @@ def _stop_leftovers():
 # --------------------------------------------------------------------------
 # InfluxDB 1.x
 
-class Influx:
+class _Backend:
+    """What the private backends (influxd, VictoriaMetrics) share: a process
+    started by start(), its log, stop by PID, and a temp dir to remove."""
+
+    def log_text(self):
+        return _read(self.log_path)
+
+    def stop(self, timeout=15.0):
+        if self.proc is not None:
+            _stop_popen(self.proc, timeout)
+        if self._log:
+            self._log.close()
+            self._log = None
+        _RUNNING.discard(self)
+
+    def cleanup(self):
+        if self.dir and not KEEP_TMP:
+            shutil.rmtree(self.dir, ignore_errors=True)
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc):
+        self.stop()
+        self.cleanup()
+
+
+class Influx(_Backend):
     """A private influxd 1.x on 127.0.0.1:<port>.
 
     With auth=True, authentication is enabled and an admin user is created
@@ -447,27 +474,6 @@ bind-address = "{host}:{rpc_port}"
             return 0
         return int(series[0]["values"][0][1])
 
-    def log_text(self):
-        return _read(self.log_path)
-
-    def stop(self, timeout=15.0):
-        if self.proc is not None:
-            _stop_popen(self.proc, timeout)
-        if self._log:
-            self._log.close()
-            self._log = None
-        _RUNNING.discard(self)
-
-    def cleanup(self):
-        if self.dir and not KEEP_TMP:
-            shutil.rmtree(self.dir, ignore_errors=True)
-
-    def __enter__(self):
-        return self.start()
-
-    def __exit__(self, *exc):
-        self.stop()
-        self.cleanup()
 
 
 def quote_ident(name):
@@ -478,7 +484,7 @@ def quote_ident(name):
 # --------------------------------------------------------------------------
 # VictoriaMetrics
 
-class VictoriaMetrics:
+class VictoriaMetrics(_Backend):
     """A private single-node VictoriaMetrics on 127.0.0.1:<port>.
 
     It accepts line protocol on /write and /api/v2/write (ignoring auth
@@ -652,27 +658,6 @@ class VictoriaMetrics:
         if status not in (200, 204):
             raise RuntimeError("delete_series: HTTP %d %s" % (status, body[:200]))
 
-    def log_text(self):
-        return _read(self.log_path)
-
-    def stop(self, timeout=15.0):
-        if self.proc is not None:
-            _stop_popen(self.proc, timeout)
-        if self._log:
-            self._log.close()
-            self._log = None
-        _RUNNING.discard(self)
-
-    def cleanup(self):
-        if self.dir and not KEEP_TMP:
-            shutil.rmtree(self.dir, ignore_errors=True)
-
-    def __enter__(self):
-        return self.start()
-
-    def __exit__(self, *exc):
-        self.stop()
-        self.cleanup()
 
 
 # --------------------------------------------------------------------------
