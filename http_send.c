@@ -314,6 +314,9 @@ static imx_send_result_t post_one(imx_http_t *h, target_t *t, const char *body,
     }
     if (code == 408 || code == 429 || code >= 500) {
         info->retry_after = h->retry_after;
+        /* A 5xx other than 503 may come after the write took effect
+         * (InfluxDB answers 500 "timeout" for writes it then applies). */
+        info->maybe_stored = code >= 500 && code != 503;
         return IMX_SEND_RETRY;
     }
     /* Any other 4xx says these bytes will never be accepted. */

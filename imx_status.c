@@ -62,6 +62,10 @@ typedef struct {
     _Atomic uint64_t retired[NCOUNTERS];
     _Atomic apr_time_t retired_last_ok;
     atomic_flag err_lock;
+    /* Folding a slot into the totals moves counts from one place to
+     * another: readers retry while one is under way (odd) or happened. */
+    atomic_flag fold_lock;
+    _Atomic uint32_t fold_seq;
     apr_time_t retired_error_time;
     char retired_error[200];
     slot_t slots[];
@@ -117,6 +121,7 @@ apr_status_t imx_status_init(server_rec *s)
     if (created) {
         shm->nslots = nslots;
         atomic_flag_clear(&shm->err_lock);
+        atomic_flag_clear(&shm->fold_lock);
     }
     return APR_SUCCESS;
 }
@@ -182,6 +187,23 @@ static void retire(const imx_stats_t *st, uint64_t lost)
     }
 }
 
+/* Adds a slot to the totals and frees it, as one step for readers. `crashed`:
+ * its owner died, so what it buffered is lost. */
+static void fold_slot(slot_t *sl, int crashed)
+{
+    imx_stats_t st;
+
+    while (atomic_flag_test_and_set(&shm->fold_lock)) {
+        ;                       /* held for the time of one fold */
+    }
+    atomic_fetch_add(&shm->fold_seq, 1);
+    read_slot(sl, &st);
+    retire(&st, crashed ? st.buffered : 0);
+    atomic_store(&sl->pid, 0);
+    atomic_fetch_add(&shm->fold_seq, 1);
+    atomic_flag_clear(&shm->fold_lock);
+}
+
 int imx_status_claim(uint32_t capacity)
 {
     uint32_t me = (uint32_t)getpid();
@@ -196,10 +218,7 @@ int imx_status_claim(uint32_t capacity)
 
         if (pid && pid != me && kill((pid_t)pid, 0) != 0 && errno == ESRCH
             && atomic_compare_exchange_strong(&sl->pid, &pid, me)) {
-            imx_stats_t st;
-            read_slot(sl, &st);
-            retire(&st, st.buffered);
-            atomic_store(&sl->pid, 0);
+            fold_slot(sl, 1);
         }
     }
     for (uint32_t i = 0; i < shm->nslots; i++) {
@@ -236,15 +255,12 @@ void imx_status_publish(void *ctx, const imx_stats_t *st)
 void imx_status_release(void)
 {
     slot_t *sl;
-    imx_stats_t st;
 
     if (!shm || my_slot < 0) {
         return;
     }
     sl = &shm->slots[my_slot];
-    read_slot(sl, &st);
-    retire(&st, 0);
-    atomic_store(&sl->pid, 0);
+    fold_slot(sl, 0);
     my_slot = -1;
 }
 
@@ -258,7 +274,7 @@ typedef struct {
     char last_error[200];
 } totals_t;
 
-static void totals(totals_t *t)
+static void totals_once(totals_t *t)
 {
     memset(t, 0, sizeof(*t));
     for (int i = 0; i < NCOUNTERS; i++) {
@@ -294,6 +310,23 @@ static void totals(totals_t *t)
             memcpy(t->last_error, st.last_error, sizeof(t->last_error));
         }
     }
+}
+
+/* The totals as of one moment: not while a child's slot is being folded. */
+static void totals(totals_t *t)
+{
+    for (int tries = 0; tries < 1000; tries++) {
+        uint32_t s1 = atomic_load(&shm->fold_seq);
+
+        if (!(s1 & 1)) {
+            totals_once(t);
+            if (atomic_load(&shm->fold_seq) == s1) {
+                return;
+            }
+        }
+        usleep(100);
+    }
+    totals_once(t);
 }
 
 static uint64_t dropped(const uint64_t *v)
