@@ -494,7 +494,8 @@ static void count_drop(imx_engine_t *e, _Atomic uint64_t *counter, uint32_t n, i
     }
 }
 
-static void rq_pop(imx_engine_t *e)
+/* Takes the head batch out of the retry buffer (the caller owns it then). */
+static void rq_unlink_head(imx_engine_t *e)
 {
     rbatch_t *rb = e->rq_head;
 
@@ -504,8 +505,28 @@ static void rq_pop(imx_engine_t *e)
     }
     e->rq_bytes -= sizeof(*rb) + rb->len;
     e->rq_points -= rb->n;
-    free(rb);
     rq_publish(e);
+}
+
+/* Puts a batch back at the head (it was the oldest and stays so). */
+static void rq_link_head(imx_engine_t *e, rbatch_t *rb)
+{
+    rb->next = e->rq_head;
+    e->rq_head = rb;
+    if (!e->rq_tail) {
+        e->rq_tail = rb;
+    }
+    e->rq_bytes += sizeof(*rb) + rb->len;
+    e->rq_points += rb->n;
+    rq_publish(e);
+}
+
+static void rq_pop(imx_engine_t *e)
+{
+    rbatch_t *rb = e->rq_head;
+
+    rq_unlink_head(e);
+    free(rb);
 }
 
 /* Appends (or, with front, prepends) a copy of data to the retry buffer,
@@ -692,29 +713,19 @@ static void drain(imx_engine_t *e, int final, uint64_t until)
                 apr_sleep((e->retry_at < stop_at ? e->retry_at : stop_at) - now);
                 continue;
             }
+            /* Out of the queue while it is sent, so that nothing done
+             * meanwhile (a 413 split making room) can evict it; its points
+             * count as "being sent" for the stats. */
+            rq_unlink_head(e);
+            atomic_store_explicit(&e->work_pub, rb->n, memory_order_relaxed);
             if (!send_data(e, rb->data, rb->len, rb->n, rb->extra, rb->first_fail, &info)) {
                 rb->maybe_stored |= info.maybe_stored;
+                rq_link_head(e, rb);
             }
             else {
-                /* A split put its halves in front of rb: find and drop rb. */
-                if (e->rq_head == rb) {
-                    rq_pop(e);
-                }
-                else {
-                    rbatch_t *p = e->rq_head;
-                    while (p->next != rb) {
-                        p = p->next;
-                    }
-                    p->next = rb->next;
-                    if (e->rq_tail == rb) {
-                        e->rq_tail = p;
-                    }
-                    e->rq_bytes -= sizeof(*rb) + rb->len;
-                    e->rq_points -= rb->n;
-                    free(rb);
-                    rq_publish(e);
-                }
+                free(rb);
             }
+            atomic_store_explicit(&e->work_pub, 0, memory_order_relaxed);
             continue;
         }
         if (atomic_load_explicit(&e->head, memory_order_relaxed) - e->tail < e->conf.batch_size

@@ -742,6 +742,35 @@ static void test_split_on_413(void)
     recorder_free(rc);
 }
 
+/* A 413 for a batch already in a full retry buffer: splitting it must not
+ * evict the batch being split (it used to be freed under the sender). */
+static void test_split_queued_in_full_buffer(void)
+{
+    apr_pool_t *p;
+    recorder_t *rc = recorder_new();
+    imx_engine_t *e;
+    imx_stats_t st;
+
+    rc->fail_first = 1;
+    rc->max_lines = 7;
+    /* Room for the one batch (~125 bytes a line) and little more. */
+    e = push_n(&p, rc, 1024, 100, 100, 100 * 135);
+    imx_engine_flush_now(e, 0);         /* fails: into the retry buffer */
+    for (int i = 0; i < 50; i++) {      /* retried: 413, halves, ... */
+        imx_engine_flush_now(e, 0);
+    }
+    imx_engine_stats(e, &st);
+    CHECK(st.sent + st.dropped_retry == 100 && st.buffered == 0 && st.sent > 0
+          && atomic_load(&rc->dups) == 0,
+          "split in full buffer: sent %llu dropped_retry %llu buffered %llu",
+          (unsigned long long)st.sent, (unsigned long long)st.dropped_retry,
+          (unsigned long long)st.buffered);
+    imx_engine_stop(e);
+    check_identity(e, 100, "split-full");
+    apr_pool_destroy(p);
+    recorder_free(rc);
+}
+
 static void test_partial_write(void)
 {
     apr_pool_t *p;
@@ -967,6 +996,7 @@ int main(int argc, char **argv)
         test_retry_then_deliver();
         test_stop_bounded();
         test_split_on_413();
+        test_split_queued_in_full_buffer();
         test_partial_write();
         test_retry_buffer_eviction();
         test_retry_after();
