@@ -589,7 +589,11 @@ static int split_to_front(imx_engine_t *e, const char *data, size_t len, uint32_
         return 0;
     }
     while (seen < half) {
-        cut = (size_t)((const char *)memchr(data + cut, '\n', len - cut) - data) + 1;
+        const char *nl = memchr(data + cut, '\n', len - cut);
+        if (!nl) {
+            return 0;           /* fewer lines than counted: refuse, don't guess */
+        }
+        cut = (size_t)(nl - data) + 1;
         seen++;
     }
     /* Second half first, so the first half ends up at the very front. */
