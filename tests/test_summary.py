@@ -219,9 +219,14 @@ LoadModule delay_module %s
     seen = [r["tenant"] for r in rows if r.get("tenant")]
     assert len(seen) == 26
     admitted = set(seen) - {"other"}
-    # The first five values seen are admitted; TAB is written as \t.
-    assert admitted == {'evil, "x"=1 y\\tz', "t0", "t1", "t2", "t3"}, admitted
-    assert seen.count("other") == 26 - sum(seen.count(t) for t in admitted)
+    # Five values are admitted: the first five the server logged, which need
+    # not be the client's order (a request is logged after its response, by
+    # whichever child served it). TAB is written as \t.
+    assert len(admitted) == 5, admitted
+    assert admitted <= {'evil, "x"=1 y\\tz'} | set(tenants[1:]), admitted
+    # Every point of an admitted value carries it; all others say "other".
+    assert all(seen.count(t) == 2 for t in admitted)
+    assert seen.count("other") == 26 - 10
     routes = [r.get("app-route") for r in rows if r.get("tenant") is None]
     assert sorted(x for x in routes if x) == ["orders"] * 10 + ["users"] * 10
     assert routes.count(None) == 10
