@@ -132,8 +132,10 @@ typedef struct {
 #define TAG_NOTE    2
 #define TAG_HEADER  3
 
-/* Per process. */
+/* Per process. `engine` is what the request path records into (set once the
+ * flusher runs); `flusher_engine` is what the exit cleanup must stop. */
 static imx_engine_t *engine;
+static imx_engine_t *flusher_engine;
 static const char *line_prefix;
 static const char *host_escaped;
 /* Escaped method names by index: M_* numbers, then HEAD and OTHER. */
@@ -1048,12 +1050,15 @@ static void log_cb(void *ctx, int level, const char *msg)
 
 static apr_status_t child_stop(void *data)
 {
+    imx_engine_t *e = flusher_engine;
+
     (void)data;
-    if (engine) {
-        imx_engine_stop(engine);    /* publishes its final counters */
-        engine = NULL;
-        imx_status_release();
+    engine = NULL;              /* the request path stops recording */
+    flusher_engine = NULL;
+    if (e) {
+        imx_engine_stop(e);     /* joins the flusher; publishes final counters */
     }
+    imx_status_release();
     return APR_SUCCESS;
 }
 
@@ -1120,6 +1125,12 @@ static void imx_child_init(apr_pool_t *pchild, server_rec *s)
                      "IMX0003: cannot create the buffer, recording is off: %s", err);
         return;
     }
+    /* Pre-cleanup: runs before the pools holding the engine are torn down,
+     * on every kind of child exit httpd performs in an orderly way. It is
+     * registered before the thread starts: a child told to stop while it is
+     * still starting must not free the engine under a running flusher. */
+    flusher_engine = e;
+    apr_pool_pre_cleanup_register(pchild, NULL, child_stop);
     rv = imx_engine_start(e, pchild);
     if (rv != APR_SUCCESS) {
         ap_log_error(APLOG_MARK, APLOG_ERR, rv, s,
@@ -1127,9 +1138,6 @@ static void imx_child_init(apr_pool_t *pchild, server_rec *s)
         return;
     }
     engine = e;
-    /* Pre-cleanup: runs before the pools holding the engine are torn down,
-     * on every kind of child exit httpd performs in an orderly way. */
-    apr_pool_pre_cleanup_register(pchild, NULL, child_stop);
 }
 
 /* ------------------------------------------------------------------------- */
