@@ -1119,7 +1119,12 @@ static void imx_child_init(apr_pool_t *pchild, server_rec *s)
     ec.send_ctx = http;
     ec.log = log_cb;
     ec.log_ctx = s;
-    e = imx_engine_create(pchild, &ec, err, sizeof(err));
+    /* The ring and its state come from the process pool, not pchild: a
+     * worker thread that is still logging a request while the child is torn
+     * down (an ungraceful stop need not wait for every worker) then writes
+     * into memory that is still there, instead of freed memory. The ring is
+     * sized once, here, and lives as long as this child process. */
+    e = imx_engine_create(s->process->pool, &ec, err, sizeof(err));
     if (!e) {
         ap_log_error(APLOG_MARK, APLOG_ERR, 0, s,
                      "IMX0003: cannot create the buffer, recording is off: %s", err);
