@@ -245,6 +245,29 @@ class _Backend:
     """What the private backends (influxd, VictoriaMetrics) share: a process
     started by start(), its log, stop by PID, and a temp dir to remove."""
 
+    def _spawn(self, args, name, path, want, timeout):
+        """Starts args (output to the log) and waits until GET path answers
+        `want`; stops it again if it exits or never gets ready."""
+        self._log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen(
+            args, stdin=subprocess.DEVNULL, stdout=self._log,
+            stderr=subprocess.STDOUT, cwd=self.dir, start_new_session=True)
+        _RUNNING.add(self)
+
+        def ready():
+            if self.proc.poll() is not None:
+                raise RuntimeError("%s exited with %s:\n%s"
+                                   % (name, self.proc.returncode, _tail(_read(self.log_path))))
+            try:
+                return http_request(self.url + path, timeout=2)[0] == want
+            except OSError:
+                return False
+        try:
+            _wait_ready(ready, timeout, name + " " + path)
+        except BaseException:
+            self.stop()
+            raise
+
     def log_text(self):
         return _read(self.log_path)
 
@@ -371,26 +394,7 @@ bind-address = "{host}:{rpc_port}"
     def _launch(self, timeout, create_user=True):
         conf = os.path.join(self.dir, "influxdb.conf")
         # influxd 1.x has no log-file setting: it logs to stderr.
-        self._log = open(self.log_path, "ab")
-        self.proc = subprocess.Popen(
-            [INFLUXD, "run", "-config", conf],
-            stdin=subprocess.DEVNULL, stdout=self._log, stderr=subprocess.STDOUT,
-            cwd=self.dir, start_new_session=True)
-        _RUNNING.add(self)
-
-        def ready():
-            if self.proc.poll() is not None:
-                raise RuntimeError("influxd exited with %s:\n%s"
-                                   % (self.proc.returncode, _tail(_read(self.log_path))))
-            try:
-                return http_request(self.url + "/ping", timeout=2)[0] == 204
-            except OSError:
-                return False
-        try:
-            _wait_ready(ready, timeout, "influxd /ping")
-        except BaseException:
-            self.stop()
-            raise
+        self._spawn([INFLUXD, "run", "-config", conf], "influxd", "/ping", 204, timeout)
         if self.auth and create_user:
             # Allowed without credentials only while no user exists.
             self.query("CREATE USER \"%s\" WITH PASSWORD '%s' WITH ALL PRIVILEGES"
@@ -551,25 +555,7 @@ class VictoriaMetrics(_Backend):
             "-http.shutdownDelay=0s",
             "-loggerLevel=INFO",
         ] + self.extra_args
-        self._log = open(self.log_path, "ab")
-        self.proc = subprocess.Popen(
-            args, stdin=subprocess.DEVNULL, stdout=self._log,
-            stderr=subprocess.STDOUT, cwd=self.dir, start_new_session=True)
-        _RUNNING.add(self)
-
-        def ready():
-            if self.proc.poll() is not None:
-                raise RuntimeError("victoria-metrics exited with %s:\n%s"
-                                   % (self.proc.returncode, _tail(_read(self.log_path))))
-            try:
-                return http_request(self.url + "/health", timeout=2)[0] == 200
-            except OSError:
-                return False
-        try:
-            _wait_ready(ready, timeout, "victoria-metrics /health")
-        except BaseException:
-            self.stop()
-            raise
+        self._spawn(args, "victoria-metrics", "/health", 200, timeout)
         return self
 
     def write(self, body, v2=True, precision="ns", headers=None, gzipped=False,
