@@ -472,6 +472,16 @@ static void check_identity(imx_engine_t *e, uint64_t produced, const char *what)
           (unsigned long long)st.dropped_exit, (unsigned long long)st.buffered);
 }
 
+/* Stops the engine, checks the accounting identity, frees everything. */
+static void finish(imx_engine_t *e, apr_pool_t *p, recorder_t *rc, uint64_t produced,
+                   const char *what)
+{
+    imx_engine_stop(e);
+    check_identity(e, produced, what);
+    apr_pool_destroy(p);
+    recorder_free(rc);
+}
+
 typedef struct {
     imx_engine_t *e;
     unsigned idx, per;
@@ -633,10 +643,7 @@ static void test_reject_counts(void)
     CHECK(st.rejected == 100 && rc->rejected_lines == 100 && st.sent == 150,
           "rejected %llu sent %llu", (unsigned long long)st.rejected,
           (unsigned long long)st.sent);
-    imx_engine_stop(e);
-    check_identity(e, 250, "reject");
-    apr_pool_destroy(p);
-    recorder_free(rc);
+    finish(e, p, rc, 250, "reject");
 }
 
 /* A backend that never answers: stop returns within the shutdown budget and
@@ -694,10 +701,7 @@ static void test_full_ring_drops(void)
     CHECK(imx_engine_flush_now(e, 0) == 128, "flush");
     /* The oldest were kept: ids 0..127 arrived. */
     CHECK(rc->seen[0] && rc->seen[127] && !rc->seen[128], "kept the wrong points");
-    imx_engine_stop(e);
-    check_identity(e, 200, "full");
-    apr_pool_destroy(p);
-    recorder_free(rc);
+    finish(e, p, rc, 200, "full");
 }
 
 static imx_engine_t *push_n(apr_pool_t **p, recorder_t *rc, uint32_t cap, uint32_t batch,
@@ -736,10 +740,7 @@ static void test_split_on_413(void)
     for (int i = 0; i < 250; i++) {
         CHECK(rc->seen[i] == 1, "id %d seen %d times", i, rc->seen[i]);
     }
-    imx_engine_stop(e);
-    check_identity(e, 250, "split");
-    apr_pool_destroy(p);
-    recorder_free(rc);
+    finish(e, p, rc, 250, "split");
 }
 
 /* A 413 for a batch already in a full retry buffer: splitting it must not
@@ -765,10 +766,7 @@ static void test_split_queued_in_full_buffer(void)
           "split in full buffer: sent %llu dropped_retry %llu buffered %llu",
           (unsigned long long)st.sent, (unsigned long long)st.dropped_retry,
           (unsigned long long)st.buffered);
-    imx_engine_stop(e);
-    check_identity(e, 100, "split-full");
-    apr_pool_destroy(p);
-    recorder_free(rc);
+    finish(e, p, rc, 100, "split-full");
 }
 
 static void test_partial_write(void)
@@ -785,10 +783,7 @@ static void test_partial_write(void)
     CHECK(st.sent == 97 && st.rejected == 3 && atomic_load(&rc->lines) == 97,
           "partial: sent %llu rejected %llu", (unsigned long long)st.sent,
           (unsigned long long)st.rejected);
-    imx_engine_stop(e);
-    check_identity(e, 100, "partial");
-    apr_pool_destroy(p);
-    recorder_free(rc);
+    finish(e, p, rc, 100, "partial");
 }
 
 /* Backend down: batches move to the retry buffer; when it is full the
@@ -824,10 +819,7 @@ static void test_retry_buffer_eviction(void)
     imx_engine_stats(e, &st);
     CHECK(st.sent == 1001 - st.dropped_retry && rc->seen[999] && rc->seen[5000] && !rc->seen[0],
           "after recovery: sent %llu", (unsigned long long)st.sent);
-    imx_engine_stop(e);
-    check_identity(e, 1001, "evict");
-    apr_pool_destroy(p);
-    recorder_free(rc);
+    finish(e, p, rc, 1001, "evict");
 }
 
 /* Retry-After from the backend sets the next attempt. */
