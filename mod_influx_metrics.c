@@ -116,8 +116,8 @@ typedef struct {
 
 typedef struct {
     int enabled;                /* UNSET, 0, 1 */
-    const char *route;          /* escaped, or NULL */
-    int route_idx;              /* its index for summaries; 0: none */
+    int route_idx;              /* index in the route registry (its escaped name
+                                 * and series text); 0: none */
     double sample;              /* fraction of requests kept in raw mode; < 0: unset */
     apr_interval_time_t keep_slow;  /* UNSET, or keep requests at least this slow */
     int keep_errors;            /* UNSET, 0, 1: keep every 5xx */
@@ -229,7 +229,6 @@ static void *merge_dir_conf(apr_pool_t *p, void *basev, void *addv)
     imx_dir_conf_t *c = apr_pcalloc(p, sizeof(*c));
 
     MERGE(enabled, UNSET);
-    MERGE(route, NULL);
     MERGE(route_idx, 0);
     c->sample = add->sample >= 0 ? add->sample : base->sample;
     MERGE(keep_slow, UNSET);
@@ -689,14 +688,15 @@ static const char *set_route(cmd_parms *cmd, void *dc, const char *arg)
 {
     imx_dir_conf_t *d = dc;
     apr_array_header_t *reg = route_registry(cmd->pool);
+    const char *name;
     int i;
 
     if (!*arg || strlen(arg) > 1024) {
         return bad(cmd, arg, "a route name must be non-empty and at most 1024 bytes");
     }
-    d->route = imx_pescape(cmd->pool, arg, IMX_ESC_TAG);
+    name = imx_pescape(cmd->pool, arg, IMX_ESC_TAG);
     for (i = 1; i < reg->nelts; i++) {
-        if (!strcmp(APR_ARRAY_IDX(reg, i, const char *), d->route)) {
+        if (!strcmp(APR_ARRAY_IDX(reg, i, const char *), name)) {
             break;
         }
     }
@@ -704,7 +704,7 @@ static const char *set_route(cmd_parms *cmd, void *dc, const char *arg)
         if (reg->nelts >= 2047) {
             return bad(cmd, arg, "more than 2046 different routes");
         }
-        APR_ARRAY_PUSH(reg, const char *) = d->route;
+        APR_ARRAY_PUSH(reg, const char *) = name;
     }
     d->route_idx = i;
     return NULL;
