@@ -912,11 +912,10 @@ void imx_engine_stop(imx_engine_t *e)
           (unsigned long long)st.dropped_retry, (unsigned long long)st.maybe_stored);
 }
 
-uint64_t imx_engine_flush_now(imx_engine_t *e, apr_time_t deadline)
+uint64_t imx_engine_flush_now(imx_engine_t *e)
 {
     uint64_t before = atomic_load(&e->sent);
 
-    (void)deadline;
     e->retry_at = 0;
     drain(e, 0, UINT64_MAX);
     return atomic_load(&e->sent) - before;

@@ -209,7 +209,7 @@ void imx_engine_stop(imx_engine_t *e);
 
 /* Without a thread: drain and send everything now (tests, benchmarks). Returns
  * the number of points the backend accepted in this call. */
-uint64_t imx_engine_flush_now(imx_engine_t *e, apr_time_t deadline);
+uint64_t imx_engine_flush_now(imx_engine_t *e);
 
 void imx_engine_stats(imx_engine_t *e, imx_stats_t *st);
 

@@ -504,7 +504,7 @@ static void bench_flush(apr_pool_t *root, int gzip, flush_result_t *r)
             imx_push(e, &points[k++ % NPOINTS]);
         }
         s = now_s();
-        pts += imx_engine_flush_now(e, 0);
+        pts += imx_engine_flush_now(e);
         spent += now_s() - s;
     }
     r->gzip = gzip;

@@ -638,7 +638,7 @@ static void test_reject_counts(void)
         imx_push(e, &pt);
     }
     /* Without a thread: batches of 100, 100, 50; the first is refused. */
-    CHECK(imx_engine_flush_now(e, 0) == 150, "flush_now");
+    CHECK(imx_engine_flush_now(e) == 150, "flush_now");
     imx_engine_stats(e, &st);
     CHECK(st.rejected == 100 && rc->rejected_lines == 100 && st.sent == 150,
           "rejected %llu sent %llu", (unsigned long long)st.rejected,
@@ -698,7 +698,7 @@ static void test_full_ring_drops(void)
     imx_engine_stats(e, &st);
     CHECK(st.dropped_full == 72 && st.buffered == 128, "dropped_full %llu buffered %llu",
           (unsigned long long)st.dropped_full, (unsigned long long)st.buffered);
-    CHECK(imx_engine_flush_now(e, 0) == 128, "flush");
+    CHECK(imx_engine_flush_now(e) == 128, "flush");
     /* The oldest were kept: ids 0..127 arrived. */
     CHECK(rc->seen[0] && rc->seen[127] && !rc->seen[128], "kept the wrong points");
     finish(e, p, rc, 200, "full");
@@ -731,7 +731,7 @@ static void test_split_on_413(void)
 
     rc->max_lines = 7;
     e = push_n(&p, rc, 1024, 100, 250, 0);
-    imx_engine_flush_now(e, 0);
+    imx_engine_flush_now(e);
     imx_engine_stats(e, &st);
     CHECK(st.sent == 250 && atomic_load(&rc->lines) == 250 && atomic_load(&rc->dups) == 0
           && st.buffered == 0 && st.rejected == 0,
@@ -756,9 +756,9 @@ static void test_split_queued_in_full_buffer(void)
     rc->max_lines = 7;
     /* Room for the one batch (~125 bytes a line) and little more. */
     e = push_n(&p, rc, 1024, 100, 100, 100 * 135);
-    imx_engine_flush_now(e, 0);         /* fails: into the retry buffer */
+    imx_engine_flush_now(e);         /* fails: into the retry buffer */
     for (int i = 0; i < 50; i++) {      /* retried: 413, halves, ... */
-        imx_engine_flush_now(e, 0);
+        imx_engine_flush_now(e);
     }
     imx_engine_stats(e, &st);
     CHECK(st.sent + st.dropped_retry == 100 && st.buffered == 0 && st.sent > 0
@@ -778,7 +778,7 @@ static void test_partial_write(void)
 
     rc->partial_drop = 3;
     e = push_n(&p, rc, 1024, 100, 100, 0);
-    imx_engine_flush_now(e, 0);
+    imx_engine_flush_now(e);
     imx_engine_stats(e, &st);
     CHECK(st.sent == 97 && st.rejected == 3 && atomic_load(&rc->lines) == 97,
           "partial: sent %llu rejected %llu", (unsigned long long)st.sent,
@@ -800,7 +800,7 @@ static void test_retry_buffer_eviction(void)
     rc->maybe = 1;
     /* Room for about two batches of 100 points (~75 bytes each). */
     e = push_n(&p, rc, 1024, 100, 1000, 2 * 100 * 80);
-    imx_engine_flush_now(e, 0);
+    imx_engine_flush_now(e);
     imx_engine_stats(e, &st);
     CHECK(st.sent == 0 && st.dropped_retry >= 700 && st.dropped_retry % 100 == 0
           && st.buffered == 1000 - st.dropped_retry && st.retry_bytes <= 2 * 100 * 80,
@@ -815,7 +815,7 @@ static void test_retry_buffer_eviction(void)
     CHECK(imx_push(e, &pt), "ring not drained during the outage");
     /* The backend comes back: what is left arrives, newest kept. */
     rc->always_fail = 0;
-    imx_engine_flush_now(e, 0);
+    imx_engine_flush_now(e);
     imx_engine_stats(e, &st);
     CHECK(st.sent == 1001 - st.dropped_retry && rc->seen[999] && rc->seen[5000] && !rc->seen[0],
           "after recovery: sent %llu", (unsigned long long)st.sent);
