@@ -245,6 +245,10 @@ class _Backend:
     """What the private backends (influxd, VictoriaMetrics) share: a process
     started by start(), its log, stop by PID, and a temp dir to remove."""
 
+    @property
+    def url(self):
+        return "http://%s:%d" % (HOST, self.port)
+
     def _spawn(self, args, name, path, want, timeout):
         """Starts args (output to the log) and waits until GET path answers
         `want`; stops it again if it exits or never gets ready."""
@@ -313,10 +317,6 @@ class Influx(_Backend):
         self.rpc_port = None
         self.proc = None
         self._log = None
-
-    @property
-    def url(self):
-        return "http://%s:%d" % (HOST, self.port)
 
     @property
     def log_path(self):
@@ -521,10 +521,6 @@ class VictoriaMetrics(_Backend):
         self.port = None
         self.proc = None
         self._log = None
-
-    @property
-    def url(self):
-        return "http://%s:%d" % (HOST, self.port)
 
     @property
     def log_path(self):
