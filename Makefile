@@ -4,9 +4,9 @@ APR_CFG  ?= apr-1-config
 PYTHON   ?= /usr/bin/python3
 CC       ?= cc
 
-SRCS     = mod_influx_metrics.c imx_status.c imx_summary.c imx_tags.c batch.c lineproto.c http_send.c summary.c
-ENGINE   = batch.c lineproto.c http_send.c summary.c
-HDRS     = batch.h imx_status.h imx_summary.h imx_tags.h summary.h
+SRCS     = mod_influx_metrics.c imx_status.c imx_summary.c imx_tags.c batch.c lineproto.c http_send.c summary.c shmlock.c
+ENGINE   = batch.c lineproto.c http_send.c summary.c shmlock.c
+HDRS     = batch.h imx_status.h imx_summary.h imx_tags.h summary.h shmlock.h
 MODULE   = .libs/mod_influx_metrics.so
 WARN     = -Wall -Wextra
 APR_INC  = $(shell $(APR_CFG) --includes --cppflags)
@@ -42,10 +42,15 @@ tests/unit/test_engine.asan: tests/unit/test_engine.c $(ENGINE) $(HDRS)
 tests/unit/test_engine.tsan: tests/unit/test_engine.c $(ENGINE) $(HDRS)
 	$(CC) $(UNIT_CFLAGS) -fsanitize=thread -o $@ tests/unit/test_engine.c $(ENGINE) $(UNIT_LIBS)
 
-unit: tests/unit/test_engine.asan tests/unit/test_engine.tsan
+tests/unit/test_shm.asan: tests/unit/test_shm.c shmlock.c shmlock.h
+	$(CC) $(UNIT_CFLAGS) -fsanitize=address,undefined -fno-sanitize-recover=all \
+	    -o $@ tests/unit/test_shm.c shmlock.c -lpthread
+
+unit: tests/unit/test_engine.asan tests/unit/test_engine.tsan tests/unit/test_shm.asan
 
 test-unit: unit
 	./tests/unit/test_engine.asan
+	./tests/unit/test_shm.asan
 	TSAN_OPTIONS=halt_on_error=1 ./tests/unit/test_engine.tsan stress
 
 test-integration: $(MODULE)
