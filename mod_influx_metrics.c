@@ -16,6 +16,7 @@
 #include "http_protocol.h"
 #include "http_request.h"
 #include "ap_mpm.h"
+#include "mpm_common.h"
 
 #include "apr_strings.h"
 #include "apr_lib.h"
@@ -132,22 +133,20 @@ typedef struct {
 #define TAG_NOTE    2
 #define TAG_HEADER  3
 
-/* Per process. `engine` is what the request path records into (set once the
- * flusher runs); `flusher_engine` is what the exit cleanup must stop. */
-static imx_engine_t *engine;
-static imx_engine_t *flusher_engine;
+/* Per process. `engine` is what the request path records into, set once the
+ * flusher runs and never cleared: its memory lives as long as the process,
+ * and a stopped engine refuses (and counts) what is pushed late. */
+static _Atomic(imx_engine_t *) engine;
 static const char *line_prefix;
 static const char *host_escaped;
 /* Escaped method names by index: M_* numbers, then HEAD and OTHER. */
 static const char *method_names[M_INVALID + 2];
-static int ts_span = 1, ts_thread_limit = 1;
+static imx_ts_table_t *ts_table;
 static int mode = DEF_MODE;
 #define METHOD_HEAD M_INVALID
 #define METHOD_OTHER (M_INVALID + 1)
 static imx_summary_names_t summary_names;
 static __thread uint64_t rng_state;
-static _Atomic unsigned next_thread_id;
-static __thread unsigned thread_id;
 
 /* ------------------------------------------------------------------------- */
 /* Configuration                                                             */
@@ -938,6 +937,56 @@ static const char *tags_text(apr_pool_t *p, const apr_array_header_t *tags)
     return s;
 }
 
+/* Runs for `apachectl configtest` too: settings that are each valid but
+ * wrong together. */
+static int imx_check_config(apr_pool_t *pconf, apr_pool_t *plog, apr_pool_t *ptemp,
+                            server_rec *s)
+{
+    imx_srv_conf_t *mc = srv_conf(s);
+    int cap = mc->buffer_size != UNSET ? mc->buffer_size : DEF_BUFFER_SIZE;
+
+    (void)pconf; (void)plog; (void)ptemp;
+    /* A batch larger than the buffer never completes, so the flusher would
+     * only send once per interval and the buffer would overflow between. */
+    if (mc->urls && mc->batch_size != UNSET && mc->batch_size > cap) {
+        ap_log_error(APLOG_MARK, APLOG_STARTUP | APLOG_EMERG, 0, s,
+                     "IMX0013: InfluxMetricsBatchSize %d is larger than "
+                     "InfluxMetricsBufferSize %d: a batch must fit in the buffer "
+                     "(leave InfluxMetricsBatchSize unset to use half the buffer)",
+                     mc->batch_size, cap);
+        return !OK;
+    }
+    return OK;
+}
+
+static pid_t curl_parent;
+
+static apr_status_t curl_cleanup(void *data)
+{
+    (void)data;
+    /* Children run pool cleanups too, prefork's from a signal handler:
+     * only the parent that initialised libcurl cleans it up. */
+    if (getpid() == curl_parent) {
+        curl_global_cleanup();
+    }
+    return APR_SUCCESS;
+}
+
+/* The server-wide table of timestamp tickets (see imx_ts_unique). */
+static void ts_init(server_rec *s, apr_pool_t *pconf)
+{
+    int created;
+
+    ts_table = imx_shm_once(s, "imx_ts_shm", sizeof(imx_ts_table_t), &created);
+    if (!ts_table) {
+        /* Still unique within each child; children may collide. */
+        ts_table = apr_pcalloc(pconf, sizeof(imx_ts_table_t));
+        ap_log_error(APLOG_MARK, APLOG_WARNING, 0, s, "IMX0012: cannot create the "
+                     "shared memory for timestamps; points of different children "
+                     "may share one and be merged by InfluxDB");
+    }
+}
+
 static int imx_post_config(apr_pool_t *pconf, apr_pool_t *plog, apr_pool_t *ptemp,
                            server_rec *s)
 {
@@ -951,8 +1000,11 @@ static int imx_post_config(apr_pool_t *pconf, apr_pool_t *plog, apr_pool_t *ptem
     if (!mc->urls) {
         return OK;
     }
-    /* Before the fork and before any thread: curl_global_init is not
-     * thread-safe. Once per process; the parent keeps it across restarts. */
+    /* In the parent, before any child or thread exists: curl_global_init
+     * is not thread-safe with every TLS backend. httpd unloads and reloads
+     * this module on every restart, so this runs once per generation (the
+     * static starts at 0 again); libcurl counts the calls, and the pconf
+     * cleanup pairs each with curl_global_cleanup, in the parent only. */
     if (!curl_ready) {
         CURLcode cc = curl_global_init(CURL_GLOBAL_DEFAULT);
         if (cc != CURLE_OK) {
@@ -961,6 +1013,8 @@ static int imx_post_config(apr_pool_t *pconf, apr_pool_t *plog, apr_pool_t *ptem
             return HTTP_INTERNAL_SERVER_ERROR;
         }
         curl_ready = 1;
+        curl_parent = getpid();
+        apr_pool_cleanup_register(pconf, NULL, curl_cleanup, apr_pool_cleanup_null);
     }
     if (apr_gethostname(host, sizeof(host), pconf) != APR_SUCCESS) {
         apr_cpystrn(host, "unknown", sizeof(host));
@@ -970,6 +1024,7 @@ static int imx_post_config(apr_pool_t *pconf, apr_pool_t *plog, apr_pool_t *ptem
                               imx_pescape(pconf, mc->measurement ? mc->measurement
                                                  : DEF_MEASUREMENT, IMX_ESC_MEASUREMENT),
                               ",host=", host_escaped, NULL);
+    ts_init(s, pconf);
     if (imx_status_init(s) != APR_SUCCESS) {
         ap_log_error(APLOG_MARK, APLOG_WARNING, 0, s, "IMX0005: cannot create the "
                      "shared memory for counters; the status page will be empty");
@@ -1032,14 +1087,6 @@ static int imx_post_config(apr_pool_t *pconf, apr_pool_t *plog, apr_pool_t *ptem
         ap_log_error(APLOG_MARK, APLOG_WARNING, 0, s, "IMX0006: cannot create the "
                      "shared memory for summaries; no summaries will be written");
     }
-    /* Timestamp offsets (see imx_log_transaction) need the thread layout. */
-    if (ap_mpm_query(AP_MPMQ_HARD_LIMIT_THREADS, &ts_thread_limit) != APR_SUCCESS
-        || ts_thread_limit < 1) {
-        ts_thread_limit = 1;
-    }
-    if (ap_mpm_query(AP_MPMQ_MAX_THREADS, &ts_span) != APR_SUCCESS || ts_span < 1) {
-        ts_span = 1;
-    }
     return OK;
 }
 
@@ -1048,18 +1095,38 @@ static void log_cb(void *ctx, int level, const char *msg)
     ap_log_error(APLOG_MARK, level, 0, ctx, "IMX0100: %s", msg);
 }
 
+/* pchild pre-cleanup. Prefork runs it from its SIGTERM handler (restart,
+ * stop), so it does only async-signal-safe work: imx_engine_stop() sets a
+ * flag, writes a pipe and poll()s for the flusher, which flushes, logs and
+ * frees its own things; the slot is marked with one atomic store. */
 static apr_status_t child_stop(void *data)
 {
-    imx_engine_t *e = flusher_engine;
+    imx_engine_t *e = atomic_load(&engine);
 
     (void)data;
-    engine = NULL;              /* the request path stops recording */
-    flusher_engine = NULL;
     if (e) {
-        imx_engine_stop(e);     /* joins the flusher; publishes final counters */
+        imx_engine_stop(e);
     }
-    imx_status_release();
+    imx_status_exit();
     return APR_SUCCESS;
+}
+
+/* The flusher's last act, in its own thread: the sender's handles and its
+ * pool are its own, so they go with it. */
+static void flusher_exit(void *ctx)
+{
+    apr_pool_destroy(ctx);
+}
+
+/* Effective buffer and batch sizes: a batch never exceeds the ring (an
+ * explicit larger one is refused by check_config). */
+static void sizes(const imx_srv_conf_t *mc, uint32_t *cap, uint32_t *batch)
+{
+    *cap = (uint32_t)(mc->buffer_size != UNSET ? mc->buffer_size : DEF_BUFFER_SIZE);
+    *batch = (uint32_t)(mc->batch_size != UNSET ? mc->batch_size : DEF_BATCH_SIZE);
+    if (mc->batch_size == UNSET && *batch > *cap / 2) {
+        *batch = *cap / 2;
+    }
 }
 
 static void imx_child_init(apr_pool_t *pchild, server_rec *s)
@@ -1069,14 +1136,25 @@ static void imx_child_init(apr_pool_t *pchild, server_rec *s)
     imx_engine_conf_t ec;
     imx_http_t *http;
     imx_engine_t *e;
+    apr_pool_t *fpool;
     char err[256];
     apr_status_t rv;
     int slot;
     uint32_t cap;
 
+    (void)pchild;
     if (!mc->urls) {
         return;
     }
+    /* The flusher's own pool, not a child of pchild: pchild is destroyed
+     * when the child stops, maybe while the flusher still sends, and maybe
+     * in a signal handler. The flusher destroys this one itself. */
+    if (apr_pool_create_unmanaged_ex(&fpool, NULL, NULL) != APR_SUCCESS) {
+        ap_log_error(APLOG_MARK, APLOG_ERR, 0, s,
+                     "IMX0002: cannot create the flusher's pool, recording is off");
+        return;
+    }
+    apr_pool_tag(fpool, "imx_flusher");
     memset(&hc, 0, sizeof(hc));
     hc.urls = (const char *const *)mc->urls->elts;
     hc.nurls = mc->urls->nelts;
@@ -1084,16 +1162,16 @@ static void imx_child_init(apr_pool_t *pchild, server_rec *s)
     hc.timeout = mc->timeout != UNSET ? mc->timeout : DEF_TIMEOUT;
     hc.tls_verify = mc->tls_verify != UNSET ? mc->tls_verify : DEF_TLS_VERIFY;
     hc.ca_file = mc->ca_file;
-    http = imx_http_create(pchild, &hc, err, sizeof(err));
+    http = imx_http_create(fpool, &hc, err, sizeof(err));
     if (!http) {
         ap_log_error(APLOG_MARK, APLOG_ERR, 0, s,
                      "IMX0002: cannot set up the sender, recording is off: %s", err);
+        apr_pool_destroy(fpool);
         return;
     }
     memset(&ec, 0, sizeof(ec));
     ec.line_prefix = line_prefix;
-    ec.capacity = (uint32_t)(mc->buffer_size != UNSET ? mc->buffer_size : DEF_BUFFER_SIZE);
-    ec.batch_size = (uint32_t)(mc->batch_size != UNSET ? mc->batch_size : DEF_BATCH_SIZE);
+    sizes(mc, &ec.capacity, &ec.batch_size);
     ec.flush_interval = mc->flush_interval != UNSET ? mc->flush_interval : DEF_FLUSH_INTERVAL;
     ec.shutdown_timeout = SHUTDOWN_TIMEOUT;
     ec.retry_interval = RETRY_INTERVAL;
@@ -1108,9 +1186,10 @@ static void imx_child_init(apr_pool_t *pchild, server_rec *s)
     }
     slot = imx_status_claim(cap);
     if (slot >= 0) {
-        ec.self_prefix = apr_psprintf(pchild, "apache_influx_metrics,host=%s,slot=%d",
+        ec.self_prefix = apr_psprintf(fpool, "apache_influx_metrics,host=%s,slot=%d",
                                       host_escaped, slot);
         ec.on_stats = imx_status_publish;
+        ec.counters = imx_status_counters();
     }
     imx_summary_child(slot);
     ec.on_tick = imx_summary_tick;
@@ -1119,30 +1198,32 @@ static void imx_child_init(apr_pool_t *pchild, server_rec *s)
     ec.send_ctx = http;
     ec.log = log_cb;
     ec.log_ctx = s;
-    /* The ring and its state come from the process pool, not pchild: a
-     * worker thread that is still logging a request while the child is torn
-     * down (an ungraceful stop need not wait for every worker) then writes
-     * into memory that is still there, instead of freed memory. The ring is
-     * sized once, here, and lives as long as this child process. */
+    ec.on_exit = flusher_exit;
+    ec.exit_ctx = fpool;
+    /* The ring and the engine come from the process pool, not pchild: a
+     * worker thread still logging a request while the child is torn down
+     * (mod_http2 joins its workers after this module's cleanup) then finds
+     * a stopped engine, not freed memory. Sized once, here. */
     e = imx_engine_create(s->process->pool, &ec, err, sizeof(err));
     if (!e) {
         ap_log_error(APLOG_MARK, APLOG_ERR, 0, s,
                      "IMX0003: cannot create the buffer, recording is off: %s", err);
+        imx_status_unclaim();
+        apr_pool_destroy(fpool);
         return;
     }
-    /* Pre-cleanup: runs before the pools holding the engine are torn down,
-     * on every kind of child exit httpd performs in an orderly way. It is
-     * registered before the thread starts: a child told to stop while it is
-     * still starting must not free the engine under a running flusher. */
-    flusher_engine = e;
-    apr_pool_pre_cleanup_register(pchild, NULL, child_stop);
-    rv = imx_engine_start(e, pchild);
+    rv = imx_engine_start(e);
     if (rv != APR_SUCCESS) {
         ap_log_error(APLOG_MARK, APLOG_ERR, rv, s,
                      "IMX0004: cannot start the flusher thread, recording is off");
+        imx_status_unclaim();
+        apr_pool_destroy(fpool);
         return;
     }
-    engine = e;
+    atomic_store(&engine, e);
+    /* A pre-cleanup, so it runs before the pools of other modules' threads
+     * go, on every orderly child exit. */
+    apr_pool_pre_cleanup_register(pchild, NULL, child_stop);
 }
 
 /* ------------------------------------------------------------------------- */
@@ -1179,7 +1260,9 @@ static int sampled_in(const imx_dir_conf_t *dc, imx_point_t *pt)
         return 1;
     }
     if (!rng_state) {
-        rng_state = ((uint64_t)apr_time_now() << 16) ^ (uint64_t)thread_id * 0x9e3779b97f4a7c15ULL;
+        /* The variable's address differs per thread: a per-thread seed. */
+        rng_state = ((uint64_t)apr_time_now() << 16)
+                    ^ (uint64_t)(uintptr_t)&rng_state * 0x9e3779b97f4a7c15ULL;
         rng_state |= 1;
     }
     x = rng_state;              /* xorshift64: per thread, no lock */
@@ -1198,10 +1281,11 @@ static int imx_log_transaction(request_rec *r)
     imx_srv_conf_t *sc;
     imx_point_t pt;
     apr_time_t now;
-    long slot;
     int midx;
+    /* Loaded once: the same engine is recorded into, whatever happens. */
+    imx_engine_t *e = atomic_load_explicit(&engine, memory_order_acquire);
 
-    if (!engine) {
+    if (!e) {
         return DECLINED;
     }
     dc = ap_get_module_config(r->per_dir_config, &influx_metrics_module);
@@ -1214,22 +1298,9 @@ static int imx_log_transaction(request_rec *r)
     sc = srv_conf(r->server);
     now = apr_time_now();
 
-    /* InfluxDB keeps one point per series and timestamp, so no two requests
-     * may share one. Request start has microsecond resolution; the three
-     * nanosecond digits below it carry a number unique to this thread among
-     * all threads of all live children: the child's scoreboard slot (from the
-     * connection id, which the MPMs derive from slot and thread) times threads
-     * per child, plus this thread's own number. Unique as long as server
-     * limit x threads per child <= 1000; a thread handles one request at a
-     * time, and two of its requests never start in the same microsecond. */
-    if (!thread_id) {
-        thread_id = atomic_fetch_add_explicit(&next_thread_id, 1, memory_order_relaxed) + 1;
-    }
-    slot = (r->connection->master ? r->connection->master->id : r->connection->id)
-           / ts_thread_limit;
-    pt.ts_ns = r->request_time * 1000
-               + (apr_int64_t)(((unsigned long)slot * (unsigned long)ts_span
-                                + thread_id - 1) % 1000);
+    /* Unique per millisecond server-wide, so InfluxDB never merges two
+     * requests of one series (see imx_ts_unique). */
+    pt.ts_ns = imx_ts_unique(ts_table, r->request_time);
     pt.duration_us = now - r->request_time;
     /* As %B: no body went out (HEAD, 304) means 0, whatever was counted. */
     pt.bytes_sent = last->sent_bodyct ? last->bytes_sent : 0;
@@ -1255,7 +1326,7 @@ static int imx_log_transaction(request_rec *r)
                 pt.tag = imx_tags_intern(dc->tag_idx, dc->tag_key, v, dc->tag_other);
             }
         }
-        imx_push(engine, &pt);
+        imx_push(e, &pt);
     }
     return DECLINED;
 }
@@ -1263,7 +1334,9 @@ static int imx_log_transaction(request_rec *r)
 static void imx_register_hooks(apr_pool_t *p)
 {
     (void)p;
+    ap_hook_check_config(imx_check_config, NULL, NULL, APR_HOOK_MIDDLE);
     ap_hook_post_config(imx_post_config, NULL, NULL, APR_HOOK_MIDDLE);
+    ap_hook_monitor(imx_status_monitor, NULL, NULL, APR_HOOK_MIDDLE);
     ap_hook_child_init(imx_child_init, NULL, NULL, APR_HOOK_MIDDLE);
     ap_hook_log_transaction(imx_log_transaction, NULL, NULL, APR_HOOK_MIDDLE);
     ap_hook_handler(imx_status_handler, NULL, NULL, APR_HOOK_MIDDLE);
