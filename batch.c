@@ -1029,12 +1029,14 @@ static void *flusher_main(void *data)
         }
     }
     finish(e);
-    /* Last: after this, imx_engine_stop's caller may let the process go. */
-    atomic_store(&e->finished, 1);
     {
         ssize_t n = write(e->done_w, "", 1);
         (void)n;
     }
+    /* The very last touch of the engine: once it is seen, the pipes may be
+     * closed and the process may go. The stopper, woken by the byte above,
+     * waits for it (a few instructions away). */
+    atomic_store_explicit(&e->finished, 1, memory_order_release);
     return NULL;
 }
 
