@@ -228,7 +228,9 @@ typedef struct imx_http_conf {
     const char *ca_file;        /* may be NULL */
 } imx_http_conf_t;
 
-/* The URL without user info and query, safe to log. */
+/* The URL without user info and query, safe to log: everything up to the
+ * last '@' before the query is left out, and all but the scheme when an '@'
+ * follows a '?' or '#' (see http_send.c). */
 const char *imx_url_redacted(apr_pool_t *p, const char *url);
 
 /* One easy handle per URL, each reused for every POST (keep-alive). Call

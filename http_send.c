@@ -16,6 +16,7 @@
 #include <strings.h>
 #include <time.h>
 
+#include <apr_lib.h>
 #include <apr_strings.h>
 #include <curl/curl.h>
 
@@ -50,26 +51,38 @@ struct imx_http {
     apr_interval_time_t retry_after;
 };
 
+/* User info and query can hold secrets, and users do write '/', '?', '#'
+ * and '@' unencoded in passwords, where RFC 3986, libcurl and the user
+ * disagree on where the host starts. So this errs on the side of hiding:
+ * everything up to the last '@' before the first '?' or '#' goes, and so
+ * does the query. An '@' after a '?' or '#' may be in the query, or may end
+ * a password holding '?' or '#': then nothing after the scheme is shown. */
 const char *imx_url_redacted(apr_pool_t *p, const char *url)
 {
-    const char *scheme_end = strstr(url, "://");
-    const char *auth, *at, *end;
+    const char *start = url, *s = url, *q, *at = NULL;
 
-    if (!scheme_end) {
-        return "(invalid URL)";
+    /* scheme = ALPHA *( ALPHA / DIGIT / "+" / "-" / "." ), then "://" */
+    if (apr_isalpha(*s)) {
+        while (apr_isalnum(*s) || *s == '+' || *s == '-' || *s == '.') {
+            s++;
+        }
+        if (!strncmp(s, "://", 3)) {
+            start = s + 3;
+        }
     }
-    auth = scheme_end + 3;
-    end = auth + strcspn(auth, "?#");
-    /* user info is everything up to the last '@' before the path */
-    at = NULL;
-    for (const char *s = auth; s < end && *s != '/'; s++) {
+    q = start + strcspn(start, "?#");
+    if (strchr(q, '@')) {
+        return apr_pstrcat(p, apr_pstrmemdup(p, url, (apr_size_t)(start - url)),
+                           "(hidden)", NULL);
+    }
+    for (s = start; s < q; s++) {
         if (*s == '@') {
             at = s;
         }
     }
-    return apr_pstrcat(p, apr_pstrmemdup(p, url, (apr_size_t)(auth - url)),
-                       apr_pstrmemdup(p, at ? at + 1 : auth,
-                                      (apr_size_t)(end - (at ? at + 1 : auth))),
+    return apr_pstrcat(p, apr_pstrmemdup(p, url, (apr_size_t)(start - url)),
+                       apr_pstrmemdup(p, at ? at + 1 : start,
+                                      (apr_size_t)(q - (at ? at + 1 : start))),
                        NULL);
 }
 

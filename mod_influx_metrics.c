@@ -344,7 +344,8 @@ static const char *set_url(cmd_parms *cmd, void *dc, const char *arg)
         rest = arg + 8;
     }
     else {
-        return bad(cmd, arg, "must start with http:// or https://");
+        return bad(cmd, imx_url_redacted(cmd->pool, arg),
+                   "must start with http:// or https://");
     }
     hostlen = strcspn(rest, "/?#");
     if (hostlen == 0 || rest[hostlen - 1] == '@' || rest[hostlen - 1] == ':') {
@@ -355,6 +356,16 @@ static const char *set_url(cmd_parms *cmd, void *dc, const char *arg)
     }
     if (strchr(arg, '#')) {
         return bad(cmd, imx_url_redacted(cmd->pool, arg), "a fragment has no meaning here");
+    }
+    /* libcurl takes what comes before the first '/' for the host: with a '/'
+     * in the password, the POST goes to the wrong host, or nowhere. Only a
+     * warning: an '@' may belong to the path. */
+    if (rest[hostlen] == '/' && memchr(rest + hostlen, '@', strcspn(rest + hostlen, "?"))) {
+        ap_log_error(APLOG_MARK, APLOG_WARNING, 0, cmd->server,
+                     "IMX0009: %s: '%s' has an '@' after the first '/'; libcurl takes "
+                     "the host from before that '/'. Percent-encode '/', '?', '#' and "
+                     "'@' in the user name and password (%%2F, %%3F, %%23, %%40)",
+                     cmd->directive->directive, imx_url_redacted(cmd->pool, arg));
     }
     /* Timestamps are nanoseconds; make sure the server reads them so. */
     q = strchr(arg, '?');
