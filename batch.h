@@ -226,6 +226,8 @@ typedef struct imx_http_conf {
     apr_interval_time_t timeout;    /* per POST */
     int tls_verify;             /* 1 unless explicitly disabled */
     const char *ca_file;        /* may be NULL */
+    const char *proxy;          /* proxy URL, may hold user:pass@; NULL: none,
+                                 * whatever httpd's environment says */
 } imx_http_conf_t;
 
 /* The URL without user info and query, safe to log: everything up to the

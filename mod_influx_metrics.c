@@ -105,6 +105,7 @@ typedef struct {
     apr_interval_time_t retry_max_time;
     int tls_verify;
     const char *ca_file;
+    const char *proxy;          /* NULL: no proxy, whatever the environment says */
     int mode;
     int summary_series;
     int max_tag_values;
@@ -192,6 +193,7 @@ static void *merge_srv_conf(apr_pool_t *p, void *basev, void *addv)
     MERGE(retry_max_time, UNSET);
     MERGE(tls_verify, UNSET);
     MERGE(ca_file, NULL);
+    MERGE(proxy, NULL);
     MERGE(mode, UNSET);
     MERGE(summary_series, UNSET);
     MERGE(max_tag_values, UNSET);
@@ -671,6 +673,40 @@ static const char *set_ca_file(cmd_parms *cmd, void *dc, const char *arg)
     return NULL;
 }
 
+static const char *set_proxy(cmd_parms *cmd, void *dc, const char *arg)
+{
+    static const char *const schemes[] = { "http://", "https://", "socks5://",
+                                           "socks5h://", NULL };
+    const char *err = ap_check_cmd_context(cmd, GLOBAL_ONLY);
+    const char *rest = NULL;
+    apr_size_t hostlen;
+
+    (void)dc;
+    if (err) {
+        return err;
+    }
+    /* The URL may carry the proxy's credentials: only ever show it redacted. */
+    for (int i = 0; schemes[i]; i++) {
+        if (!strncasecmp(arg, schemes[i], strlen(schemes[i]))) {
+            rest = arg + strlen(schemes[i]);
+            break;
+        }
+    }
+    if (!rest) {
+        return bad(cmd, imx_url_redacted(cmd->pool, arg),
+                   "must start with http://, https://, socks5:// or socks5h://");
+    }
+    hostlen = strcspn(rest, "/?#");
+    if (hostlen == 0 || rest[hostlen - 1] == '@' || rest[hostlen - 1] == ':') {
+        return bad(cmd, imx_url_redacted(cmd->pool, arg), "no host");
+    }
+    if (strpbrk(arg, " \t\r\n")) {
+        return bad(cmd, imx_url_redacted(cmd->pool, arg), "contains white space");
+    }
+    CMD_SC(cmd)->proxy = arg;
+    return NULL;
+}
+
 static const char *set_enabled(cmd_parms *cmd, void *dc, int on)
 {
     (void)cmd;
@@ -908,6 +944,10 @@ static const command_rec imx_cmds[] = {
                  "Off to skip verifying an https server's certificate (default On)"),
     AP_INIT_TAKE1("InfluxMetricsTLSCACertificateFile", set_ca_file, NULL, RSRC_CONF,
                   "PEM file of the CA(s) that sign the https server's certificate"),
+    AP_INIT_TAKE1("InfluxMetricsProxy", set_proxy, NULL, RSRC_CONF,
+                  "proxy for the POSTs: http://, https://, socks5:// or socks5h://host:port "
+                  "(default none; httpd's http_proxy, https_proxy and ALL_PROXY are "
+                  "ignored)"),
     AP_INIT_FLAG("InfluxMetrics", set_enabled, NULL, RSRC_CONF | ACCESS_CONF,
                  "On or Off: record requests here (default On once a URL is set)"),
     AP_INIT_TAKE1("InfluxMetricsRoute", set_route, NULL, RSRC_CONF | ACCESS_CONF,
@@ -1095,6 +1135,7 @@ static void imx_child_init(apr_pool_t *pchild, server_rec *s)
     hc.timeout = mc->timeout != UNSET ? mc->timeout : DEF_TIMEOUT;
     hc.tls_verify = mc->tls_verify != UNSET ? mc->tls_verify : DEF_TLS_VERIFY;
     hc.ca_file = mc->ca_file;
+    hc.proxy = mc->proxy;
     http = imx_http_create(pchild, &hc, err, sizeof(err));
     if (!http) {
         ap_log_error(APLOG_MARK, APLOG_ERR, 0, s,

@@ -13,12 +13,14 @@ says, and clients cannot fill the InfluxMetricsTagFrom tables for good.
   used the table is left.
 """
 
+import base64
 import http.client
 import http.server
 import json
 import os
 import socket
 import threading
+import urllib.parse
 
 import pytest
 
@@ -101,3 +103,175 @@ def test_password_with_slash_never_logged(module_built, httpd_factory):
         for secret in ("pa/ss", "ss-w0rd", "wr1ter"):
             assert secret not in text, (secret, text)
     assert "IMX0009" in texts[0]          # the configuration warned about the '@'
+
+
+# --------------------------------------------------------------------------
+# Proxies
+
+PROXY_VARS = ("http_proxy", "HTTP_PROXY", "https_proxy", "HTTPS_PROXY",
+              "all_proxy", "ALL_PROXY")
+
+
+class Trap:
+    """A listening socket on 127.0.0.1 that counts connections and never
+    answers: a proxy nobody configured for the module."""
+
+    def __init__(self):
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.sock.bind((harness.HOST, 0))
+        self.sock.listen(64)
+        self.sock.settimeout(0.1)
+        self.url = "http://%s:%d" % self.sock.getsockname()
+        self.connections = 0
+        self._held = []
+        self._stop = False
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self):
+        while not self._stop:
+            try:
+                c, _ = self.sock.accept()
+            except OSError:
+                continue
+            self.connections += 1
+            self._held.append(c)
+
+    def close(self):
+        self._stop = True
+        self._thread.join(timeout=5)
+        for c in self._held:
+            c.close()
+        self.sock.close()
+
+
+@pytest.fixture
+def trap():
+    t = Trap()
+    yield t
+    t.close()
+
+
+def proxy_env(url, no_proxy=None):
+    """httpd's environment with every proxy variable libcurl reads set to
+    url, and no_proxy as given (unset by default)."""
+    env = {k: v for k, v in os.environ.items()
+           if k not in PROXY_VARS and k.lower() != "no_proxy"}
+    env.update(dict.fromkeys(PROXY_VARS, url))
+    if no_proxy is not None:
+        env["no_proxy"] = env["NO_PROXY"] = no_proxy
+    return env
+
+
+class ForwardingProxy(http.server.BaseHTTPRequestHandler):
+    """A plain HTTP forward proxy for POSTs: records each request's target
+    and Proxy-Authorization, passes it on, and passes the answer back."""
+    protocol_version = "HTTP/1.1"
+    HOP = ("proxy-authorization", "proxy-connection", "connection", "host",
+           "content-length", "keep-alive")
+
+    def do_POST(self):
+        body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        target = urllib.parse.urlsplit(self.path)
+        self.server.seen.append((self.path, self.headers.get("Proxy-Authorization")))
+        c = http.client.HTTPConnection(target.hostname, target.port, timeout=10)
+        c.request("POST", target.path + ("?" + target.query if target.query else ""),
+                  body=body, headers={k: v for k, v in self.headers.items()
+                                      if k.lower() not in self.HOP})
+        r = c.getresponse()
+        data = r.read()
+        c.close()
+        self.send_response(r.status)
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def log_message(self, *a):
+        pass
+
+
+@pytest.fixture
+def forward_proxy():
+    srv = http.server.ThreadingHTTPServer((harness.HOST, 0), ForwardingProxy)
+    srv.seen = []
+    t = threading.Thread(target=srv.serve_forever, daemon=True)
+    t.start()
+    yield srv
+    srv.shutdown()
+    srv.server_close()
+
+
+def test_environment_proxies_are_ignored(module_built, vm, trap, httpd_factory):
+    """http_proxy, https_proxy and ALL_PROXY in httpd's environment do not
+    take the POSTs (and the token) anywhere: they go straight to the URL."""
+    h = httpd_factory(mpm="event", env=proxy_env(trap.url), extra=str(Imx(
+        vm.write_url(db="proxyenv"), token="env-proxy-t0ken", timeout="2s")))
+    assert ab(h.url + "small.txt", 200, 4).complete == 200
+    h.stop()
+    assert trap.connections == 0
+    assert vm.count_samples('apache_request_duration_us{db="proxyenv"}') \
+        == h.access_log_count() == 200
+
+
+def test_configured_proxy_is_used(module_built, vm, trap, forward_proxy, httpd_factory):
+    """InfluxMetricsProxy takes every POST, with its credentials, whatever the
+    environment's proxy and no_proxy say; its password is never logged."""
+    port = forward_proxy.server_address[1]
+    proxy = "http://pxuser:px-s3cret@127.0.0.1:%d" % port
+    url = vm.write_url(db="proxyconf")
+    h = httpd_factory(mpm="event", env=proxy_env(trap.url, no_proxy="127.0.0.1,localhost"),
+                      extra=str(Imx(url, extra="InfluxMetricsProxy %s\n" % proxy)))
+    assert ab(h.url + "small.txt", 200, 4).complete == 200
+    h.stop()
+    assert trap.connections == 0
+    assert forward_proxy.seen
+    auth = "Basic " + base64.b64encode(b"pxuser:px-s3cret").decode()
+    assert all(target.startswith(vm.url + "/write?db=proxyconf") and pa == auth
+               for target, pa in forward_proxy.seen), forward_proxy.seen
+    assert vm.count_samples('apache_request_duration_us{db="proxyconf"}') \
+        == h.access_log_count() == 200
+    assert "px-s3cret" not in h.error_log_text()
+
+
+@pytest.mark.allowed_errors(r"IMX0100: will retry", r"IMX0100: flusher exit")
+def test_proxy_errors_hide_its_credentials(module_built, httpd_factory):
+    proxy = "http://pxuser:px/s3cret@127.0.0.1:%d" % closed_port()
+    h = httpd_factory(mpm="event", extra=str(Imx(
+        "http://127.0.0.1:%d/write?db=x" % closed_port(), timeout="1s",
+        extra="InfluxMetricsProxy %s\n" % proxy)) + STATUS)
+    assert harness.http_request(h.url + "small.txt")[0] == 200
+    j = wait_until(lambda: (lambda j: j if j["last_error"] else None)(status_json(h)), 15)
+    h.stop()
+    assert " via proxy http://" in j["last_error"], j["last_error"]
+    for text in (j["last_error"], h.error_log_text()):
+        for secret in ("px/s3cret", "s3cret", "pxuser"):
+            assert secret not in text, (secret, text)
+
+
+PROXY_ERRORS = [
+    ("InfluxMetricsProxy ftp://pxuser:px-s3cret@127.0.0.1:21", ["socks5://"]),
+    ("InfluxMetricsProxy pxuser:px-s3cret@127.0.0.1:3128", ["http://"]),
+    ("InfluxMetricsProxy http://pxuser:px-s3cret@", ["no host"]),
+    ('InfluxMetricsProxy "http://pxuser:px/s3cret@127.0.0.1:3128 x"', ["white space"]),
+    ("<VirtualHost 127.0.0.1:1>\nInfluxMetricsProxy http://127.0.0.1:3128\n</VirtualHost>",
+     ["VirtualHost"]),
+]
+
+
+@pytest.mark.parametrize("lines,words", PROXY_ERRORS, ids=[p[0][19:60] for p in PROXY_ERRORS])
+def test_proxy_directive_errors(module_built, lines, words):
+    rc, out = configtest("InfluxMetricsURL http://127.0.0.1:9/write?db=x\n" + lines)
+    assert rc != 0, out
+    assert "InfluxMetricsProxy" in out
+    for w in words:
+        assert w in out, (w, out)
+    for secret in ("s3cret", "pxuser"):
+        assert secret not in out, (secret, out)
+
+
+@pytest.mark.parametrize("proxy", ["http://127.0.0.1:3128", "https://u:p@proxy.example:443",
+                                   "socks5://127.0.0.1:1080", "SOCKS5H://127.0.0.1:1080"])
+def test_proxy_directive_accepts(module_built, proxy):
+    rc, out = configtest("InfluxMetricsURL http://127.0.0.1:9/write?db=x\n"
+                         "InfluxMetricsProxy %s\n" % proxy)
+    assert rc == 0 and "Syntax OK" in out, out
