@@ -20,6 +20,7 @@
 #include "apr_strings.h"
 #include "apr_lib.h"
 #include "apr_file_io.h"
+#include "apr_hash.h"
 #include "apr_env.h"
 #include "apr_network_io.h"
 
@@ -127,6 +128,8 @@ typedef struct {
     const char *tag_key;        /* escaped tag key */
     const char *tag_other;      /* ",key=other" */
     int tag_idx;                /* its table (imx_tags.c) */
+    apr_hash_t *tag_allow;      /* escaped tag key -> apr_hash_t * of the values
+                                 * InfluxMetricsTagValues allows; NULL: none */
 } imx_dir_conf_t;
 
 #define TAG_ENV     1
@@ -225,6 +228,13 @@ static void *create_dir_conf(apr_pool_t *p, char *dir)
     return c;
 }
 
+static void *union_values(apr_pool_t *p, const void *key, apr_ssize_t klen,
+                          const void *inner, const void *outer, const void *data)
+{
+    (void)key; (void)klen; (void)data;
+    return apr_hash_overlay(p, inner, outer);
+}
+
 static void *merge_dir_conf(apr_pool_t *p, void *basev, void *addv)
 {
     imx_dir_conf_t *base = basev, *add = addv;
@@ -248,6 +258,14 @@ static void *merge_dir_conf(apr_pool_t *p, void *basev, void *addv)
         c->tag_key = base->tag_key;
         c->tag_other = base->tag_other;
         c->tag_idx = base->tag_idx;
+    }
+    /* Nested allow-lists of a key add up, as repeated lines do. */
+    if (!add->tag_allow || !base->tag_allow) {
+        c->tag_allow = add->tag_allow ? add->tag_allow : base->tag_allow;
+    }
+    else {
+        c->tag_allow = apr_hash_merge(p, add->tag_allow, base->tag_allow,
+                                      union_values, NULL);
     }
     return c;
 }
@@ -904,6 +922,66 @@ static const char *set_max_tag_values(cmd_parms *cmd, void *dc, const char *arg)
     return err ? err : parse_int(cmd, arg, 1, 100000, &CMD_SC(cmd)->max_tag_values);
 }
 
+/* Keys named by InfluxMetricsTagValues so far: check_config makes sure an
+ * InfluxMetricsTagFrom writes each, so a misspelt key cannot leave a tag
+ * open to any value unnoticed. */
+static apr_array_header_t *tag_values_keys(apr_pool_t *pconf)
+{
+    void *data = NULL;
+
+    apr_pool_userdata_get(&data, "imx_tagvalues_keys", pconf);
+    if (!data) {
+        data = apr_array_make(pconf, 4, sizeof(const char *));
+        apr_pool_userdata_setn(data, "imx_tagvalues_keys", apr_pool_cleanup_null, pconf);
+    }
+    return data;
+}
+
+/* InfluxMetricsTagValues key value...: called once per value. */
+static const char *set_tag_values(cmd_parms *cmd, void *dc, const char *key,
+                                  const char *val)
+{
+    imx_dir_conf_t *d = dc;
+    const char *k = imx_pescape(cmd->pool, key, IMX_ESC_TAG);
+    apr_hash_t *vals;
+
+    if (!d->tag_allow) {
+        d->tag_allow = apr_hash_make(cmd->pool);
+    }
+    vals = apr_hash_get(d->tag_allow, k, APR_HASH_KEY_STRING);
+    if (!vals) {
+        vals = apr_hash_make(cmd->pool);
+        apr_hash_set(d->tag_allow, k, APR_HASH_KEY_STRING, vals);
+        APR_ARRAY_PUSH(tag_values_keys(cmd->pool), const char *) = key;
+    }
+    apr_hash_set(vals, val, APR_HASH_KEY_STRING, val);
+    return NULL;
+}
+
+static int imx_check_config(apr_pool_t *pconf, apr_pool_t *plog, apr_pool_t *ptemp,
+                            server_rec *s)
+{
+    apr_array_header_t *want = tag_values_keys(pconf), *have = tag_from_keys(pconf);
+
+    (void)plog; (void)ptemp; (void)s;
+    for (int i = 0; i < want->nelts; i++) {
+        const char *key = APR_ARRAY_IDX(want, i, const char *);
+        int j;
+
+        for (j = 0; j < have->nelts && strcmp(APR_ARRAY_IDX(have, j, const char *), key); j++) {
+            ;
+        }
+        if (j == have->nelts) {
+            ap_log_error(APLOG_MARK, APLOG_STARTUP | APLOG_ERR, 0, NULL,
+                         "InfluxMetricsTagValues: no InfluxMetricsTagFrom writes the tag "
+                         "'%s' (the key is the tag's name, e.g. x-tenant for "
+                         "'InfluxMetricsTagFrom header X-Tenant')", key);
+            return HTTP_INTERNAL_SERVER_ERROR;
+        }
+    }
+    return OK;
+}
+
 static const char *set_keep_errors(cmd_parms *cmd, void *dc, int on)
 {
     (void)cmd;
@@ -967,6 +1045,10 @@ static const command_rec imx_cmds[] = {
     AP_INIT_RAW_ARGS("InfluxMetricsTagFrom", set_tag_from, NULL, RSRC_CONF | ACCESS_CONF,
                      "env|note|header NAME [tag]: a tag from the request's environment "
                      "variable, note or header (raw points only)"),
+    AP_INIT_ITERATE2("InfluxMetricsTagValues", set_tag_values, NULL, RSRC_CONF | ACCESS_CONF,
+                     "key value [value ...]: the only values an InfluxMetricsTagFrom tag "
+                     "may take here; others are written as 'other'. Repeatable: adds "
+                     "values"),
     AP_INIT_TAKE1("InfluxMetricsMaxTagValues", set_max_tag_values, NULL, RSRC_CONF,
                   "values each InfluxMetricsTagFrom tag may take server-wide before new "
                   "ones are written as 'other' (default 100)"),
@@ -1304,7 +1386,13 @@ static int imx_log_transaction(request_rec *r)
                                 ? apr_table_get(last->notes, dc->tag_name)
                             : apr_table_get(r->headers_in, dc->tag_name);
             if (v && *v) {
-                pt.tag = imx_tags_intern(dc->tag_idx, dc->tag_key, v, dc->tag_other);
+                apr_hash_t *allow = dc->tag_allow
+                    ? apr_hash_get(dc->tag_allow, dc->tag_key, APR_HASH_KEY_STRING) : NULL;
+
+                /* A value off the allow-list never takes a place in the table. */
+                pt.tag = allow && !apr_hash_get(allow, v, APR_HASH_KEY_STRING)
+                         ? dc->tag_other
+                         : imx_tags_intern(dc->tag_idx, dc->tag_key, v, dc->tag_other);
             }
         }
         imx_push(engine, &pt);
@@ -1315,6 +1403,7 @@ static int imx_log_transaction(request_rec *r)
 static void imx_register_hooks(apr_pool_t *p)
 {
     (void)p;
+    ap_hook_check_config(imx_check_config, NULL, NULL, APR_HOOK_MIDDLE);
     ap_hook_post_config(imx_post_config, NULL, NULL, APR_HOOK_MIDDLE);
     ap_hook_child_init(imx_child_init, NULL, NULL, APR_HOOK_MIDDLE);
     ap_hook_log_transaction(imx_log_transaction, NULL, NULL, APR_HOOK_MIDDLE);

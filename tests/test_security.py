@@ -275,3 +275,79 @@ def test_proxy_directive_accepts(module_built, proxy):
     rc, out = configtest("InfluxMetricsURL http://127.0.0.1:9/write?db=x\n"
                          "InfluxMetricsProxy %s\n" % proxy)
     assert rc == 0 and "Syntax OK" in out, out
+
+
+# --------------------------------------------------------------------------
+# InfluxMetricsTagFrom: allow-lists and the reset at each restart
+
+def get_all(h, requests):
+    """GETs (path, X-Tenant or None) one after the other on one keep-alive
+    connection, so the server logs them in this order."""
+    host, port = h.url.split("//")[1].rstrip("/").split(":")
+    c = http.client.HTTPConnection(host, int(port), timeout=10)
+    try:
+        for path, tenant in requests:
+            c.request("GET", path, headers={"X-Tenant": tenant} if tenant else {})
+            r = c.getresponse()
+            r.read()
+            assert r.status == 200
+    finally:
+        c.close()
+
+
+def tenants(influx, db, where=""):
+    rows = influx.select("SELECT duration_us, tenant FROM apache_request " + where, db)
+    return sorted(r.get("tenant") or "" for r in rows)
+
+
+TAG_VALUES = """
+InfluxMetricsMaxTagValues 4
+InfluxMetricsTagFrom header X-Tenant tenant
+InfluxMetricsTagValues tenant alpha beta
+InfluxMetricsTagValues tenant "gamma delta"
+<Location /sub>
+    InfluxMetricsTagValues tenant sub-only
+</Location>
+"""
+
+
+def test_tag_values_allow_list(module_built, influx, influx_db, httpd_factory):
+    """Values off the list are written as "other" and take no place in the
+    table: ten hostile values first, and the four listed ones (as many as
+    InfluxMetricsMaxTagValues) are still admitted. Repeated lines and nested
+    contexts add to the list."""
+    h = httpd_factory(mpm="event", extra=str(Imx(influx.write_url(influx_db))) + TAG_VALUES)
+    get_all(h, [("/small.txt", "evil-%d" % i) for i in range(10)]
+            + [("/small.txt", t) for t in ("alpha", "beta", "gamma delta", "sub-only", None)]
+            + [("/sub/page.html", t) for t in ("sub-only", "alpha", "evil-x")])
+    h.stop()
+    assert tenants(influx, influx_db) == sorted(
+        ["", "alpha", "alpha", "beta", "gamma delta", "sub-only"] + ["other"] * 12)
+
+
+TAG_VALUES_ERRORS = [
+    ("InfluxMetricsTagFrom header X-Tenant\nInfluxMetricsTagValues tenant a b",
+     ["InfluxMetricsTagValues", "'tenant'", "InfluxMetricsTagFrom"]),
+    ("InfluxMetricsTagValues tenant a", ["InfluxMetricsTagValues", "'tenant'"]),
+    ("InfluxMetricsTagFrom header X-Tenant tenant\nInfluxMetricsTagValues tenant",
+     ["InfluxMetricsTagValues"]),
+]
+
+
+@pytest.mark.parametrize("lines,words", TAG_VALUES_ERRORS,
+                         ids=["other key", "no TagFrom", "no value"])
+def test_tag_values_errors(module_built, lines, words):
+    rc, out = configtest("InfluxMetricsURL http://127.0.0.1:9/write?db=x\n" + lines)
+    assert rc != 0, out
+    for w in words:
+        assert w in out, (w, out)
+
+
+def test_tag_values_accepted(module_built):
+    rc, out = configtest("InfluxMetricsURL http://127.0.0.1:9/write?db=x\n"
+                         "<VirtualHost 127.0.0.1:1>\n"
+                         "InfluxMetricsTagValues x-tenant a\n"
+                         "<Location /a>\nInfluxMetricsTagFrom header X-Tenant\n"
+                         "InfluxMetricsTagValues x-tenant b c\n</Location>\n"
+                         "</VirtualHost>")
+    assert rc == 0 and "Syntax OK" in out, out
