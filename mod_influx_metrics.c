@@ -1406,6 +1406,7 @@ static void imx_register_hooks(apr_pool_t *p)
     ap_hook_check_config(imx_check_config, NULL, NULL, APR_HOOK_MIDDLE);
     ap_hook_post_config(imx_post_config, NULL, NULL, APR_HOOK_MIDDLE);
     ap_hook_child_init(imx_child_init, NULL, NULL, APR_HOOK_MIDDLE);
+    ap_hook_child_status(imx_tags_child_status, NULL, NULL, APR_HOOK_MIDDLE);
     ap_hook_log_transaction(imx_log_transaction, NULL, NULL, APR_HOOK_MIDDLE);
     ap_hook_handler(imx_status_handler, NULL, NULL, APR_HOOK_MIDDLE);
     APR_OPTIONAL_HOOK(ap, status_hook, imx_status_hook, NULL, NULL, APR_HOOK_MIDDLE);

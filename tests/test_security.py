@@ -351,3 +351,43 @@ def test_tag_values_accepted(module_built):
                          "InfluxMetricsTagValues x-tenant b c\n</Location>\n"
                          "</VirtualHost>")
     assert rc == 0 and "Syntax OK" in out, out
+
+
+@pytest.mark.parametrize("mpm", ["prefork", "event"])
+def test_tag_values_forgotten_at_restart(module_built, influx, influx_db, httpd_factory, mpm):
+    """Each generation starts from an empty table, in the other of two banks,
+    once no child of the generations that used that bank is left. A child of
+    generation 0, held in a request across two graceful restarts, makes the
+    second one keep the current table (IMX0008); the values it logs after
+    that read back whole, and the hard restart after its exit resets again."""
+    h = httpd_factory(mpm=mpm, extra=str(Imx(influx.write_url(influx_db))) + """
+InfluxMetricsMaxTagValues 3
+InfluxMetricsTagFrom header X-Tenant tenant
+""")
+    gen0 = h.child_pids()
+    held = socket.create_connection((harness.HOST, h.port), timeout=30)
+    held.sendall(b"GET /small.txt HTTP/1.1\r\nHost: localhost\r\nX-Tenant: g0-1\r\n")
+    harness.time.sleep(0.5)             # a child of generation 0 reads it
+
+    def round_(gen):
+        get_all(h, [("/small.txt", "g%d-%d" % (gen, i)) for i in range(5)])
+
+    round_(0)
+    h.graceful()
+    round_(1)                           # bank 1, empty
+    h.graceful()
+    wait_until(lambda: "IMX0008" in h.error_log_text(), 10)
+    round_(2)                           # bank 1 still: full
+    held.sendall(b"\r\n")
+    assert held.recv(4096).startswith(b"HTTP/1.1 200")
+    held.close()
+    # Generation 0 gone, and reaped: its bank is free again.
+    wait_until(lambda: not any(os.path.exists("/proc/%d" % p) for p in gen0), 15)
+    h.restart()
+    round_(3)                           # bank 0, emptied
+    h.stop()
+    log = h.error_log_text()
+    assert log.count("IMX0008") == 1, log
+    assert tenants(influx, influx_db) == sorted(
+        ["g0-0", "g0-1", "g0-1", "g0-2", "g1-0", "g1-1", "g1-2", "g3-0", "g3-1", "g3-2"]
+        + ["other"] * 11)
