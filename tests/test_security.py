@@ -391,3 +391,32 @@ InfluxMetricsTagFrom header X-Tenant tenant
     assert tenants(influx, influx_db) == sorted(
         ["g0-0", "g0-1", "g0-1", "g0-2", "g1-0", "g1-1", "g1-2", "g3-0", "g3-1", "g3-2"]
         + ["other"] * 11)
+
+
+# --------------------------------------------------------------------------
+# The token
+
+def test_token_never_in_errors(module_built, monkeypatch):
+    """A bad token names its file or variable, never its text: control
+    characters (file, variable, literal), a file too large."""
+    d = harness.make_tmpdir("imx-tok")
+    try:
+        ctl, big = os.path.join(d, "ctl.token"), os.path.join(d, "big.token")
+        with open(ctl, "w") as f:
+            f.write("file-s3cr3t\x01tail\n")
+        with open(big, "w") as f:
+            f.write("big-s3cr3t" * 2000)
+        monkeypatch.setenv("IMX_TEST_BAD_TOKEN", "env-s3cr3t\x1b[31m")
+        cases = [("file:" + ctl, [ctl, "control character"]),
+                 ("file:" + big, [big, "16 KiB"]),
+                 ("env:IMX_TEST_BAD_TOKEN", ["IMX_TEST_BAD_TOKEN", "control character"]),
+                 ('"lit-s3cr3t\there"', ["the configuration", "control character"])]
+        for arg, words in cases:
+            rc, out = configtest("InfluxMetricsURL http://127.0.0.1:9/write?db=x\n"
+                                 "InfluxMetricsToken %s\n" % arg)
+            assert rc != 0, (arg, out)
+            for w in words:
+                assert w in out, (w, out)
+            assert "s3cr3t" not in out and "tail" not in out, out
+    finally:
+        harness.shutil.rmtree(d, ignore_errors=True)
