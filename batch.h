@@ -300,9 +300,13 @@ typedef struct imx_http_conf {
     apr_interval_time_t timeout;    /* per POST */
     int tls_verify;             /* 1 unless explicitly disabled */
     const char *ca_file;        /* may be NULL */
+    const char *proxy;          /* proxy URL, may hold user:pass@; NULL: none,
+                                 * whatever httpd's environment says */
 } imx_http_conf_t;
 
-/* The URL without user info and query, safe to log. */
+/* The URL without user info and query, safe to log: everything up to the
+ * last '@' before the query is left out, and all but the scheme when an '@'
+ * follows a '?' or '#' (see http_send.c). */
 const char *imx_url_redacted(apr_pool_t *p, const char *url);
 
 /* One easy handle per URL, each reused for every POST (keep-alive). Call

@@ -21,6 +21,7 @@
 #include "apr_strings.h"
 #include "apr_lib.h"
 #include "apr_file_io.h"
+#include "apr_hash.h"
 #include "apr_env.h"
 #include "apr_network_io.h"
 
@@ -49,7 +50,10 @@ AP_DECLARE_MODULE(influx_metrics) = {
     merge_srv_conf,
     imx_cmds,
     imx_register_hooks,
-    AP_MODULE_FLAG_NONE
+    /* Every virtual host gets its own merged configuration (its name and
+     * index), also one without any of our directives: httpd would otherwise
+     * hand it the main server's. */
+    AP_MODULE_FLAG_ALWAYS_MERGE
 };
 
 #define UNSET (-1)
@@ -106,6 +110,7 @@ typedef struct {
     apr_interval_time_t retry_max_time;
     int tls_verify;
     const char *ca_file;
+    const char *proxy;          /* NULL: no proxy, whatever the environment says */
     int mode;
     int summary_series;
     int max_tag_values;
@@ -127,6 +132,8 @@ typedef struct {
     const char *tag_key;        /* escaped tag key */
     const char *tag_other;      /* ",key=other" */
     int tag_idx;                /* its table (imx_tags.c) */
+    apr_hash_t *tag_allow;      /* escaped tag key -> apr_hash_t * of the values
+                                 * InfluxMetricsTagValues allows; NULL: none */
 } imx_dir_conf_t;
 
 #define TAG_ENV     1
@@ -191,6 +198,7 @@ static void *merge_srv_conf(apr_pool_t *p, void *basev, void *addv)
     MERGE(retry_max_time, UNSET);
     MERGE(tls_verify, UNSET);
     MERGE(ca_file, NULL);
+    MERGE(proxy, NULL);
     MERGE(mode, UNSET);
     MERGE(summary_series, UNSET);
     MERGE(max_tag_values, UNSET);
@@ -222,6 +230,13 @@ static void *create_dir_conf(apr_pool_t *p, char *dir)
     return c;
 }
 
+static void *union_values(apr_pool_t *p, const void *key, apr_ssize_t klen,
+                          const void *inner, const void *outer, const void *data)
+{
+    (void)key; (void)klen; (void)data;
+    return apr_hash_overlay(p, inner, outer);
+}
+
 static void *merge_dir_conf(apr_pool_t *p, void *basev, void *addv)
 {
     imx_dir_conf_t *base = basev, *add = addv;
@@ -245,6 +260,14 @@ static void *merge_dir_conf(apr_pool_t *p, void *basev, void *addv)
         c->tag_key = base->tag_key;
         c->tag_other = base->tag_other;
         c->tag_idx = base->tag_idx;
+    }
+    /* Nested allow-lists of a key add up, as repeated lines do. */
+    if (!add->tag_allow || !base->tag_allow) {
+        c->tag_allow = add->tag_allow ? add->tag_allow : base->tag_allow;
+    }
+    else {
+        c->tag_allow = apr_hash_merge(p, add->tag_allow, base->tag_allow,
+                                      union_values, NULL);
     }
     return c;
 }
@@ -343,7 +366,8 @@ static const char *set_url(cmd_parms *cmd, void *dc, const char *arg)
         rest = arg + 8;
     }
     else {
-        return bad(cmd, arg, "must start with http:// or https://");
+        return bad(cmd, imx_url_redacted(cmd->pool, arg),
+                   "must start with http:// or https://");
     }
     hostlen = strcspn(rest, "/?#");
     if (hostlen == 0 || rest[hostlen - 1] == '@' || rest[hostlen - 1] == ':') {
@@ -354,6 +378,16 @@ static const char *set_url(cmd_parms *cmd, void *dc, const char *arg)
     }
     if (strchr(arg, '#')) {
         return bad(cmd, imx_url_redacted(cmd->pool, arg), "a fragment has no meaning here");
+    }
+    /* libcurl takes what comes before the first '/' for the host: with a '/'
+     * in the password, the POST goes to the wrong host, or nowhere. Only a
+     * warning: an '@' may belong to the path. */
+    if (rest[hostlen] == '/' && memchr(rest + hostlen, '@', strcspn(rest + hostlen, "?"))) {
+        ap_log_error(APLOG_MARK, APLOG_WARNING, 0, cmd->server,
+                     "IMX0009: %s: '%s' has an '@' after the first '/'; libcurl takes "
+                     "the host from before that '/'. Percent-encode '/', '?', '#' and "
+                     "'@' in the user name and password (%%2F, %%3F, %%23, %%40)",
+                     cmd->directive->directive, imx_url_redacted(cmd->pool, arg));
     }
     /* Timestamps are nanoseconds; make sure the server reads them so. */
     q = strchr(arg, '?');
@@ -659,6 +693,40 @@ static const char *set_ca_file(cmd_parms *cmd, void *dc, const char *arg)
     return NULL;
 }
 
+static const char *set_proxy(cmd_parms *cmd, void *dc, const char *arg)
+{
+    static const char *const schemes[] = { "http://", "https://", "socks5://",
+                                           "socks5h://", NULL };
+    const char *err = ap_check_cmd_context(cmd, GLOBAL_ONLY);
+    const char *rest = NULL;
+    apr_size_t hostlen;
+
+    (void)dc;
+    if (err) {
+        return err;
+    }
+    /* The URL may carry the proxy's credentials: only ever show it redacted. */
+    for (int i = 0; schemes[i]; i++) {
+        if (!strncasecmp(arg, schemes[i], strlen(schemes[i]))) {
+            rest = arg + strlen(schemes[i]);
+            break;
+        }
+    }
+    if (!rest) {
+        return bad(cmd, imx_url_redacted(cmd->pool, arg),
+                   "must start with http://, https://, socks5:// or socks5h://");
+    }
+    hostlen = strcspn(rest, "/?#");
+    if (hostlen == 0 || rest[hostlen - 1] == '@' || rest[hostlen - 1] == ':') {
+        return bad(cmd, imx_url_redacted(cmd->pool, arg), "no host");
+    }
+    if (strpbrk(arg, " \t\r\n")) {
+        return bad(cmd, imx_url_redacted(cmd->pool, arg), "contains white space");
+    }
+    CMD_SC(cmd)->proxy = arg;
+    return NULL;
+}
+
 static const char *set_enabled(cmd_parms *cmd, void *dc, int on)
 {
     (void)cmd;
@@ -856,6 +924,65 @@ static const char *set_max_tag_values(cmd_parms *cmd, void *dc, const char *arg)
     return err ? err : parse_int(cmd, arg, 1, 100000, &CMD_SC(cmd)->max_tag_values);
 }
 
+/* Keys named by InfluxMetricsTagValues so far: check_config makes sure an
+ * InfluxMetricsTagFrom writes each, so a misspelt key cannot leave a tag
+ * open to any value unnoticed. */
+static apr_array_header_t *tag_values_keys(apr_pool_t *pconf)
+{
+    void *data = NULL;
+
+    apr_pool_userdata_get(&data, "imx_tagvalues_keys", pconf);
+    if (!data) {
+        data = apr_array_make(pconf, 4, sizeof(const char *));
+        apr_pool_userdata_setn(data, "imx_tagvalues_keys", apr_pool_cleanup_null, pconf);
+    }
+    return data;
+}
+
+/* InfluxMetricsTagValues key value...: called once per value. */
+static const char *set_tag_values(cmd_parms *cmd, void *dc, const char *key,
+                                  const char *val)
+{
+    imx_dir_conf_t *d = dc;
+    const char *k = imx_pescape(cmd->pool, key, IMX_ESC_TAG);
+    apr_hash_t *vals;
+
+    if (!d->tag_allow) {
+        d->tag_allow = apr_hash_make(cmd->pool);
+    }
+    vals = apr_hash_get(d->tag_allow, k, APR_HASH_KEY_STRING);
+    if (!vals) {
+        vals = apr_hash_make(cmd->pool);
+        apr_hash_set(d->tag_allow, k, APR_HASH_KEY_STRING, vals);
+        APR_ARRAY_PUSH(tag_values_keys(cmd->pool), const char *) = key;
+    }
+    apr_hash_set(vals, val, APR_HASH_KEY_STRING, val);
+    return NULL;
+}
+
+/* Every InfluxMetricsTagValues key is written by some InfluxMetricsTagFrom. */
+static int check_tag_values(apr_pool_t *pconf)
+{
+    apr_array_header_t *want = tag_values_keys(pconf), *have = tag_from_keys(pconf);
+
+    for (int i = 0; i < want->nelts; i++) {
+        const char *key = APR_ARRAY_IDX(want, i, const char *);
+        int j;
+
+        for (j = 0; j < have->nelts && strcmp(APR_ARRAY_IDX(have, j, const char *), key); j++) {
+            ;
+        }
+        if (j == have->nelts) {
+            ap_log_error(APLOG_MARK, APLOG_STARTUP | APLOG_ERR, 0, NULL,
+                         "InfluxMetricsTagValues: no InfluxMetricsTagFrom writes the tag "
+                         "'%s' (the key is the tag's name, e.g. x-tenant for "
+                         "'InfluxMetricsTagFrom header X-Tenant')", key);
+            return HTTP_INTERNAL_SERVER_ERROR;
+        }
+    }
+    return OK;
+}
+
 static const char *set_keep_errors(cmd_parms *cmd, void *dc, int on)
 {
     (void)cmd;
@@ -896,6 +1023,10 @@ static const command_rec imx_cmds[] = {
                  "Off to skip verifying an https server's certificate (default On)"),
     AP_INIT_TAKE1("InfluxMetricsTLSCACertificateFile", set_ca_file, NULL, RSRC_CONF,
                   "PEM file of the CA(s) that sign the https server's certificate"),
+    AP_INIT_TAKE1("InfluxMetricsProxy", set_proxy, NULL, RSRC_CONF,
+                  "proxy for the POSTs: http://, https://, socks5:// or socks5h://host:port "
+                  "(default none; httpd's http_proxy, https_proxy and ALL_PROXY are "
+                  "ignored)"),
     AP_INIT_FLAG("InfluxMetrics", set_enabled, NULL, RSRC_CONF | ACCESS_CONF,
                  "On or Off: record requests here (default On once a URL is set)"),
     AP_INIT_TAKE1("InfluxMetricsRoute", set_route, NULL, RSRC_CONF | ACCESS_CONF,
@@ -915,6 +1046,10 @@ static const command_rec imx_cmds[] = {
     AP_INIT_RAW_ARGS("InfluxMetricsTagFrom", set_tag_from, NULL, RSRC_CONF | ACCESS_CONF,
                      "env|note|header NAME [tag]: a tag from the request's environment "
                      "variable, note or header (raw points only)"),
+    AP_INIT_ITERATE2("InfluxMetricsTagValues", set_tag_values, NULL, RSRC_CONF | ACCESS_CONF,
+                     "key value [value ...]: the only values an InfluxMetricsTagFrom tag "
+                     "may take here; others are written as 'other'. Repeatable: adds "
+                     "values"),
     AP_INIT_TAKE1("InfluxMetricsMaxTagValues", set_max_tag_values, NULL, RSRC_CONF,
                   "values each InfluxMetricsTagFrom tag may take server-wide before new "
                   "ones are written as 'other' (default 100)"),
@@ -945,7 +1080,10 @@ static int imx_check_config(apr_pool_t *pconf, apr_pool_t *plog, apr_pool_t *pte
     imx_srv_conf_t *mc = srv_conf(s);
     int cap = mc->buffer_size != UNSET ? mc->buffer_size : DEF_BUFFER_SIZE;
 
-    (void)pconf; (void)plog; (void)ptemp;
+    (void)plog; (void)ptemp;
+    if (check_tag_values(pconf) != OK) {
+        return HTTP_INTERNAL_SERVER_ERROR;
+    }
     /* A batch larger than the buffer never completes, so the flusher would
      * only send once per interval and the buffer would overflow between. */
     if (mc->urls && mc->batch_size != UNSET && mc->batch_size > cap) {
@@ -1162,6 +1300,7 @@ static void imx_child_init(apr_pool_t *pchild, server_rec *s)
     hc.timeout = mc->timeout != UNSET ? mc->timeout : DEF_TIMEOUT;
     hc.tls_verify = mc->tls_verify != UNSET ? mc->tls_verify : DEF_TLS_VERIFY;
     hc.ca_file = mc->ca_file;
+    hc.proxy = mc->proxy;
     http = imx_http_create(fpool, &hc, err, sizeof(err));
     if (!http) {
         ap_log_error(APLOG_MARK, APLOG_ERR, 0, s,
@@ -1323,7 +1462,13 @@ static int imx_log_transaction(request_rec *r)
                                 ? apr_table_get(last->notes, dc->tag_name)
                             : apr_table_get(r->headers_in, dc->tag_name);
             if (v && *v) {
-                pt.tag = imx_tags_intern(dc->tag_idx, dc->tag_key, v, dc->tag_other);
+                apr_hash_t *allow = dc->tag_allow
+                    ? apr_hash_get(dc->tag_allow, dc->tag_key, APR_HASH_KEY_STRING) : NULL;
+
+                /* A value off the allow-list never takes a place in the table. */
+                pt.tag = allow && !apr_hash_get(allow, v, APR_HASH_KEY_STRING)
+                         ? dc->tag_other
+                         : imx_tags_intern(dc->tag_idx, dc->tag_key, v, dc->tag_other);
             }
         }
         imx_push(e, &pt);
@@ -1338,6 +1483,7 @@ static void imx_register_hooks(apr_pool_t *p)
     ap_hook_post_config(imx_post_config, NULL, NULL, APR_HOOK_MIDDLE);
     ap_hook_monitor(imx_status_monitor, NULL, NULL, APR_HOOK_MIDDLE);
     ap_hook_child_init(imx_child_init, NULL, NULL, APR_HOOK_MIDDLE);
+    ap_hook_child_status(imx_tags_child_status, NULL, NULL, APR_HOOK_MIDDLE);
     ap_hook_log_transaction(imx_log_transaction, NULL, NULL, APR_HOOK_MIDDLE);
     ap_hook_handler(imx_status_handler, NULL, NULL, APR_HOOK_MIDDLE);
     APR_OPTIONAL_HOOK(ap, status_hook, imx_status_hook, NULL, NULL, APR_HOOK_MIDDLE);

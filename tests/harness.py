@@ -794,11 +794,13 @@ class Httpd:
         loaded, so the points it records match access_log_count() (probes
         left out). It comes after `extra` so that a <Location /> there does not
         override it.
+    env: the environment of apache2 (configtest and start), e.g. to set
+        http_proxy; None: the test process's own.
     """
 
     def __init__(self, mpm="event", load_module=True, module_so=MODULE_SO,
                  extra="", mpm_conf=None, log_level=None,
-                 modules=(), port=None, name="httpd", record_probes=False):
+                 modules=(), port=None, name="httpd", record_probes=False, env=None):
         if mpm not in DEFAULT_MPM_CONF:
             raise ValueError("unknown MPM %r" % mpm)
         self.mpm = mpm
@@ -812,6 +814,7 @@ class Httpd:
         self.log_level = log_level
         self.modules = list(modules)
         self.record_probes = record_probes
+        self.env = env
         self.name = name
         self.port = port or free_port()
         # Regexes of error-log lines a test expects (see check_error_log).
@@ -946,7 +949,7 @@ MaxKeepAliveRequests 0
         """apache2 -t on the config: (returncode, combined output)."""
         p = subprocess.run(self._cmd("-t"), stdin=subprocess.DEVNULL,
                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                           timeout=timeout, cwd=self.dir)
+                           timeout=timeout, cwd=self.dir, env=self.env)
         return p.returncode, p.stdout.decode(errors="replace")
 
     def start(self, timeout=20.0, http_probe=True):
@@ -960,7 +963,7 @@ MaxKeepAliveRequests 0
         self.proc = subprocess.Popen(
             self._cmd("-DFOREGROUND"), stdin=subprocess.DEVNULL,
             stdout=self._stderr, stderr=subprocess.STDOUT, cwd=self.dir,
-            start_new_session=True)
+            start_new_session=True, env=self.env)
         _RUNNING.add(self)
 
         self.http_probe = http_probe
