@@ -132,6 +132,15 @@ void *imx_shm_once(server_rec *s, const char *key, apr_size_t size, int *created
     return data;
 }
 
+void *imx_shm_find(server_rec *s, const char *key)
+{
+    apr_pool_t *pp = s->process->pool;
+    void *data = NULL;
+
+    apr_pool_userdata_get(&data, apr_psprintf(pp, "%s_v%d", key, SHM_VERSION), pp);
+    return data;
+}
+
 uint32_t imx_shm_slots(void)
 {
     int limit = 0;

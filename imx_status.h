@@ -18,6 +18,9 @@
  * restarts. Zero-filled when new (*created = 1). NULL if it cannot be made. */
 void *imx_shm_once(server_rec *s, const char *key, apr_size_t size, int *created);
 
+/* The segment `key` if this parent made it already, or NULL. */
+void *imx_shm_find(server_rec *s, const char *key);
+
 /* Child slots the segments are sized for: twice ServerLimit, since old and
  * new generations overlap during a graceful restart; at least 64. */
 uint32_t imx_shm_slots(void);

@@ -158,7 +158,7 @@ void imx_tags_child_status(server_rec *s, pid_t pid, ap_generation_t gen, int sl
     }
     /* From the process pool, not the static: this generation may have no
      * InfluxMetricsTagFrom while older children still use a bank. */
-    apr_pool_userdata_get(&data, USERDATA_KEY, s->process->pool);
+    data = imx_shm_find(s, USERDATA_KEY);
     t = data;
     if (!t) {
         return;
