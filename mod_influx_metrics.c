@@ -7,6 +7,7 @@
  * series strings per server, escaped routes per directory, method names. The
  * log_transaction hook then only fills a fixed-size record and pushes it.
  */
+#include <signal.h>
 #include <stdatomic.h>
 
 #include "httpd.h"
@@ -149,6 +150,10 @@ static const char *host_escaped;
 /* Escaped method names by index: M_* numbers, then HEAD and OTHER. */
 static const char *method_names[M_INVALID + 2];
 static imx_ts_table_t *ts_table;
+/* prefork: its SIGTERM handler exits the child on the spot, so a child could
+ * die between mod_log_config's line and this module's point; SIGTERM waits
+ * for the end of the logging phase instead (see defer_sigterm). */
+static int defer_term;
 static int mode = DEF_MODE;
 #define METHOD_HEAD M_INVALID
 #define METHOD_OTHER (M_INVALID + 1)
@@ -1205,6 +1210,11 @@ static int imx_post_config(apr_pool_t *pconf, apr_pool_t *plog, apr_pool_t *ptem
     method_names[METHOD_OTHER] = "OTHER";
     mode = mc->mode != UNSET ? mc->mode : DEF_MODE;
     {
+        int threaded = 0;
+        defer_term = ap_mpm_query(AP_MPMQ_IS_THREADED, &threaded) == APR_SUCCESS
+                     && threaded == AP_MPMQ_NOT_SUPPORTED;
+    }
+    {
         apr_array_header_t *routes = route_registry(pconf);
         summary_names.host = host_escaped;
         summary_names.routes = (const char *const *)routes->elts;
@@ -1413,6 +1423,31 @@ static int sampled_in(const imx_dir_conf_t *dc, imx_point_t *pt)
     return (double)(x >> 11) * (1.0 / 9007199254740992.0) < dc->sample;
 }
 
+static apr_status_t undefer_sigterm(void *data)
+{
+    sigset_t set;
+
+    (void)data;
+    sigemptyset(&set);
+    sigaddset(&set, SIGTERM);
+    sigprocmask(SIG_UNBLOCK, &set, NULL);
+    return APR_SUCCESS;
+}
+
+/* Blocks SIGTERM until the request's pool goes, right after every module
+ * has logged it: a child stopped meanwhile exits a moment later, with the
+ * request in the access log and in the ring alike. The cleanup runs even
+ * when another module's log hook fails and the others are skipped. */
+static void defer_sigterm(request_rec *r)
+{
+    sigset_t set;
+
+    sigemptyset(&set);
+    sigaddset(&set, SIGTERM);
+    sigprocmask(SIG_BLOCK, &set, NULL);
+    apr_pool_pre_cleanup_register(r->pool, NULL, undefer_sigterm);
+}
+
 static int imx_log_transaction(request_rec *r)
 {
     const request_rec *last = r;
@@ -1430,6 +1465,9 @@ static int imx_log_transaction(request_rec *r)
     dc = ap_get_module_config(r->per_dir_config, &influx_metrics_module);
     if (dc->enabled == 0) {
         return DECLINED;
+    }
+    if (defer_term) {
+        defer_sigterm(r);
     }
     while (last->next) {
         last = last->next;
@@ -1484,7 +1522,9 @@ static void imx_register_hooks(apr_pool_t *p)
     ap_hook_monitor(imx_status_monitor, NULL, NULL, APR_HOOK_MIDDLE);
     ap_hook_child_init(imx_child_init, NULL, NULL, APR_HOOK_MIDDLE);
     ap_hook_child_status(imx_tags_child_status, NULL, NULL, APR_HOOK_MIDDLE);
-    ap_hook_log_transaction(imx_log_transaction, NULL, NULL, APR_HOOK_MIDDLE);
+    /* First, so that with prefork SIGTERM is deferred before mod_log_config
+     * writes its line (see defer_sigterm). */
+    ap_hook_log_transaction(imx_log_transaction, NULL, NULL, APR_HOOK_FIRST);
     ap_hook_handler(imx_status_handler, NULL, NULL, APR_HOOK_MIDDLE);
     APR_OPTIONAL_HOOK(ap, status_hook, imx_status_hook, NULL, NULL, APR_HOOK_MIDDLE);
 }
