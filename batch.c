@@ -258,8 +258,10 @@ uint64_t imx_counters_held(const imx_counters_t *c)
     /* Settled counts first: they only grow after recorded did, so reading
      * them before it never yields more settled than recorded. */
     uint64_t settled = atomic_load(&c->sent) + atomic_load(&c->rejected)
-                       + atomic_load(&c->dropped_retry) + atomic_load(&c->dropped_exit);
-    uint64_t rec = atomic_load(&c->recorded) + atomic_load(&c->late);
+                       + atomic_load(&c->dropped_retry) + atomic_load(&c->dropped_exit)
+                       + atomic_load(&c->lost);
+    uint64_t rec = atomic_load(&c->recorded) - c->base + atomic_load(&c->late)
+                   - atomic_load(&c->moved);
 
     return rec > settled ? rec - settled : 0;
 }
@@ -274,7 +276,13 @@ void imx_counters_read(const imx_counters_t *c, imx_stats_t *st)
     st->rejected = atomic_load(&c->rejected);
     st->dropped_retry = atomic_load(&c->dropped_retry);
     st->dropped_exit = atomic_load(&c->dropped_exit);
-    st->recorded = atomic_load(&c->recorded) + late;
+    /* Points moved to another engine count as that one's. */
+    st->recorded = atomic_load(&c->recorded) - c->base + late - atomic_load(&c->moved);
+    st->lost = atomic_load(&c->lost);
+    {
+        uint64_t head = atomic_load(&c->recorded), taken = atomic_load(&c->taken);
+        st->in_ring = head > taken ? head - taken : 0;
+    }
     st->dropped_full = atomic_load(&c->dropped_full);
     st->maybe_stored = atomic_load(&c->maybe_stored);
     st->retries = atomic_load(&c->retries);
@@ -320,12 +328,29 @@ imx_engine_t *imx_engine_create(apr_pool_t *p, const imx_engine_conf_t *conf,
     atomic_store(&e->finished, 1);
     e->prefix_len = strlen(conf->line_prefix);
     e->mask = cap - 1;
-    /* apr_palloc aborts the process (its abort function) rather than return
-     * NULL, so there is no failure to handle here. */
-    mem = apr_palloc(p, cap * sizeof(cell_t) + CACHE_LINE);
-    e->cells = (cell_t *)(((uintptr_t)mem + CACHE_LINE - 1) & ~(uintptr_t)(CACHE_LINE - 1));
-    for (uint64_t i = 0; i < cap; i++) {
-        atomic_init(&e->cells[i].seq, i);
+    if (conf->cells) {
+        if (cap != conf->capacity || ((uintptr_t)conf->cells & (CACHE_LINE - 1))) {
+            snprintf(err, errsz, "caller's ring must be a power of two of aligned cells");
+            return NULL;
+        }
+        e->cells = conf->cells;
+    }
+    else {
+        /* apr_palloc aborts the process (its abort function) rather than
+         * return NULL, so there is no failure to handle here. */
+        mem = apr_palloc(p, cap * sizeof(cell_t) + CACHE_LINE);
+        e->cells = (cell_t *)(((uintptr_t)mem + CACHE_LINE - 1) & ~(uintptr_t)(CACHE_LINE - 1));
+    }
+    {
+        uint64_t head = atomic_load(&e->c->recorded);
+
+        /* Each cell free for its position in the lap that starts at head. */
+        for (uint64_t i = 0; i < cap; i++) {
+            uint64_t pos = head + ((i - head) & e->mask);
+            atomic_store_explicit(&e->cells[i].seq, pos, memory_order_relaxed);
+        }
+        e->tail = head;
+        atomic_store(&e->c->taken, head);
     }
     e->rng = (uint32_t)apr_time_now() ^ (uint32_t)(uintptr_t)e ^ 0x9e3779b9u;
     if (!e->rng) {
@@ -495,6 +520,10 @@ static uint32_t fill_batch(imx_engine_t *e)
         n++;
     }
     e->work_n = n;
+    /* After the batch is complete: a crash before this leaves its points
+     * between taken and head, where a rescuer finds their cells freed
+     * (counted lost; they died in this batch). */
+    atomic_store_explicit(&e->c->taken, e->tail, memory_order_release);
     return n + e->work_extra;
 }
 
@@ -948,6 +977,10 @@ static void count_leftovers(imx_engine_t *e)
         atomic_fetch_add(&e->c->dropped_exit, head - e->tail);
         e->tail = head;
     }
+    /* Nothing below head is left for a rescuer: only what a producer that
+     * raced the stop still writes (rescued, or counted when the slot is
+     * folded). */
+    atomic_store(&e->c->taken, head);
 }
 
 static void log_exit(imx_engine_t *e)
@@ -1117,6 +1150,35 @@ int imx_engine_stop(imx_engine_t *e)
             return atomic_load(&e->finished);
         }
     }
+}
+
+uint64_t imx_ring_rescue(imx_engine_t *e, void *cells, uint32_t capacity,
+                         imx_counters_t *dead)
+{
+    cell_t *ring = cells;
+    uint64_t mask = (uint64_t)capacity - 1, moved = 0;
+    uint64_t head = atomic_load(&dead->recorded), pos = atomic_load(&dead->taken);
+
+    if (!capacity || (capacity & mask) || head - pos > capacity) {
+        return 0;               /* not a ring of ours: leave it to the fold */
+    }
+    for (; pos != head; pos++) {
+        cell_t *c = &ring[pos & mask];
+
+        if (atomic_load_explicit(&c->seq, memory_order_acquire) == pos + 1) {
+            if (!imx_push(e, &c->pt)) {
+                break;          /* full (or stopping): the rest next time */
+            }
+            atomic_fetch_add(&dead->moved, 1);
+            moved++;
+        }
+        else {
+            atomic_fetch_add(&dead->lost, 1);
+        }
+        atomic_store_explicit(&c->seq, pos + mask + 1, memory_order_release);
+        atomic_store(&dead->taken, pos + 1);
+    }
+    return moved;
 }
 
 uint64_t imx_engine_flush_now(imx_engine_t *e)

@@ -133,7 +133,7 @@ typedef struct imx_stats imx_stats_t;
  * the moment the point's fate is decided. Zero-filled memory is a valid
  * empty set of counters. */
 typedef struct imx_counters {
-    _Alignas(64) _Atomic uint64_t recorded;     /* the ring's head */
+    _Alignas(64) _Atomic uint64_t recorded;     /* the ring's head: a position */
     _Alignas(64) _Atomic uint64_t dropped_full; /* refused: ring full (never recorded) */
     _Alignas(64) _Atomic uint64_t sent;
     _Atomic uint64_t rejected;
@@ -150,6 +150,16 @@ typedef struct imx_counters {
     _Atomic uint64_t retry_bytes;
     _Atomic int64_t last_ok;
     _Atomic int64_t last_error_time;
+    /* The ring's positions: `recorded` above is its head; this engine began
+     * recording at `base` (so it recorded recorded - base points); the
+     * flusher has taken every point below `taken` out of the ring. */
+    uint64_t base;
+    _Atomic uint64_t taken;
+    _Atomic uint64_t moved;         /* after this engine died: points another
+                                     * engine took over from its ring (they
+                                     * count as that one's) */
+    _Atomic uint64_t lost;          /* after this engine died: cells of its
+                                     * ring that were half written */
 } imx_counters_t;
 
 /* Points recorded and not yet settled, from a consistent reading. */
@@ -193,6 +203,10 @@ typedef struct imx_engine_conf {
      * written once per flush interval when they changed; NULL: never. */
     const char *self_prefix;
     imx_counters_t *counters;   /* zeroed by the caller; NULL: the engine's own */
+    /* The ring's cells: capacity (a power of two) x 64 bytes, 64-aligned,
+     * from the caller (shared memory in the module, so that it outlives the
+     * process, see imx_ring_rescue); NULL: allocated from the pool. */
+    void *cells;
     imx_send_fn *send;
     imx_send_limit_fn *send_limit;  /* may be NULL; must be async-signal-safe */
     void *send_ctx;
@@ -223,6 +237,8 @@ struct imx_stats {
     uint64_t bytes;             /* body bytes of successful sends */
     uint64_t buffered;          /* points held: recorded and not settled */
     uint64_t sending;           /* of those, in the POST under way */
+    uint64_t in_ring;           /* of those, still in the ring */
+    uint64_t lost;              /* half-written cells found after it died */
     uint64_t retry_bytes;       /* bytes held in the retry buffer */
     apr_time_t last_ok;         /* last successful send, or 0 */
     apr_time_t last_error_time; /* last failed send, or 0 */
@@ -258,6 +274,16 @@ apr_status_t imx_engine_start(imx_engine_t *e);
  * a flusher it drains and frees in the caller instead (tests). Safe to call
  * more than once. Returns 1 if the flusher finished in time. */
 int imx_engine_stop(imx_engine_t *e);
+
+/* From e's flusher: takes over what an engine that died (its cells and
+ * counters, which must no longer be written by anyone) left in its ring,
+ * pushing each published point into e, which then records and sends it as
+ * its own; the dead one counts it in moved. A cell its producer never
+ * finished is counted in the dead one's lost. Resumable: stops when e's ring
+ * is full (the rest waits for the next call) and advances the dead one's
+ * taken as it goes. Returns the points moved. */
+uint64_t imx_ring_rescue(imx_engine_t *e, void *cells, uint32_t capacity,
+                         imx_counters_t *dead);
 
 /* Without a thread: drain and send everything now (tests, benchmarks). Returns
  * the number of points the backend accepted in this call. */

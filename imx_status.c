@@ -65,6 +65,9 @@ typedef struct {
     _Atomic uint32_t pid;       /* for the page only */
     uint32_t capacity;
     apr_time_t started;
+    int64_t gen;                /* the owner's generation */
+    uint64_t ring_id;           /* the ring segment its cells are in */
+    apr_time_t dead_since;      /* first seen gone with points to hand over */
     _Atomic uint32_t err_seq;   /* odd while the owner writes the error */
     char last_error[200];
     imx_counters_t c;
@@ -87,6 +90,10 @@ typedef struct {
 
 static shm_t *shm;
 static int my_slot = -1;
+/* The current generation's ring segment, in the parent (for the monitor). */
+static uint64_t monitor_ring_id;
+/* How long a dead child's points wait for a new child to send them. */
+#define ADOPT_WAIT apr_time_from_sec(30)
 
 #define USERDATA_KEY "imx_status_shm"
 /* Bump when the layout of any segment changes. */
@@ -98,19 +105,26 @@ typedef struct {
     apr_size_t size;
 } shm_hdr_t;
 
+/* The header sits right before the data, which is 64-byte aligned (APR's
+ * anonymous segments start 8 bytes into the page). */
+static shm_hdr_t *hdr_of(void *data)
+{
+    return (shm_hdr_t *)((char *)data - sizeof(shm_hdr_t));
+}
+
 void *imx_shm_once(server_rec *s, const char *key, apr_size_t size, int *created)
 {
     apr_pool_t *pp = s->process->pool;
     const char *vkey = apr_psprintf(pp, "%s_v%d", key, SHM_VERSION);
-    apr_size_t hsz = APR_ALIGN(sizeof(shm_hdr_t), 64);
     void *data = NULL;
     apr_shm_t *seg;
     shm_hdr_t *h;
+    char *base;
 
     *created = 0;
     apr_pool_userdata_get(&data, vkey, pp);
     if (data) {
-        h = (shm_hdr_t *)((char *)data - hsz);
+        h = hdr_of(data);
         if (h->magic == SHM_MAGIC && h->version == SHM_VERSION && h->size >= size) {
             return data;
         }
@@ -119,14 +133,15 @@ void *imx_shm_once(server_rec *s, const char *key, apr_size_t size, int *created
     }
     /* Anonymous shared memory is zero-filled, and pages are only backed
      * once touched: slots never used cost nothing. */
-    if (apr_shm_create(&seg, size + hsz, NULL, pp) != APR_SUCCESS) {
+    if (apr_shm_create(&seg, size + sizeof(shm_hdr_t) + 64, NULL, pp) != APR_SUCCESS) {
         return NULL;
     }
-    h = apr_shm_baseaddr_get(seg);
+    base = apr_shm_baseaddr_get(seg);
+    data = (void *)(((uintptr_t)base + sizeof(shm_hdr_t) + 63) & ~(uintptr_t)63);
+    h = hdr_of(data);
     h->magic = SHM_MAGIC;
     h->version = SHM_VERSION;
     h->size = size;
-    data = (char *)h + hsz;
     apr_pool_userdata_set(data, vkey, apr_pool_cleanup_null, pp);
     *created = 1;
     return data;
@@ -274,10 +289,12 @@ static void fold_slot(uint32_t i)
     slot_vec(sl, v, &last_ok);
     held = v[C_BUFFERED];
     sending = atomic_load(&sl->c.sending);
+    /* Half-written cells a rescuer found are lost like the rest. */
+    v[C_LOST] = atomic_load(&sl->c.lost);
     v[C_BUFFERED] = 0;
     v[C_RETRY_BYTES] = 0;
     if (state == SLOT_ACTIVE) {
-        v[C_LOST] = held;
+        v[C_LOST] += held;
     }
     else {
         v[C_DROPPED_EXIT] += held;
@@ -310,9 +327,34 @@ static void fold_slot(uint32_t i)
                      "without its exit path held %" APR_UINT64_T_FMT " points "
                      "(lost_in_crash)", held);
     }
+
 }
 
-int imx_status_claim(uint32_t capacity)
+/* Points left in a slot's ring that a new owner of the same generation and
+ * ring segment can send. */
+static uint64_t ring_left(const slot_t *sl, int64_t gen, uint64_t ring_id)
+{
+    uint64_t head = atomic_load(&sl->c.recorded), taken = atomic_load(&sl->c.taken);
+
+    if (!ring_id || sl->ring_id != ring_id || sl->gen != gen || head <= taken
+        || head - taken > sl->capacity) {
+        return 0;
+    }
+    return head - taken;
+}
+
+static void own_slot(slot_t *sl, uint32_t capacity, int64_t gen, uint64_t ring_id)
+{
+    atomic_store(&sl->err_seq, 0);
+    sl->last_error[0] = '\0';
+    sl->capacity = capacity;
+    sl->gen = gen;
+    sl->ring_id = ring_id;
+    sl->dead_since = 0;
+    sl->started = apr_time_now();
+}
+
+int imx_status_claim(uint32_t capacity, int64_t gen, uint64_t ring_id)
 {
     uint32_t me = (uint32_t)getpid();
 
@@ -321,8 +363,13 @@ int imx_status_claim(uint32_t capacity)
     }
     for (uint32_t i = 0; i < shm->nslots; i++) {
         slot_t *sl = &shm->slots[i];
-        int rv = imx_shmlock_trylock(&sl->owner);
+        int rv;
 
+        /* A slot with points a rescuer can still send is left for one. */
+        if (atomic_load(&sl->state) != SLOT_FREE && ring_left(sl, gen, ring_id)) {
+            continue;
+        }
+        rv = imx_shmlock_trylock(&sl->owner);
         if (rv != 0 && rv != IMX_SHMLOCK_RECOVERED) {
             continue;           /* a live process has it */
         }
@@ -330,16 +377,48 @@ int imx_status_claim(uint32_t capacity)
             fold_slot(i);       /* its owner is gone */
         }
         memset(&sl->c, 0, sizeof(sl->c));
-        atomic_store(&sl->err_seq, 0);
-        sl->last_error[0] = '\0';
-        sl->capacity = capacity;
-        sl->started = apr_time_now();
+        own_slot(sl, capacity, gen, ring_id);
         atomic_store(&sl->pid, me);
         atomic_store(&sl->state, SLOT_ACTIVE);
         my_slot = (int)i;
         return my_slot;
     }
     return -1;
+}
+
+void imx_status_rescue(imx_engine_t *e, int64_t gen, char *rings, uint32_t capacity)
+{
+    uint64_t ring_id = (uint64_t)(uintptr_t)rings;
+
+    if (!shm || !rings) {
+        return;
+    }
+    for (uint32_t i = 0; i < shm->nslots; i++) {
+        slot_t *sl = &shm->slots[i];
+        uint64_t moved;
+        int rv;
+
+        if ((int)i == my_slot || atomic_load(&sl->state) == SLOT_FREE
+            || !ring_left(sl, gen, ring_id) || sl->capacity != capacity) {
+            continue;
+        }
+        /* From the flusher thread: the lock then belongs to it, and is
+         * released when it returns (or by the kernel if this one dies). */
+        rv = imx_shmlock_trylock(&sl->owner);
+        if (rv != 0 && rv != IMX_SHMLOCK_RECOVERED) {
+            continue;           /* its owner lives */
+        }
+        moved = imx_ring_rescue(e, rings + (size_t)i * capacity * 64, capacity, &sl->c);
+        if (!ring_left(sl, gen, ring_id)) {
+            fold_slot(i);
+        }
+        imx_shmlock_unlock(&sl->owner);
+        if (moved) {
+            ap_log_error(APLOG_MARK, APLOG_NOTICE, 0, NULL, "IMX0014: took over %"
+                         APR_UINT64_T_FMT " points that a child that is gone had left "
+                         "in its buffer; they are sent with this child's", moved);
+        }
+    }
 }
 
 imx_counters_t *imx_status_counters(void)
@@ -388,10 +467,14 @@ void imx_status_exit(void)
 
 int imx_status_monitor(apr_pool_t *p, server_rec *s)
 {
+    apr_time_t now = apr_time_now();
+    ap_generation_t gen = 0;
+
     (void)p; (void)s;
     if (!shm) {
         return DECLINED;
     }
+    ap_mpm_query(AP_MPMQ_GENERATION, &gen);
     for (uint32_t i = 0; i < shm->nslots; i++) {
         slot_t *sl = &shm->slots[i];
         int rv;
@@ -403,12 +486,29 @@ int imx_status_monitor(apr_pool_t *p, server_rec *s)
         if (rv != 0 && rv != IMX_SHMLOCK_RECOVERED) {
             continue;
         }
+        /* Points a new child of this generation can still send: give one
+         * the chance to start (httpd replaces dead children within seconds)
+         * before counting them lost. */
+        if (atomic_load(&sl->state) != SLOT_FREE && ring_left(sl, gen, monitor_ring_id)) {
+            if (!sl->dead_since) {
+                sl->dead_since = now;
+            }
+            if (now - sl->dead_since < ADOPT_WAIT) {
+                imx_shmlock_unlock(&sl->owner);
+                continue;
+            }
+        }
         if (atomic_load(&sl->state) != SLOT_FREE) {
             fold_slot(i);
         }
         imx_shmlock_unlock(&sl->owner);
     }
     return DECLINED;
+}
+
+void imx_status_ring_id(uint64_t ring_id)
+{
+    monitor_ring_id = ring_id;
 }
 
 /* ------------------------------------------------------------------------- */

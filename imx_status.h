@@ -31,8 +31,18 @@ apr_status_t imx_status_init(server_rec *s);
 /* In a new child, from its main thread: takes a free slot and holds it for
  * the life of the process (a robust lock that the kernel releases when the
  * process dies, however it dies). A slot left by a process that is gone is
- * first folded into the totals. Returns the slot, or -1. */
-int imx_status_claim(uint32_t capacity);
+ * first folded into the totals, unless its ring (segment ring_id, this
+ * generation) holds points a rescuer can send. Returns the slot, or -1. */
+int imx_status_claim(uint32_t capacity, int64_t gen, uint64_t ring_id);
+
+/* From a flusher, once per interval: the rings of this generation's
+ * children that are gone are emptied into engine e (imx_ring_rescue), and
+ * their slots folded. The points were recorded with this generation's
+ * names, which e's process shares (forked from the same parent). */
+void imx_status_rescue(imx_engine_t *e, int64_t gen, char *rings, uint32_t capacity);
+
+/* post_config (parent): the current generation's ring segment. */
+void imx_status_ring_id(uint64_t ring_id);
 
 /* The claimed slot's counters, zeroed, for the engine to write into. */
 imx_counters_t *imx_status_counters(void);

@@ -63,7 +63,12 @@ AP_DECLARE_MODULE(influx_metrics) = {
 #define DEF_MEASUREMENT     "apache_request"
 #define DEF_FLUSH_INTERVAL  apr_time_from_sec(1)
 #define DEF_BATCH_SIZE      5000
-#define DEF_BUFFER_SIZE     65536
+/* The ring holds about a second of what a child's threads can serve:
+ * 1024 records per thread, at least 4096 (256 KiB), at most 65536 (4 MiB);
+ * prefork (one thread) gets 4096, event with 25 threads 32768. */
+#define DEF_BUFFER_PER_THREAD 1024
+#define DEF_BUFFER_MIN      4096
+#define DEF_BUFFER_MAX      65536
 #define DEF_TIMEOUT         apr_time_from_sec(5)
 #define DEF_GZIP            0
 /* The exit flush must end before httpd's stop escalates (SIGTERM again at
@@ -150,6 +155,11 @@ static const char *host_escaped;
 /* Escaped method names by index: M_* numbers, then HEAD and OTHER. */
 static const char *method_names[M_INVALID + 2];
 static imx_ts_table_t *ts_table;
+/* The rings, one per status slot, in shared memory made by the parent: they
+ * outlive a child that dies, so a new child can send what it held. */
+static char *ring_shm;
+static uint32_t ring_cap;
+static int64_t my_gen;
 /* prefork: its SIGTERM handler exits the child on the spot, so a child could
  * die between mod_log_config's line and this module's point; SIGTERM waits
  * for the end of the logging phase instead (see defer_sigterm). */
@@ -1077,13 +1087,26 @@ static const char *tags_text(apr_pool_t *p, const apr_array_header_t *tags)
     return s;
 }
 
+/* The ring size when InfluxMetricsBufferSize is not set. */
+static int default_buffer_size(void)
+{
+    int threads = 1, n;
+
+    if (ap_mpm_query(AP_MPMQ_MAX_THREADS, &threads) != APR_SUCCESS || threads < 1) {
+        threads = 1;
+    }
+    n = threads > DEF_BUFFER_MAX / DEF_BUFFER_PER_THREAD ? DEF_BUFFER_MAX
+        : threads * DEF_BUFFER_PER_THREAD;
+    return n < DEF_BUFFER_MIN ? DEF_BUFFER_MIN : n;
+}
+
 /* Runs for `apachectl configtest` too: settings that are each valid but
  * wrong together. */
 static int imx_check_config(apr_pool_t *pconf, apr_pool_t *plog, apr_pool_t *ptemp,
                             server_rec *s)
 {
     imx_srv_conf_t *mc = srv_conf(s);
-    int cap = mc->buffer_size != UNSET ? mc->buffer_size : DEF_BUFFER_SIZE;
+    int cap = mc->buffer_size != UNSET ? mc->buffer_size : default_buffer_size();
 
     (void)plog; (void)ptemp;
     if (check_tag_values(pconf) != OK) {
@@ -1130,6 +1153,31 @@ static void ts_init(server_rec *s, apr_pool_t *pconf)
     }
 }
 
+static void sizes(const imx_srv_conf_t *mc, uint32_t *cap, uint32_t *batch);
+
+/* One ring per status slot. Sized by this generation's configuration; a
+ * larger one than the parent made before gets a new segment (children of
+ * older generations keep theirs). Without it, each child's ring is its own
+ * memory and dies with it. */
+static void ring_init(server_rec *s, const imx_srv_conf_t *mc)
+{
+    uint32_t cap, batch, nslots = imx_shm_slots();
+    int created;
+
+    sizes(mc, &cap, &batch);
+    for (ring_cap = 2; ring_cap < cap; ring_cap <<= 1) {
+        ;
+    }
+    ring_shm = imx_shm_once(s, apr_psprintf(s->process->pool, "imx_ring_shm_%u", ring_cap),
+                            (apr_size_t)nslots * ring_cap * 64, &created);
+    if (!ring_shm) {
+        ap_log_error(APLOG_MARK, APLOG_WARNING, 0, s, "IMX0015: cannot create the "
+                     "shared memory for the buffers (%u x %u records); each child keeps "
+                     "its own, and what a killed child held is lost", nslots, ring_cap);
+    }
+    imx_status_ring_id((uint64_t)(uintptr_t)ring_shm);
+}
+
 static int imx_post_config(apr_pool_t *pconf, apr_pool_t *plog, apr_pool_t *ptemp,
                            server_rec *s)
 {
@@ -1168,7 +1216,10 @@ static int imx_post_config(apr_pool_t *pconf, apr_pool_t *plog, apr_pool_t *ptem
                                                  : DEF_MEASUREMENT, IMX_ESC_MEASUREMENT),
                               ",host=", host_escaped, NULL);
     ts_init(s, pconf);
-    if (imx_status_init(s) != APR_SUCCESS) {
+    if (imx_status_init(s) == APR_SUCCESS) {
+        ring_init(s, mc);
+    }
+    else {
         ap_log_error(APLOG_MARK, APLOG_WARNING, 0, s, "IMX0005: cannot create the "
                      "shared memory for counters; the status page will be empty");
     }
@@ -1259,6 +1310,16 @@ static apr_status_t child_stop(void *data)
     return APR_SUCCESS;
 }
 
+/* Once per interval in the flusher: first what dead children of this
+ * generation left in their rings, then summaries. */
+static void flusher_tick(void *ctx, imx_engine_t *e, int final)
+{
+    if (!final && ring_shm) {
+        imx_status_rescue(e, my_gen, ring_shm, ring_cap);
+    }
+    imx_summary_tick(ctx, e, final);
+}
+
 /* The flusher's last act, in its own thread: the sender's handles and its
  * pool are its own, so they go with it. */
 static void flusher_exit(void *ctx)
@@ -1270,7 +1331,7 @@ static void flusher_exit(void *ctx)
  * explicit larger one is refused by check_config). */
 static void sizes(const imx_srv_conf_t *mc, uint32_t *cap, uint32_t *batch)
 {
-    *cap = (uint32_t)(mc->buffer_size != UNSET ? mc->buffer_size : DEF_BUFFER_SIZE);
+    *cap = (uint32_t)(mc->buffer_size != UNSET ? mc->buffer_size : default_buffer_size());
     *batch = (uint32_t)(mc->batch_size != UNSET ? mc->batch_size : DEF_BATCH_SIZE);
     if (mc->batch_size == UNSET && *batch > *cap / 2) {
         *batch = *cap / 2;
@@ -1333,7 +1394,19 @@ static void imx_child_init(apr_pool_t *pchild, server_rec *s)
     for (cap = 2; cap < ec.capacity; cap <<= 1) {
         ;
     }
-    slot = imx_status_claim(cap);
+    {
+        ap_generation_t gen = 0;
+
+        ap_mpm_query(AP_MPMQ_GENERATION, &gen);
+        my_gen = gen;
+        slot = imx_status_claim(cap, gen, ring_shm && cap == ring_cap
+                                          ? (uint64_t)(uintptr_t)ring_shm : 0);
+        if (slot >= 0 && ring_shm && cap == ring_cap) {
+            /* The segment is 64-aligned and each ring a multiple of 64. */
+            ec.cells = ring_shm + (size_t)slot * ring_cap * 64;
+            ec.capacity = ring_cap;
+        }
+    }
     if (slot >= 0) {
         ec.self_prefix = apr_psprintf(fpool, "apache_influx_metrics,host=%s,slot=%d",
                                       host_escaped, slot);
@@ -1341,7 +1414,7 @@ static void imx_child_init(apr_pool_t *pchild, server_rec *s)
         ec.counters = imx_status_counters();
     }
     imx_summary_child(slot);
-    ec.on_tick = imx_summary_tick;
+    ec.on_tick = flusher_tick;
     ec.send = imx_http_send;
     ec.send_limit = imx_http_limit;
     ec.send_ctx = http;

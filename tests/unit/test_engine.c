@@ -974,6 +974,75 @@ static void test_stop_in_signal_handler(void)
     finish(e, p, rc, 300, "signal-stop");
 }
 
+/* An engine whose ring and counters are caller memory dies (here: is just
+ * abandoned) with points in its ring and one cell claimed but never
+ * written; another engine rescues the ring: every written point is sent by
+ * the rescuer, the half-written one is counted lost, and across the two
+ * the identity holds: recorded == sent + lost. */
+static void test_ring_rescue(void)
+{
+    apr_pool_t *p;
+    recorder_t *rc = recorder_new();
+    imx_counters_t *ca = aligned_alloc(64, sizeof(imx_counters_t));
+    void *cells = aligned_alloc(64, 256 * 64);
+    imx_engine_conf_t c;
+    imx_engine_t *a, *b;
+    imx_stats_t sa, sb;
+    imx_point_t pt;
+    char err[128];
+    uint64_t moved;
+
+    memset(ca, 0, sizeof(*ca));
+    apr_pool_create(&p, NULL);
+    memset(&c, 0, sizeof(c));
+    c.line_prefix = "apache_request,host=test";
+    c.capacity = 256;
+    c.batch_size = 100;
+    c.flush_interval = apr_time_from_msec(5);
+    c.shutdown_timeout = apr_time_from_msec(300);
+    c.retry_interval = apr_time_from_msec(5);
+    c.retry_base = 2;
+    c.retry_max_delay = apr_time_from_msec(20);
+    c.retry_buffer = 1 << 20;
+    c.send = rec_send;
+    c.send_ctx = rc;
+    c.log = quiet_log;
+    c.counters = ca;
+    c.cells = cells;
+    a = imx_engine_create(p, &c, err, sizeof(err));
+    CHECK(a != NULL, "create a: %s", err);
+    for (int i = 0; i < 150; i++) {
+        fill_point(&pt, (uint64_t)i);
+        imx_push(a, &pt);
+    }
+    atomic_fetch_add(&ca->recorded, 1); /* a producer claimed a cell and died */
+    /* a is "dead" from here on: nobody touches it again but the rescuer. */
+    c.counters = NULL;
+    c.cells = NULL;
+    b = imx_engine_create(p, &c, err, sizeof(err));
+    CHECK(b != NULL, "create b: %s", err);
+    moved = imx_ring_rescue(b, cells, 256, ca);
+    CHECK(moved == 150, "moved %llu", (unsigned long long)moved);
+    CHECK(imx_ring_rescue(b, cells, 256, ca) == 0, "rescued twice");
+    imx_engine_flush_now(b);
+    imx_counters_read(ca, &sa);
+    imx_engine_stats(b, &sb);
+    CHECK(sa.recorded == 1 && sa.sent == 0 && sa.lost == 1 && sa.buffered == 0,
+          "dead: recorded %llu sent %llu lost %llu buffered %llu",
+          (unsigned long long)sa.recorded, (unsigned long long)sa.sent,
+          (unsigned long long)sa.lost, (unsigned long long)sa.buffered);
+    CHECK(sb.recorded == 150 && sb.sent == 150, "rescuer: recorded %llu sent %llu",
+          (unsigned long long)sb.recorded, (unsigned long long)sb.sent);
+    CHECK(atomic_load(&rc->lines) == 150 && atomic_load(&rc->dups) == 0,
+          "backend saw %llu lines, %llu twice", (unsigned long long)atomic_load(&rc->lines),
+          (unsigned long long)atomic_load(&rc->dups));
+    imx_engine_stop(b);
+    apr_pool_destroy(p);
+    recorder_free(rc);
+    free(cells);
+    free(ca);
+}
+
 /* ------------------------------------------------------------------------- */
 /* Unique timestamps                                                          */
 
@@ -1284,6 +1353,7 @@ int main(int argc, char **argv)
         test_tick_under_full_batches();
         test_stop_in_signal_handler();
         test_ts_unique();
+        test_ring_rescue();
         test_partial_write();
         test_retry_buffer_eviction();
         test_retry_after();
