@@ -991,6 +991,13 @@ static int imx_post_config(apr_pool_t *pconf, apr_pool_t *plog, apr_pool_t *ptem
                                                         IMX_ESC_TAG), NULL);
             const char *tags = tags_text(pconf, c->tags);
 
+            if (vs != s && c == mc) {
+                /* httpd gives a vhost without directives of ours the main
+                 * server's config itself: its names need a config of their
+                 * own, or every such vhost would be labelled as the last. */
+                c = apr_pmemdup(pconf, mc, sizeof(*c));
+                ap_set_module_config(vs->module_config, &influx_metrics_module, c);
+            }
             /* One series text per route, so a point needs one pointer. */
             c->index = i;
             c->series = apr_pcalloc(pconf, sizeof(*c->series) * (apr_size_t)routes->nelts);
