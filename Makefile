@@ -46,11 +46,21 @@ tests/unit/test_shm.asan: tests/unit/test_shm.c shmlock.c shmlock.h
 	$(CC) $(UNIT_CFLAGS) -fsanitize=address,undefined -fno-sanitize-recover=all \
 	    -o $@ tests/unit/test_shm.c shmlock.c -lpthread
 
-unit: tests/unit/test_engine.asan tests/unit/test_engine.tsan tests/unit/test_shm.asan
+# The engine's stop, from a real signal handler, with every call that is not
+# async-signal-safe wrapped to fail the test when the handler makes it.
+SIGSAFE_WRAP = $(foreach f,malloc calloc realloc free pthread_mutex_lock pthread_cond_signal \
+                 pthread_join apr_thread_mutex_lock apr_thread_cond_signal apr_thread_join \
+                 apr_time_now,-Wl,--wrap=$(f))
+tests/unit/test_sigsafe.bin: tests/unit/test_sigsafe.c $(ENGINE) $(HDRS)
+	$(CC) $(UNIT_CFLAGS) -o $@ tests/unit/test_sigsafe.c $(ENGINE) $(SIGSAFE_WRAP) $(UNIT_LIBS)
+
+unit: tests/unit/test_engine.asan tests/unit/test_engine.tsan tests/unit/test_shm.asan \
+      tests/unit/test_sigsafe.bin
 
 test-unit: unit
 	./tests/unit/test_engine.asan
 	./tests/unit/test_shm.asan
+	./tests/unit/test_sigsafe.bin
 	TSAN_OPTIONS=halt_on_error=1 ./tests/unit/test_engine.tsan stress
 
 test-integration: $(MODULE)

@@ -32,11 +32,25 @@
  *   never allocates. Older points are kept: they are already on their way.
  *
  * The flusher
- *   One thread per process. It sleeps on a condition variable until the flush
- *   interval passes or a producer whose index completes a batch signals it
- *   (without the mutex: a missed wake-up costs at most one interval). It then
+ *   One thread per process. It sleeps in poll() on a pipe until the flush
+ *   interval passes or a producer whose index completes a batch writes a byte
+ *   to it (a full pipe just means a wake-up is already pending). It then
  *   drains the ring in batches of batch_size points, encodes them as line
- *   protocol, optionally gzips them and hands them to the send callback.
+ *   protocol, optionally gzips them and hands them to the send callback. It
+ *   returns to its loop at least once per interval, so the tick (summaries,
+ *   the module's own counters) is never starved by a steady stream of full
+ *   batches; and a cell claimed but not yet published (its producer was
+ *   preempted) makes it wait a millisecond, not spin.
+ *
+ * Exit
+ *   imx_engine_stop() may run in a signal handler (prefork stops children
+ *   from SIGTERM's). It only sets a flag and a deadline, bounds the POST in
+ *   flight through send_limit, writes to the wake pipe and poll()s the done
+ *   pipe. The flusher itself does the final tick and flush, counts what it
+ *   could not send, logs, calls on_exit and writes the done pipe. The
+ *   flusher is a detached pthread whose buffers are malloc'd by itself: if it
+ *   overruns the deadline, the caller goes on and the process exits around
+ *   it, but nothing it touches has been freed.
  *
  * The retry buffer
  *   A batch the backend could not take (down, slow, 429, 5xx) is copied into
@@ -52,18 +66,23 @@
  *   At stop it sends what is left within shutdown_timeout, and counts what it
  *   could not send as dropped_exit. So, at any time:
  *     recorded == sent + rejected + dropped_retry + dropped_exit + buffered.
+ *   The counters live where the caller says (imx_counters_t, shared memory in
+ *   the module), so this holds even for a process that died.
  */
 #include <stdarg.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
 #include <signal.h>
 #include <pthread.h>
+#include <time.h>
+#include <unistd.h>
 
-#include <apr_thread_proc.h>
 #include <apr_thread_mutex.h>
-#include <apr_thread_cond.h>
 #include <zlib.h>
 
 #include "batch.h"
@@ -99,10 +118,10 @@ struct imx_engine {
     size_t prefix_len;
     uint64_t mask;
     cell_t *cells;
-
-    /* Written by producers: each on its own cache line. */
-    _Alignas(CACHE_LINE) _Atomic uint64_t head;
-    _Alignas(CACHE_LINE) _Atomic uint64_t dropped_full;
+    imx_counters_t *c;          /* conf.counters, or own */
+    int wake_r, wake_w;         /* producers and stop wake the flusher */
+    int done_r, done_w;         /* the flusher says it has finished */
+    _Atomic int stopping;       /* read by producers: refuse new points */
 
     /* Owned by the flusher (or by the caller of imx_engine_flush_now). */
     _Alignas(CACHE_LINE) uint64_t tail;
@@ -132,22 +151,16 @@ struct imx_engine {
     size_t xlen, xcap;
     uint32_t xlines;
     uint32_t rng;
+    apr_time_t next_flush;
 
-    /* Read by anyone (stats), written by the flusher. */
-    _Atomic uint64_t tail_pub, work_pub, rq_points_pub, rq_bytes_pub;
-    _Atomic uint64_t sent, rejected, dropped_retry, dropped_exit, retries, batches, bytes;
-    _Atomic uint64_t maybe_stored;
-    _Atomic apr_time_t last_ok, last_error_time;
     char last_error[200];       /* under mu */
-
-    /* Thread control. */
-    apr_pool_t *pool;
     apr_thread_mutex_t *mu;
-    apr_thread_cond_t *cond;
-    apr_thread_t *thread;
-    _Atomic int running;
-    _Atomic int stopped;
+    pthread_t thread;
+    _Atomic int has_thread;
+    _Atomic int finished;       /* the flusher has ended (or never ran) */
     _Atomic apr_time_t stop_deadline;   /* 0 until imx_engine_stop() */
+
+    imx_counters_t own;
 };
 
 static void logf_(imx_engine_t *e, int level, const char *fmt, ...)
@@ -167,10 +180,11 @@ static void logf_(imx_engine_t *e, int level, const char *fmt, ...)
     e->conf.log(e->conf.log_ctx, level, msg);
 }
 
-static apr_status_t engine_cleanup(void *data)
+/* Frees what the flusher allocated; by the flusher itself at its exit (or
+ * by imx_engine_stop when there is no flusher), never from a pool cleanup,
+ * which prefork may run inside a signal handler. */
+static void free_buffers(imx_engine_t *e)
 {
-    imx_engine_t *e = data;
-
     rbatch_t *rb, *next;
 
     for (rb = e->rq_head; rb; rb = next) {
@@ -181,10 +195,95 @@ static apr_status_t engine_cleanup(void *data)
     free(e->xbuf);
     free(e->body);
     free(e->gz);
+    e->xbuf = e->body = NULL;
+    e->gz = NULL;
+    e->xcap = e->xlen = e->body_cap = e->body_len = e->gz_cap = 0;
     if (e->zs_ready) {
         deflateEnd(&e->zs);
+        e->zs_ready = 0;
     }
+}
+
+/* The monotonic-ish wall clock without APR: apr_time_now() is fine too, but
+ * this one is async-signal-safe by POSIX. */
+static apr_time_t now_safe(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (apr_time_t)ts.tv_sec * APR_USEC_PER_SEC + ts.tv_nsec / 1000;
+}
+
+static int make_pipe(int *r, int *w)
+{
+    int fds[2];
+
+    if (pipe2(fds, O_NONBLOCK | O_CLOEXEC) != 0) {
+        return errno;
+    }
+    *r = fds[0];
+    *w = fds[1];
+    return 0;
+}
+
+static void drain_pipe(int fd)
+{
+    char buf[64];
+
+    while (read(fd, buf, sizeof(buf)) > 0) {
+        ;
+    }
+}
+
+/* Pool cleanup: close() is async-signal-safe. A flusher that overran its
+ * deadline keeps its pipes: their numbers could otherwise be reused for
+ * another file that its last write would then land in. */
+static apr_status_t close_pipes(void *data)
+{
+    imx_engine_t *e = data;
+
+    if (!atomic_load(&e->finished)) {
+        return APR_SUCCESS;
+    }
+    close(e->wake_r);
+    close(e->wake_w);
+    close(e->done_r);
+    close(e->done_w);
+    e->wake_r = e->wake_w = e->done_r = e->done_w = -1;
     return APR_SUCCESS;
+}
+
+uint64_t imx_counters_held(const imx_counters_t *c)
+{
+    /* Settled counts first: they only grow after recorded did, so reading
+     * them before it never yields more settled than recorded. */
+    uint64_t settled = atomic_load(&c->sent) + atomic_load(&c->rejected)
+                       + atomic_load(&c->dropped_retry) + atomic_load(&c->dropped_exit);
+    uint64_t rec = atomic_load(&c->recorded) + atomic_load(&c->late);
+
+    return rec > settled ? rec - settled : 0;
+}
+
+void imx_counters_read(const imx_counters_t *c, imx_stats_t *st)
+{
+    uint64_t late;
+
+    st->buffered = imx_counters_held(c);
+    late = atomic_load(&c->late);
+    st->sent = atomic_load(&c->sent);
+    st->rejected = atomic_load(&c->rejected);
+    st->dropped_retry = atomic_load(&c->dropped_retry);
+    st->dropped_exit = atomic_load(&c->dropped_exit);
+    st->recorded = atomic_load(&c->recorded) + late;
+    st->dropped_full = atomic_load(&c->dropped_full);
+    st->maybe_stored = atomic_load(&c->maybe_stored);
+    st->retries = atomic_load(&c->retries);
+    st->batches = atomic_load(&c->batches);
+    st->bytes = atomic_load(&c->bytes);
+    st->sending = atomic_load(&c->sending);
+    st->retry_bytes = atomic_load(&c->retry_bytes);
+    st->last_ok = atomic_load(&c->last_ok);
+    st->last_error_time = atomic_load(&c->last_error_time);
 }
 
 imx_engine_t *imx_engine_create(apr_pool_t *p, const imx_engine_conf_t *conf,
@@ -201,6 +300,13 @@ imx_engine_t *imx_engine_create(apr_pool_t *p, const imx_engine_conf_t *conf,
         snprintf(err, errsz, "invalid engine configuration");
         return NULL;
     }
+    /* A batch larger than the ring would never complete, so producers would
+     * never wake the flusher early: the ring would fill and drop instead. */
+    if (conf->batch_size > conf->capacity) {
+        snprintf(err, errsz, "batch size %u is larger than the buffer (%u points)",
+                 conf->batch_size, conf->capacity);
+        return NULL;
+    }
     while (cap < conf->capacity) {
         cap <<= 1;
     }
@@ -209,44 +315,57 @@ imx_engine_t *imx_engine_create(apr_pool_t *p, const imx_engine_conf_t *conf,
     e = (imx_engine_t *)(((uintptr_t)mem + CACHE_LINE - 1) & ~(uintptr_t)(CACHE_LINE - 1));
     memset(e, 0, sizeof(*e));
     e->conf = *conf;
+    e->c = conf->counters ? conf->counters : &e->own;
+    e->wake_r = e->wake_w = e->done_r = e->done_w = -1;
+    atomic_store(&e->finished, 1);
     e->prefix_len = strlen(conf->line_prefix);
     e->mask = cap - 1;
+    /* apr_palloc aborts the process (its abort function) rather than return
+     * NULL, so there is no failure to handle here. */
     mem = apr_palloc(p, cap * sizeof(cell_t) + CACHE_LINE);
-    if (!mem) {
-        snprintf(err, errsz, "cannot allocate a buffer of %llu records",
-                 (unsigned long long)cap);
-        return NULL;
-    }
     e->cells = (cell_t *)(((uintptr_t)mem + CACHE_LINE - 1) & ~(uintptr_t)(CACHE_LINE - 1));
     for (uint64_t i = 0; i < cap; i++) {
         atomic_init(&e->cells[i].seq, i);
     }
-    e->pool = p;
     e->rng = (uint32_t)apr_time_now() ^ (uint32_t)(uintptr_t)e ^ 0x9e3779b9u;
     if (!e->rng) {
         e->rng = 1;
     }
-    if ((rv = apr_thread_mutex_create(&e->mu, APR_THREAD_MUTEX_DEFAULT, p)) != APR_SUCCESS
-        || (rv = apr_thread_cond_create(&e->cond, p)) != APR_SUCCESS) {
-        snprintf(err, errsz, "cannot create flusher mutex/condition (%d)", rv);
+    if ((rv = apr_thread_mutex_create(&e->mu, APR_THREAD_MUTEX_DEFAULT, p)) != APR_SUCCESS) {
+        snprintf(err, errsz, "cannot create the flusher's mutex (%d)", rv);
         return NULL;
     }
-    apr_pool_cleanup_register(p, e, engine_cleanup, apr_pool_cleanup_null);
+    if ((rv = make_pipe(&e->wake_r, &e->wake_w)) != 0
+        || (rv = make_pipe(&e->done_r, &e->done_w)) != 0) {
+        snprintf(err, errsz, "cannot create the flusher's pipes: %s", strerror(rv));
+        return NULL;
+    }
+    apr_pool_cleanup_register(p, e, close_pipes, apr_pool_cleanup_null);
     return e;
 }
 
 int imx_push(imx_engine_t *e, const imx_point_t *pt)
 {
-    uint64_t pos = atomic_load_explicit(&e->head, memory_order_relaxed);
+    _Atomic uint64_t *head = &e->c->recorded;
+    uint64_t pos;
     cell_t *c;
 
+    /* A worker still logging after the child began to stop (mod_http2
+     * joins its workers after our cleanup) finds the engine stopped, not
+     * freed: the point is counted, never written where no one will look. */
+    if (atomic_load_explicit(&e->stopping, memory_order_relaxed)) {
+        atomic_fetch_add_explicit(&e->c->late, 1, memory_order_relaxed);
+        atomic_fetch_add_explicit(&e->c->dropped_exit, 1, memory_order_relaxed);
+        return 0;
+    }
+    pos = atomic_load_explicit(head, memory_order_relaxed);
     for (;;) {
         uint64_t seq;
 
         c = &e->cells[pos & e->mask];
         seq = atomic_load_explicit(&c->seq, memory_order_acquire);
         if (seq == pos) {
-            if (atomic_compare_exchange_weak_explicit(&e->head, &pos, pos + 1,
+            if (atomic_compare_exchange_weak_explicit(head, &pos, pos + 1,
                                                       memory_order_relaxed,
                                                       memory_order_relaxed)) {
                 break;
@@ -255,20 +374,22 @@ int imx_push(imx_engine_t *e, const imx_point_t *pt)
         }
         else if ((int64_t)(seq - pos) < 0) {
             /* The cell still holds the point from one lap ago: full. */
-            atomic_fetch_add_explicit(&e->dropped_full, 1, memory_order_relaxed);
+            atomic_fetch_add_explicit(&e->c->dropped_full, 1, memory_order_relaxed);
             return 0;
         }
         else {
-            pos = atomic_load_explicit(&e->head, memory_order_relaxed);
+            pos = atomic_load_explicit(head, memory_order_relaxed);
         }
     }
     c->pt = *pt;
     atomic_store_explicit(&c->seq, pos + 1, memory_order_release);
 
-    /* Completing a batch wakes the flusher early; the timed wait covers the
-     * rare case where it is not waiting yet. */
-    if ((pos + 1) % e->conf.batch_size == 0 && e->cond) {
-        apr_thread_cond_signal(e->cond);
+    /* Completing a batch wakes the flusher early (batch_size <= capacity,
+     * so every lap of the ring completes at least one). A full pipe means a
+     * wake-up is pending already. */
+    if ((pos + 1) % e->conf.batch_size == 0) {
+        ssize_t n = write(e->wake_w, "", 1);
+        (void)n;
     }
     return 1;
 }
@@ -374,8 +495,6 @@ static uint32_t fill_batch(imx_engine_t *e)
         n++;
     }
     e->work_n = n;
-    atomic_store_explicit(&e->work_pub, n, memory_order_relaxed);
-    atomic_store_explicit(&e->tail_pub, e->tail, memory_order_relaxed);
     return n + e->work_extra;
 }
 
@@ -384,7 +503,6 @@ static void work_done(imx_engine_t *e)
     e->work_n = 0;
     e->work_extra = 0;
     e->body_len = 0;
-    atomic_store_explicit(&e->work_pub, 0, memory_order_relaxed);
 }
 
 /* gzip data into e->gz; returns its length, 0 on failure. */
@@ -459,7 +577,7 @@ static void set_error(imx_engine_t *e, const char *err)
     apr_thread_mutex_lock(e->mu);
     snprintf(e->last_error, sizeof(e->last_error), "%s", err);
     apr_thread_mutex_unlock(e->mu);
-    atomic_store(&e->last_error_time, apr_time_now());
+    atomic_store(&e->c->last_error_time, apr_time_now());
 }
 
 static void note_failure(imx_engine_t *e, const char *what, uint32_t n, const char *err)
@@ -479,8 +597,8 @@ static void note_failure(imx_engine_t *e, const char *what, uint32_t n, const ch
 
 static void rq_publish(imx_engine_t *e)
 {
-    atomic_store_explicit(&e->rq_points_pub, e->rq_points, memory_order_relaxed);
-    atomic_store_explicit(&e->rq_bytes_pub, e->rq_bytes, memory_order_relaxed);
+    atomic_store_explicit(&e->c->retry_points, e->rq_points, memory_order_relaxed);
+    atomic_store_explicit(&e->c->retry_bytes, e->rq_bytes, memory_order_relaxed);
 }
 
 /* Counts n points of a batch given up on. If a POST of it may have reached
@@ -488,10 +606,11 @@ static void rq_publish(imx_engine_t *e)
  * know, and say so instead of guessing. */
 static void count_drop(imx_engine_t *e, _Atomic uint64_t *counter, uint32_t n, int maybe)
 {
-    atomic_fetch_add(counter, n);
+    /* maybe_stored first: a reader then never sees the drop without it. */
     if (maybe) {
-        atomic_fetch_add(&e->maybe_stored, n);
+        atomic_fetch_add(&e->c->maybe_stored, n);
     }
+    atomic_fetch_add(counter, n);
 }
 
 /* Takes the head batch out of the retry buffer (the caller owns it then). */
@@ -529,22 +648,22 @@ static void rq_pop(imx_engine_t *e)
     free(rb);
 }
 
-/* Appends (or, with front, prepends) a copy of data to the retry buffer,
- * evicting the oldest batches to make room. */
+/* Appends a copy of data to the retry buffer, evicting the oldest batches to
+ * make room. */
 static void rq_add(imx_engine_t *e, const char *data, size_t len, uint32_t n,
-                   uint32_t extra, apr_time_t first_fail, int front, int maybe)
+                   uint32_t extra, apr_time_t first_fail, int maybe)
 {
     rbatch_t *rb;
     size_t need = sizeof(*rb) + len;
 
     if (need > e->conf.retry_buffer || !(rb = malloc(need))) {
-        count_drop(e, &e->dropped_retry, n, maybe);
+        count_drop(e, &e->c->dropped_retry, n, maybe);
         note_failure(e, "dropped (retry buffer too small for it)", n, "");
         return;
     }
     while (e->rq_head && e->rq_bytes + need > e->conf.retry_buffer) {
         uint32_t old = e->rq_head->n;
-        count_drop(e, &e->dropped_retry, old, e->rq_head->maybe_stored);
+        count_drop(e, &e->c->dropped_retry, old, e->rq_head->maybe_stored);
         rq_pop(e);
         note_failure(e, "retry buffer full, dropped the oldest", old, "");
     }
@@ -554,36 +673,34 @@ static void rq_add(imx_engine_t *e, const char *data, size_t len, uint32_t n,
     rb->extra = extra;
     rb->first_fail = first_fail;
     rb->maybe_stored = maybe;
-    if (front) {
-        rb->next = e->rq_head;
-        e->rq_head = rb;
-        if (!e->rq_tail) {
-            e->rq_tail = rb;
-        }
+    rb->next = NULL;
+    if (e->rq_tail) {
+        e->rq_tail->next = rb;
     }
     else {
-        rb->next = NULL;
-        if (e->rq_tail) {
-            e->rq_tail->next = rb;
-        }
-        else {
-            e->rq_head = rb;
-        }
-        e->rq_tail = rb;
+        e->rq_head = rb;
     }
+    e->rq_tail = rb;
     e->rq_bytes += need;
     e->rq_points += n;
     rq_publish(e);
 }
 
-/* 413: the two halves (at a line boundary) go to the front of the retry
- * buffer, to be sent at once. Returns 0 if data is one line (cannot split). */
-static int split_to_front(imx_engine_t *e, const char *data, size_t len, uint32_t n,
-                          uint32_t extra, apr_time_t first_fail)
+static int send_data(imx_engine_t *e, const char *data, size_t len, uint32_t n,
+                     uint32_t extra, apr_time_t first_fail, imx_send_info_t *info);
+
+/* 413: sends the two halves (cut at a line boundary) at once, each split
+ * again if need be. They are not queued: a small retry buffer would evict one
+ * half to make room for the other. A half that then fails for another reason
+ * goes to the retry buffer like any failed batch. Returns 0 if data is one
+ * line (cannot split). */
+static int send_halves(imx_engine_t *e, const char *data, size_t len, uint32_t n,
+                       uint32_t extra, apr_time_t first_fail)
 {
     uint32_t lines = n + extra, half = lines / 2, seen = 0;
     uint32_t extra1 = extra < half ? extra : half;  /* extra lines come first */
     size_t cut = 0;
+    imx_send_info_t info;
 
     if (lines < 2) {
         return 0;
@@ -596,10 +713,14 @@ static int split_to_front(imx_engine_t *e, const char *data, size_t len, uint32_
         cut = (size_t)(nl - data) + 1;
         seen++;
     }
-    /* Second half first, so the first half ends up at the very front. */
-    rq_add(e, data + cut, len - cut, n - (half - extra1), extra - extra1, first_fail, 1, 0);
-    rq_add(e, data, cut, half - extra1, extra1, first_fail, 1, 0);
-    e->retry_at = 0;
+    if (!send_data(e, data, cut, half - extra1, extra1, first_fail, &info)) {
+        rq_add(e, data, cut, half - extra1, extra1, first_fail, info.maybe_stored);
+    }
+    if (!send_data(e, data + cut, len - cut, n - (half - extra1), extra - extra1,
+                   first_fail, &info)) {
+        rq_add(e, data + cut, len - cut, n - (half - extra1), extra - extra1, first_fail,
+               info.maybe_stored);
+    }
     return 1;
 }
 
@@ -624,13 +745,15 @@ static int send_data(imx_engine_t *e, const char *data, size_t len, uint32_t n,
     }
     /* Each send is bounded by the sender's own timeout; at shutdown also by
      * what is left of shutdown_timeout. */
+    atomic_store_explicit(&e->c->sending, n, memory_order_relaxed);
     res = e->conf.send(e->conf.send_ctx, body, blen, gz, atomic_load(&e->stop_deadline), info);
+    atomic_store_explicit(&e->c->sending, 0, memory_order_relaxed);
     switch (res) {
     case IMX_SEND_OK:
-        atomic_fetch_add_explicit(&e->sent, n, memory_order_relaxed);
-        atomic_fetch_add_explicit(&e->batches, 1, memory_order_relaxed);
-        atomic_fetch_add_explicit(&e->bytes, blen, memory_order_relaxed);
-        atomic_store(&e->last_ok, apr_time_now());
+        atomic_fetch_add_explicit(&e->c->sent, n, memory_order_relaxed);
+        atomic_fetch_add_explicit(&e->c->batches, 1, memory_order_relaxed);
+        atomic_fetch_add_explicit(&e->c->bytes, blen, memory_order_relaxed);
+        atomic_store(&e->c->last_ok, apr_time_now());
         if (e->attempt) {
             logf_(e, IMX_LOG_NOTICE, "backend accepts writes again after %u failed attempts",
                   e->attempt);
@@ -642,28 +765,28 @@ static int send_data(imx_engine_t *e, const char *data, size_t len, uint32_t n,
         if (info->dropped > n) {
             info->dropped = n;
         }
-        atomic_fetch_add_explicit(&e->sent, n - info->dropped, memory_order_relaxed);
-        atomic_fetch_add_explicit(&e->rejected, info->dropped, memory_order_relaxed);
-        atomic_fetch_add_explicit(&e->batches, 1, memory_order_relaxed);
+        atomic_fetch_add_explicit(&e->c->sent, n - info->dropped, memory_order_relaxed);
+        atomic_fetch_add_explicit(&e->c->rejected, info->dropped, memory_order_relaxed);
+        atomic_fetch_add_explicit(&e->c->batches, 1, memory_order_relaxed);
         note_failure(e, "backend stored part of", n, info->err);
         e->attempt = 0;
         return 1;
     case IMX_SEND_TOO_LARGE:
-        if (split_to_front(e, data, len, n, extra, first_fail)) {
-            logf_(e, IMX_LOG_WARNING, "backend refused %zu bytes as too large; "
-                  "sending the batch in halves (consider a smaller InfluxMetricsBatchSize)",
-                  blen);
+        logf_(e, IMX_LOG_WARNING, "backend refused %zu bytes as too large; "
+              "sending the batch in halves (consider a smaller InfluxMetricsBatchSize)",
+              blen);
+        if (send_halves(e, data, len, n, extra, first_fail)) {
             return 1;
         }
         /* a single line too large is refused for good */
         __attribute__((fallthrough));
     case IMX_SEND_REJECT:
-        atomic_fetch_add_explicit(&e->rejected, n, memory_order_relaxed);
+        atomic_fetch_add_explicit(&e->c->rejected, n, memory_order_relaxed);
         note_failure(e, "backend rejected", n, info->err);
         e->attempt = 0;
         return 1;
     default:
-        atomic_fetch_add_explicit(&e->retries, 1, memory_order_relaxed);
+        atomic_fetch_add_explicit(&e->c->retries, 1, memory_order_relaxed);
         e->attempt++;
         note_failure(e, "will retry", n, info->err);
         e->retry_at = apr_time_now() + backoff(e, info);
@@ -677,18 +800,27 @@ static void expire(imx_engine_t *e, apr_time_t now)
     while (e->conf.retry_max_time && e->rq_head
            && now - e->rq_head->first_fail > e->conf.retry_max_time) {
         uint32_t n = e->rq_head->n;
-        count_drop(e, &e->dropped_retry, n, e->rq_head->maybe_stored);
+        count_drop(e, &e->c->dropped_retry, n, e->rq_head->maybe_stored);
         rq_pop(e);
         note_failure(e, "gave up retrying", n, "retry time exceeded");
     }
+}
+
+/* The cell at the tail is published: the flusher can take it. */
+static int tail_ready(imx_engine_t *e)
+{
+    return atomic_load_explicit(&e->cells[e->tail & e->mask].seq, memory_order_acquire)
+           == e->tail + 1;
 }
 
 /* Sends the retry buffer first, then the ring, batch by batch: full batches
  * always, and a partial one only for points recorded before `until` (the
  * ring's head when the flush interval ended), so that a steady trickle of
  * requests cannot turn into a POST per handful of points. While the backend
- * is backed off, the ring is emptied into the retry buffer. When stopping,
- * gives up at the deadline. */
+ * is backed off, the ring is emptied into the retry buffer. Returns when
+ * nothing more is due, or (unless final) when the next tick is due, so a
+ * steady stream of full batches cannot starve the tick. When stopping, gives
+ * up at the deadline. */
 static void drain(imx_engine_t *e, int final, uint64_t until)
 {
     imx_send_info_t info;
@@ -700,13 +832,16 @@ static void drain(imx_engine_t *e, int final, uint64_t until)
         if (stop_at && now >= stop_at) {
             return;
         }
+        if (!final && e->next_flush && now >= e->next_flush) {
+            return;
+        }
         expire(e, now);
         if (e->rq_head) {
             rbatch_t *rb = e->rq_head;
 
             if (e->retry_at > now) {
                 if (fill_batch(e)) {
-                    rq_add(e, e->body, e->body_len, e->work_n, e->work_extra, now, 0, 0);
+                    rq_add(e, e->body, e->body_len, e->work_n, e->work_extra, now, 0);
                     work_done(e);
                     continue;
                 }
@@ -718,10 +853,8 @@ static void drain(imx_engine_t *e, int final, uint64_t until)
                 continue;
             }
             /* Out of the queue while it is sent, so that nothing done
-             * meanwhile (a 413 split making room) can evict it; its points
-             * count as "being sent" for the stats. */
+             * meanwhile can evict it. */
             rq_unlink_head(e);
-            atomic_store_explicit(&e->work_pub, rb->n, memory_order_relaxed);
             if (!send_data(e, rb->data, rb->len, rb->n, rb->extra, rb->first_fail, &info)) {
                 rb->maybe_stored |= info.maybe_stored;
                 rq_link_head(e, rb);
@@ -729,10 +862,10 @@ static void drain(imx_engine_t *e, int final, uint64_t until)
             else {
                 free(rb);
             }
-            atomic_store_explicit(&e->work_pub, 0, memory_order_relaxed);
             continue;
         }
-        if (atomic_load_explicit(&e->head, memory_order_relaxed) - e->tail < e->conf.batch_size
+        if (atomic_load_explicit(&e->c->recorded, memory_order_relaxed) - e->tail
+                < e->conf.batch_size
             && e->tail >= until && !e->self_due && !e->xlen) {
             return;             /* only a partial batch of new points: next interval */
         }
@@ -740,7 +873,7 @@ static void drain(imx_engine_t *e, int final, uint64_t until)
             return;
         }
         if (!send_data(e, e->body, e->body_len, e->work_n, e->work_extra, now, &info)) {
-            rq_add(e, e->body, e->body_len, e->work_n, e->work_extra, now, 0,
+            rq_add(e, e->body, e->body_len, e->work_n, e->work_extra, now,
                    info.maybe_stored);
         }
         work_done(e);
@@ -789,117 +922,39 @@ static void self_tick(imx_engine_t *e)
     }
     imx_engine_stats(e, &st);
     sum = st.recorded + st.sent + st.rejected + st.dropped_full + st.dropped_retry
-          + st.retries + st.buffered;
+          + st.dropped_exit + st.retries + st.buffered;
     if (sum != e->self_last_sum) {
         e->self_last_sum = sum;
         e->self_due = 1;
     }
 }
 
-static void *APR_THREAD_FUNC flusher_main(apr_thread_t *t, void *data)
+/* What is left when the flusher gives up: recorded, never to be sent. */
+static void count_leftovers(imx_engine_t *e)
 {
-    imx_engine_t *e = data;
-    apr_time_t next_flush = apr_time_now() + e->conf.flush_interval;
+    uint64_t head = atomic_load(&e->c->recorded);
 
-    (void)t;
-    while (atomic_load(&e->running)) {
-        uint64_t until;
-        apr_time_t now = apr_time_now();
-        apr_time_t wake = e->rq_head && e->retry_at && e->retry_at < next_flush
-                          ? e->retry_at : next_flush;
-        uint64_t avail = atomic_load_explicit(&e->head, memory_order_relaxed) - e->tail;
-
-        if (wake > now && avail < e->conf.batch_size) {
-            apr_thread_mutex_lock(e->mu);
-            if (atomic_load(&e->running)) {
-                apr_thread_cond_timedwait(e->cond, e->mu, wake - now);
-            }
-            apr_thread_mutex_unlock(e->mu);
-            if (!atomic_load(&e->running)) {
-                break;
-            }
-        }
-        now = apr_time_now();
-        until = 0;
-        if (now >= next_flush) {
-            next_flush = now + e->conf.flush_interval;
-            until = atomic_load_explicit(&e->head, memory_order_relaxed);
-            self_tick(e);
-            if (e->conf.on_tick) {
-                e->conf.on_tick(e->conf.tick_ctx, e, 0);
-            }
-        }
-        drain(e, 0, until);
-        publish_stats(e);
+    if (e->work_n) {
+        atomic_fetch_add(&e->c->dropped_exit, e->work_n);
+        work_done(e);
     }
-    if (e->conf.on_tick) {
-        e->conf.on_tick(e->conf.tick_ctx, e, 1);
-    }
-    drain(e, 1, UINT64_MAX);
-    return NULL;
-}
-
-apr_status_t imx_engine_start(imx_engine_t *e, apr_pool_t *p)
-{
-    apr_status_t rv;
-    sigset_t all, old;
-
-    rv = apr_pool_create(&e->pool, p);
-    if (rv != APR_SUCCESS) {
-        return rv;
-    }
-    apr_pool_tag(e->pool, "imx_flusher");
-    atomic_store(&e->running, 1);
-    /* The flusher inherits this mask: process-directed signals (prefork's
-     * SIGTERM, SIGHUP, SIGUSR1) must land in the threads httpd expects. */
-    sigfillset(&all);
-    pthread_sigmask(SIG_BLOCK, &all, &old);
-    rv = apr_thread_create(&e->thread, NULL, flusher_main, e, e->pool);
-    pthread_sigmask(SIG_SETMASK, &old, NULL);
-    if (rv != APR_SUCCESS) {
-        atomic_store(&e->running, 0);
-        e->thread = NULL;
-    }
-    return rv;
-}
-
-void imx_engine_stop(imx_engine_t *e)
-{
-    apr_status_t trv;
-    imx_stats_t st;
-    uint64_t left;
-
-    if (atomic_exchange(&e->stopped, 1)) {
-        return;
-    }
-    atomic_store(&e->stop_deadline, apr_time_now() + e->conf.shutdown_timeout);
-    if (e->conf.send_limit) {
-        e->conf.send_limit(e->conf.send_ctx, atomic_load(&e->stop_deadline));
-    }
-    if (e->thread) {
-        apr_thread_mutex_lock(e->mu);
-        atomic_store(&e->running, 0);
-        apr_thread_cond_signal(e->cond);
-        apr_thread_mutex_unlock(e->mu);
-        apr_thread_join(&trv, e->thread);
-        e->thread = NULL;
-    }
-    else {
-        drain(e, 1, UINT64_MAX);
-    }
-    /* Whatever is left was recorded and will never be sent. */
-    left = e->work_n + (atomic_load(&e->head) - e->tail);
-    atomic_fetch_add(&e->dropped_exit, left);
-    work_done(e);
     while (e->rq_head) {
-        count_drop(e, &e->dropped_exit, e->rq_head->n, e->rq_head->maybe_stored);
+        count_drop(e, &e->c->dropped_exit, e->rq_head->n, e->rq_head->maybe_stored);
         rq_pop(e);
     }
-    e->tail = atomic_load(&e->head);
-    atomic_store(&e->tail_pub, e->tail);
+    /* Cells claimed but never published (a producer still writing) are
+     * counted too: the flusher will not wait for them any more. */
+    if (head > e->tail) {
+        atomic_fetch_add(&e->c->dropped_exit, head - e->tail);
+        e->tail = head;
+    }
+}
+
+static void log_exit(imx_engine_t *e)
+{
+    imx_stats_t st;
 
     imx_engine_stats(e, &st);
-    publish_stats(e);
     logf_(e, st.dropped_full || st.dropped_exit || st.dropped_retry || st.rejected
           ? IMX_LOG_WARNING : IMX_LOG_INFO,
           "flusher exit: recorded=%llu sent=%llu rejected=%llu dropped_full=%llu "
@@ -912,37 +967,215 @@ void imx_engine_stop(imx_engine_t *e)
           (unsigned long long)st.dropped_retry, (unsigned long long)st.maybe_stored);
 }
 
+/* The flusher's last steps, in its own thread (or in imx_engine_stop's
+ * caller when there is none). */
+static void finish(imx_engine_t *e)
+{
+    if (e->conf.on_tick) {
+        e->conf.on_tick(e->conf.tick_ctx, e, 1);
+    }
+    drain(e, 1, UINT64_MAX);
+    count_leftovers(e);
+    publish_stats(e);
+    log_exit(e);
+    free_buffers(e);
+    if (e->conf.on_exit) {
+        e->conf.on_exit(e->conf.exit_ctx);
+    }
+}
+
+static void *flusher_main(void *data)
+{
+    imx_engine_t *e = data;
+
+    e->next_flush = apr_time_now() + e->conf.flush_interval;
+    while (!atomic_load(&e->stopping)) {
+        apr_time_t now = apr_time_now(), wake;
+        uint64_t until = 0, avail;
+        struct pollfd pfd;
+        int ms;
+
+        if (now >= e->next_flush) {
+            e->next_flush = now + e->conf.flush_interval;
+            until = atomic_load_explicit(&e->c->recorded, memory_order_relaxed);
+            self_tick(e);
+            if (e->conf.on_tick) {
+                e->conf.on_tick(e->conf.tick_ctx, e, 0);
+            }
+        }
+        drain(e, 0, until);
+        publish_stats(e);
+
+        now = apr_time_now();
+        wake = e->rq_head && e->retry_at && e->retry_at < e->next_flush
+               ? e->retry_at : e->next_flush;
+        avail = atomic_load_explicit(&e->c->recorded, memory_order_relaxed) - e->tail;
+        if (avail >= e->conf.batch_size && !e->rq_head) {
+            if (tail_ready(e)) {
+                continue;       /* more full batches wait */
+            }
+            /* Its producer was preempted between claiming the cell and
+             * publishing it: give it a moment instead of spinning. */
+            ms = 1;
+        }
+        else {
+            ms = wake > now ? (int)((wake - now + 999) / 1000) : 0;
+        }
+        pfd.fd = e->wake_r;
+        pfd.events = POLLIN;
+        pfd.revents = 0;
+        if (ms > 0 && poll(&pfd, 1, ms) > 0) {
+            drain_pipe(e->wake_r);
+        }
+    }
+    finish(e);
+    {
+        ssize_t n = write(e->done_w, "", 1);
+        (void)n;
+    }
+    /* The very last touch of the engine: once it is seen, the pipes may be
+     * closed and the process may go. The stopper, woken by the byte above,
+     * waits for it (a few instructions away). */
+    atomic_store_explicit(&e->finished, 1, memory_order_release);
+    return NULL;
+}
+
+apr_status_t imx_engine_start(imx_engine_t *e)
+{
+    pthread_attr_t attr;
+    sigset_t mask, old;
+    int rv;
+
+    atomic_store(&e->finished, 0);
+    /* Process-directed signals (prefork's SIGTERM, SIGHUP, SIGUSR1) must land
+     * in the threads httpd expects; but a fault in the flusher itself must
+     * still reach httpd's crash handling, and blocked synchronous faults
+     * would only kill the process silently. */
+    sigfillset(&mask);
+    sigdelset(&mask, SIGSEGV);
+    sigdelset(&mask, SIGBUS);
+    sigdelset(&mask, SIGILL);
+    sigdelset(&mask, SIGFPE);
+    sigdelset(&mask, SIGABRT);
+    sigdelset(&mask, SIGTRAP);
+    sigdelset(&mask, SIGSYS);
+    pthread_attr_init(&attr);
+    /* Detached: nobody joins it in a signal handler; done_w says it ended. */
+    pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+    pthread_sigmask(SIG_BLOCK, &mask, &old);
+    rv = pthread_create(&e->thread, &attr, flusher_main, e);
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    pthread_attr_destroy(&attr);
+    if (rv != 0) {
+        atomic_store(&e->finished, 1);
+        return APR_FROM_OS_ERROR(rv);
+    }
+    atomic_store(&e->has_thread, 1);
+    return APR_SUCCESS;
+}
+
+int imx_engine_stop(imx_engine_t *e)
+{
+    apr_time_t deadline;
+
+    if (atomic_exchange(&e->stopping, 1)) {
+        /* Already asked: just wait for the flusher again (bounded). */
+        deadline = atomic_load(&e->stop_deadline);
+    }
+    else {
+        deadline = now_safe() + e->conf.shutdown_timeout;
+        atomic_store(&e->stop_deadline, deadline);
+        if (e->conf.send_limit) {
+            e->conf.send_limit(e->conf.send_ctx, deadline);
+        }
+        if (!atomic_load(&e->has_thread)) {
+            finish(e);          /* no flusher: not in a signal handler (tests) */
+            return 1;
+        }
+        {
+            ssize_t n = write(e->wake_w, "", 1);
+            (void)n;
+        }
+    }
+    /* Wait for the flusher's word, a little past its own deadline (its
+     * last steps after the final POST are short), with poll(): this may be
+     * a signal handler. */
+    for (;;) {
+        struct pollfd pfd;
+        apr_time_t left = deadline + apr_time_from_msec(300) - now_safe();
+
+        if (atomic_load(&e->finished)) {
+            return 1;
+        }
+        if (left <= 0) {
+            return 0;
+        }
+        pfd.fd = e->done_r;
+        pfd.events = POLLIN;
+        pfd.revents = 0;
+        if (poll(&pfd, 1, (int)((left + 999) / 1000)) < 0 && errno != EINTR) {
+            return atomic_load(&e->finished);
+        }
+    }
+}
+
 uint64_t imx_engine_flush_now(imx_engine_t *e)
 {
-    uint64_t before = atomic_load(&e->sent);
+    uint64_t before = atomic_load(&e->c->sent);
 
     e->retry_at = 0;
     drain(e, 0, UINT64_MAX);
-    return atomic_load(&e->sent) - before;
+    return atomic_load(&e->c->sent) - before;
 }
 
 void imx_engine_stats(imx_engine_t *e, imx_stats_t *st)
 {
-    uint64_t head = atomic_load_explicit(&e->head, memory_order_relaxed);
-    uint64_t tail = atomic_load_explicit(&e->tail_pub, memory_order_relaxed);
-
     memset(st, 0, sizeof(*st));
-    st->recorded = head;
-    st->dropped_full = atomic_load_explicit(&e->dropped_full, memory_order_relaxed);
-    st->sent = atomic_load_explicit(&e->sent, memory_order_relaxed);
-    st->rejected = atomic_load_explicit(&e->rejected, memory_order_relaxed);
-    st->dropped_retry = atomic_load_explicit(&e->dropped_retry, memory_order_relaxed);
-    st->maybe_stored = atomic_load_explicit(&e->maybe_stored, memory_order_relaxed);
-    st->dropped_exit = atomic_load_explicit(&e->dropped_exit, memory_order_relaxed);
-    st->retries = atomic_load_explicit(&e->retries, memory_order_relaxed);
-    st->batches = atomic_load_explicit(&e->batches, memory_order_relaxed);
-    st->bytes = atomic_load_explicit(&e->bytes, memory_order_relaxed);
-    st->retry_bytes = atomic_load_explicit(&e->rq_bytes_pub, memory_order_relaxed);
-    st->buffered = (head - tail) + atomic_load_explicit(&e->work_pub, memory_order_relaxed)
-                   + atomic_load_explicit(&e->rq_points_pub, memory_order_relaxed);
-    st->last_ok = atomic_load(&e->last_ok);
-    st->last_error_time = atomic_load(&e->last_error_time);
+    imx_counters_read(e->c, st);
     apr_thread_mutex_lock(e->mu);
     memcpy(st->last_error, e->last_error, sizeof(st->last_error));
     apr_thread_mutex_unlock(e->mu);
+}
+
+/* ------------------------------------------------------------------------- */
+/* Unique timestamps                                                          */
+
+/* A slot holds its millisecond in the upper bits and the tickets handed out
+ * for it in the lower TS_COUNT_BITS. Tickets from 0 to TS_HALF - 1 come from
+ * the slot; late ones from TS_HALF up, from the table's one late counter. */
+#define TS_COUNT_BITS 20
+#define TS_COUNT_MASK ((UINT64_C(1) << TS_COUNT_BITS) - 1)
+#define TS_HALF 500000
+
+int64_t imx_ts_unique(imx_ts_table_t *t, apr_time_t start)
+{
+    uint64_t ms = start > 0 ? (uint64_t)start / 1000 : 0;
+    _Atomic uint64_t *slot = &t->slot[ms & (IMX_TS_SLOTS - 1)];
+    uint64_t cur = atomic_load_explicit(slot, memory_order_relaxed);
+    uint64_t n;
+
+    for (;;) {
+        uint64_t cms = cur >> TS_COUNT_BITS, next;
+
+        if (cms == ms) {
+            n = cur & TS_COUNT_MASK;
+            if (n >= TS_HALF) {
+                break;          /* half a million starts in one ms: late range */
+            }
+            next = cur + 1;
+        }
+        else if (cms < ms) {
+            n = 0;              /* the slot's older millisecond is over: take it */
+            next = (ms << TS_COUNT_BITS) | 1;
+        }
+        else {
+            break;              /* reused for a later millisecond already */
+        }
+        if (atomic_compare_exchange_weak_explicit(slot, &cur, next, memory_order_relaxed,
+                                                  memory_order_relaxed)) {
+            return (int64_t)(ms * 1000000 + n);
+        }
+    }
+    n = atomic_fetch_add_explicit(&t->late, 1, memory_order_relaxed) % TS_HALF;
+    return (int64_t)(ms * 1000000 + TS_HALF + n);
 }

@@ -10,6 +10,7 @@
 #ifndef IMX_BATCH_H
 #define IMX_BATCH_H
 
+#include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -124,8 +125,41 @@ typedef struct imx_engine imx_engine_t;
 
 typedef struct imx_stats imx_stats_t;
 
-/* Called by the flusher after every round with a snapshot of the counters
- * (the glue copies it to shared memory for the status page). */
+/* The engine's counters, in memory the caller provides: shared memory in the
+ * module, so that they stay exact and readable when the process dies without
+ * warning. Every recorded point ends as exactly one of sent, rejected,
+ * dropped_retry or dropped_exit, or is still held: held = recorded - those
+ * four, at any instant, because each of them changes with one atomic add at
+ * the moment the point's fate is decided. Zero-filled memory is a valid
+ * empty set of counters. */
+typedef struct imx_counters {
+    _Alignas(64) _Atomic uint64_t recorded;     /* the ring's head */
+    _Alignas(64) _Atomic uint64_t dropped_full; /* refused: ring full (never recorded) */
+    _Alignas(64) _Atomic uint64_t sent;
+    _Atomic uint64_t rejected;
+    _Atomic uint64_t dropped_retry;
+    _Atomic uint64_t dropped_exit;
+    _Atomic uint64_t maybe_stored;
+    _Atomic uint64_t retries;
+    _Atomic uint64_t batches;
+    _Atomic uint64_t bytes;
+    _Atomic uint64_t late;          /* pushes refused because the engine stopped:
+                                     * counted as recorded and dropped_exit */
+    _Atomic uint64_t sending;       /* points of the POST under way */
+    _Atomic uint64_t retry_points;  /* points in the retry buffer */
+    _Atomic uint64_t retry_bytes;
+    _Atomic int64_t last_ok;
+    _Atomic int64_t last_error_time;
+} imx_counters_t;
+
+/* Points recorded and not yet settled, from a consistent reading. */
+uint64_t imx_counters_held(const imx_counters_t *c);
+
+/* A snapshot of c into st (counters only; last_error is left alone). */
+void imx_counters_read(const imx_counters_t *c, imx_stats_t *st);
+
+/* Called by the flusher after every round with a snapshot (the glue keeps
+ * the last error's text where the status page can read it). */
 typedef void imx_stats_fn(void *ctx, const imx_stats_t *st);
 
 /* Called by the flusher once per flush interval, and once more (final = 1)
@@ -133,10 +167,15 @@ typedef void imx_stats_fn(void *ctx, const imx_stats_t *st);
  * imx_engine_submit(). */
 typedef void imx_tick_fn(void *ctx, imx_engine_t *e, int final);
 
+/* Called by the flusher thread as the very last thing it does, after the
+ * final flush: the place to release what only it uses (the sender's
+ * handles). Never called from a signal handler. */
+typedef void imx_exit_fn(void *ctx);
+
 typedef struct imx_engine_conf {
     const char *line_prefix;    /* escaped "measurement,host=name" */
     uint32_t capacity;          /* records held before drops, >= 2 */
-    uint32_t batch_size;        /* max points per send, >= 1 */
+    uint32_t batch_size;        /* max points per send, 1 .. capacity */
     apr_interval_time_t flush_interval;
     apr_interval_time_t shutdown_timeout;   /* budget for the final flush */
     /* Retries, as in the official clients' write APIs: the first after
@@ -153,8 +192,9 @@ typedef struct imx_engine_conf {
     /* Escaped "measurement,host=h,slot=n" of the module's own counters,
      * written once per flush interval when they changed; NULL: never. */
     const char *self_prefix;
+    imx_counters_t *counters;   /* zeroed by the caller; NULL: the engine's own */
     imx_send_fn *send;
-    imx_send_limit_fn *send_limit;  /* may be NULL */
+    imx_send_limit_fn *send_limit;  /* may be NULL; must be async-signal-safe */
     void *send_ctx;
     imx_log_fn *log;            /* may be NULL */
     void *log_ctx;
@@ -162,6 +202,8 @@ typedef struct imx_engine_conf {
     void *stats_ctx;
     imx_tick_fn *on_tick;       /* may be NULL */
     void *tick_ctx;
+    imx_exit_fn *on_exit;       /* may be NULL */
+    void *exit_ctx;
 } imx_engine_conf_t;
 
 struct imx_stats {
@@ -171,27 +213,32 @@ struct imx_stats {
     uint64_t rejected;          /* points the backend refused for good */
     uint64_t dropped_retry;     /* points of batches evicted from a full retry
                                  * buffer or retried for longer than allowed */
-    uint64_t dropped_exit;      /* points still unsent when the flusher gave up at exit */
+    uint64_t dropped_exit;      /* points still unsent when the flusher gave up at
+                                 * exit, or recorded after it stopped */
     uint64_t maybe_stored;      /* of the dropped_retry and dropped_exit points,
                                  * those whose POST failed after the body was
                                  * sent: the backend may hold them after all */
     uint64_t retries;           /* failed sends that will be tried again */
     uint64_t batches;           /* successful sends */
     uint64_t bytes;             /* body bytes of successful sends */
-    uint64_t buffered;          /* points waiting (buffer + retry buffer) */
+    uint64_t buffered;          /* points held: recorded and not settled */
+    uint64_t sending;           /* of those, in the POST under way */
     uint64_t retry_bytes;       /* bytes held in the retry buffer */
     apr_time_t last_ok;         /* last successful send, or 0 */
     apr_time_t last_error_time; /* last failed send, or 0 */
     char last_error[200];
 };
 
-/* Creates the engine with all its memory from p (the buffer is allocated here,
- * once). Does not start a thread. Returns NULL and fills err on bad conf. */
+/* Creates the engine with its memory from p (the buffer is allocated here,
+ * once). p must outlive every thread that may still push: request threads
+ * can log after the engine stopped, and then find it stopped, not freed.
+ * Does not start a thread. Returns NULL and fills err on bad conf. */
 imx_engine_t *imx_engine_create(apr_pool_t *p, const imx_engine_conf_t *conf,
                                 char *err, size_t errsz);
 
 /* Request path. Never blocks, never allocates: returns 1 when buffered,
- * 0 when dropped (buffer full or engine stopping). Thread-safe. */
+ * 0 when dropped (buffer full, counted in dropped_full; or engine stopped,
+ * counted in dropped_exit). Thread-safe. */
 int imx_push(imx_engine_t *e, const imx_point_t *pt);
 
 /* From the flusher thread only (inside on_tick): adds `lines` lines of line
@@ -200,18 +247,45 @@ int imx_push(imx_engine_t *e, const imx_point_t *pt);
  * in recorded/sent. */
 void imx_engine_submit(imx_engine_t *e, const char *data, size_t len, uint32_t lines);
 
-/* Starts the flusher thread (its own pool, child of p). */
-apr_status_t imx_engine_start(imx_engine_t *e, apr_pool_t *p);
+/* Starts the flusher thread. Its memory is its own (malloc), so nothing the
+ * caller's pools do at exit can pull it away from under it. */
+apr_status_t imx_engine_start(imx_engine_t *e);
 
-/* Stops accepting work, flushes what is held within shutdown_timeout, joins
- * the flusher. Safe to call more than once and without start. */
-void imx_engine_stop(imx_engine_t *e);
+/* Stops accepting work and waits, at most shutdown_timeout (plus a little),
+ * for the flusher to flush what is held, call on_exit and end. Async-signal-
+ * safe when a flusher runs (prefork calls child cleanups from its SIGTERM
+ * handler): it only stores atomics, writes a pipe and poll()s another. Without
+ * a flusher it drains and frees in the caller instead (tests). Safe to call
+ * more than once. Returns 1 if the flusher finished in time. */
+int imx_engine_stop(imx_engine_t *e);
 
 /* Without a thread: drain and send everything now (tests, benchmarks). Returns
  * the number of points the backend accepted in this call. */
 uint64_t imx_engine_flush_now(imx_engine_t *e);
 
 void imx_engine_stats(imx_engine_t *e, imx_stats_t *st);
+
+/* ------------------------------------------------------------------------- */
+/* Unique timestamps                                                          */
+
+/* InfluxDB keeps one point per series and timestamp: two requests of one
+ * series with the same timestamp would silently become one. A point's time
+ * is its start's millisecond plus a ticket, unique among all points that
+ * started in that millisecond, server-wide: ts = ms * 10^6 + n. The table
+ * holds a ticket counter for each of the last IMX_TS_SLOTS milliseconds
+ * (about 4.4 minutes) and lives in shared memory across children and
+ * generations. A point whose start's counter was already reused for a later
+ * millisecond (a request longer than that, or a clock that stepped back by
+ * more) takes a ticket from the upper half of the millisecond, from one
+ * server-wide counter (counted in late). The time shifts by less than 1 ms. */
+#define IMX_TS_SLOTS (1u << 18)
+typedef struct imx_ts_table {
+    _Atomic uint64_t late;
+    _Atomic uint64_t slot[IMX_TS_SLOTS];
+} imx_ts_table_t;
+
+/* The unique timestamp in nanoseconds of a point that started at `start`. */
+int64_t imx_ts_unique(imx_ts_table_t *t, apr_time_t start);
 
 /* ------------------------------------------------------------------------- */
 /* The libcurl sender (http_send.c)                                           */
@@ -226,9 +300,13 @@ typedef struct imx_http_conf {
     apr_interval_time_t timeout;    /* per POST */
     int tls_verify;             /* 1 unless explicitly disabled */
     const char *ca_file;        /* may be NULL */
+    const char *proxy;          /* proxy URL, may hold user:pass@; NULL: none,
+                                 * whatever httpd's environment says */
 } imx_http_conf_t;
 
-/* The URL without user info and query, safe to log. */
+/* The URL without user info and query, safe to log: everything up to the
+ * last '@' before the query is left out, and all but the scheme when an '@'
+ * follows a '?' or '#' (see http_send.c). */
 const char *imx_url_redacted(apr_pool_t *p, const char *url);
 
 /* One easy handle per URL, each reused for every POST (keep-alive). Call

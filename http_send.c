@@ -8,6 +8,7 @@
  *
  * Secrets: the token and any user:password in the URL go to libcurl and
  * nowhere else. Error texts name the URL without user info and query.
+ * Proxies: only the configured one; the environment's are ignored.
  */
 #include <stdatomic.h>
 #include <stdio.h>
@@ -16,6 +17,7 @@
 #include <strings.h>
 #include <time.h>
 
+#include <apr_lib.h>
 #include <apr_strings.h>
 #include <curl/curl.h>
 
@@ -42,6 +44,7 @@ struct imx_http {
     struct curl_slist *hdrs_plain;
     struct curl_slist *hdrs_gzip;
     apr_interval_time_t timeout;
+    const char *via;                /* "", or " via proxy <redacted URL>" */
     _Atomic apr_time_t limit;       /* 0, or the time a POST must end by */
     char resp[RESP_KEEP + 1];
     size_t resp_len;
@@ -50,26 +53,38 @@ struct imx_http {
     apr_interval_time_t retry_after;
 };
 
+/* User info and query can hold secrets, and users do write '/', '?', '#'
+ * and '@' unencoded in passwords, where RFC 3986, libcurl and the user
+ * disagree on where the host starts. So this errs on the side of hiding:
+ * everything up to the last '@' before the first '?' or '#' goes, and so
+ * does the query. An '@' after a '?' or '#' may be in the query, or may end
+ * a password holding '?' or '#': then nothing after the scheme is shown. */
 const char *imx_url_redacted(apr_pool_t *p, const char *url)
 {
-    const char *scheme_end = strstr(url, "://");
-    const char *auth, *at, *end;
+    const char *start = url, *s = url, *q, *at = NULL;
 
-    if (!scheme_end) {
-        return "(invalid URL)";
+    /* scheme = ALPHA *( ALPHA / DIGIT / "+" / "-" / "." ), then "://" */
+    if (apr_isalpha(*s)) {
+        while (apr_isalnum(*s) || *s == '+' || *s == '-' || *s == '.') {
+            s++;
+        }
+        if (!strncmp(s, "://", 3)) {
+            start = s + 3;
+        }
     }
-    auth = scheme_end + 3;
-    end = auth + strcspn(auth, "?#");
-    /* user info is everything up to the last '@' before the path */
-    at = NULL;
-    for (const char *s = auth; s < end && *s != '/'; s++) {
+    q = start + strcspn(start, "?#");
+    if (strchr(q, '@')) {
+        return apr_pstrcat(p, apr_pstrmemdup(p, url, (apr_size_t)(start - url)),
+                           "(hidden)", NULL);
+    }
+    for (s = start; s < q; s++) {
         if (*s == '@') {
             at = s;
         }
     }
-    return apr_pstrcat(p, apr_pstrmemdup(p, url, (apr_size_t)(auth - url)),
-                       apr_pstrmemdup(p, at ? at + 1 : auth,
-                                      (apr_size_t)(end - (at ? at + 1 : auth))),
+    return apr_pstrcat(p, apr_pstrmemdup(p, url, (apr_size_t)(start - url)),
+                       apr_pstrmemdup(p, at ? at + 1 : start,
+                                      (apr_size_t)(q - (at ? at + 1 : start))),
                        NULL);
 }
 
@@ -159,6 +174,8 @@ imx_http_t *imx_http_create(apr_pool_t *p, const imx_http_conf_t *conf,
     int i;
 
     h->timeout = conf->timeout;
+    h->via = conf->proxy ? apr_pstrcat(p, " via proxy ", imx_url_redacted(p, conf->proxy),
+                                       NULL) : "";
     h->t = apr_pcalloc(p, sizeof(target_t) * (apr_size_t)conf->nurls);
     /* "Expect:" stops libcurl from waiting for 100-continue on large bodies. */
     l = curl_slist_append(l, "Content-Type: text/plain; charset=utf-8");
@@ -206,6 +223,13 @@ imx_http_t *imx_http_create(apr_pool_t *p, const imx_http_conf_t *conf,
             curl_easy_setopt(c, CURLOPT_CAINFO, conf->ca_file);
         }
         curl_easy_setopt(c, CURLOPT_USERAGENT, "mod_influx_metrics");
+        /* libcurl would otherwise take a proxy from httpd's environment
+         * (http_proxy, https_proxy, ALL_PROXY) and send the token and the
+         * points to a host nobody configured for them. "" means no proxy;
+         * with one configured, an empty no-proxy list overrides no_proxy, so
+         * every URL goes through it as configured. */
+        curl_easy_setopt(c, CURLOPT_PROXY, conf->proxy ? conf->proxy : "");
+        curl_easy_setopt(c, CURLOPT_NOPROXY, conf->proxy ? "" : "*");
     }
     return h;
 }
@@ -263,8 +287,8 @@ static imx_send_result_t post_one(imx_http_t *h, target_t *t, const char *body,
 
     if (deadline) {
         if (deadline <= now) {
-            snprintf(info->err, sizeof(info->err), "no time left to post to %s",
-                     t->url_safe);
+            snprintf(info->err, sizeof(info->err), "no time left to post to %s%s",
+                     t->url_safe, h->via);
             return IMX_SEND_RETRY;
         }
         if (deadline - now < budget) {
@@ -284,8 +308,8 @@ static imx_send_result_t post_one(imx_http_t *h, target_t *t, const char *body,
     if (cc != CURLE_OK) {
         curl_off_t up = 0;
 
-        snprintf(info->err, sizeof(info->err), "POST %s failed: %s", t->url_safe,
-                 curl_easy_strerror(cc));
+        snprintf(info->err, sizeof(info->err), "POST %s%s failed: %s", t->url_safe,
+                 h->via, curl_easy_strerror(cc));
         /* The whole body went out and no answer came back: the backend may
          * have stored it. Retrying is still right (InfluxDB overwrites the
          * same points), but if this batch is given up later, say so. */
@@ -298,8 +322,8 @@ static imx_send_result_t post_one(imx_http_t *h, target_t *t, const char *body,
     if (code >= 200 && code < 300) {
         return IMX_SEND_OK;
     }
-    snprintf(info->err, sizeof(info->err), "POST %s answered HTTP %ld: %s", t->url_safe,
-             code, resp_text(h));
+    snprintf(info->err, sizeof(info->err), "POST %s%s answered HTTP %ld: %s", t->url_safe,
+             h->via, code, resp_text(h));
     if (code == 400 && partial_dropped(h, &info->dropped)) {
         return IMX_SEND_PARTIAL;
     }

@@ -1,22 +1,29 @@
 /*
  * imx_status.c: counters in shared memory and the status pages.
  *
- * Layout: a header with the totals of children that have exited, then one
- * slot per child. A child claims a slot with a CAS on its pid field and is
- * the only writer of it; its flusher copies the engine's counters in under a
- * sequence lock (odd while writing), so readers (the status handler, in any
- * child) retry instead of reading a torn snapshot and writers never wait.
- * The segment is anonymous shared memory created once, in the parent, from
- * its process pool: children of every generation inherit the same one, so
- * totals survive graceful restarts and child recycling.
+ * Layout: a header with the totals of children that are gone, then one slot
+ * per child. The slot holds the engine's counters themselves (imx_counters_t:
+ * the engine adds to them where they are), so they are exact at any instant,
+ * also for a child that was killed: what it still held is recorded - settled.
  *
- * A child that dies without releasing its slot (SIGKILL, a crash in another
- * module) is noticed by the next child that claims a slot: its last counters
- * are folded into the totals, and the points it still held are counted as
- * lost_in_crash, so the sums stay honest.
+ * Ownership: a child takes a slot by locking the slot's robust, process-shared
+ * mutex from its main thread, and keeps it locked for its whole life; the
+ * kernel releases it when the process ends, however it ends. So "is the owner
+ * alive" is a trylock, never a pid check (pids are reused, and kill() says
+ * EPERM for processes of other users). A slot is folded into the totals only
+ * once its owner is gone, by the next child that takes it or by the parent's
+ * monitor hook: nothing can still write to it then, not even a worker thread
+ * that logs after the child's exit cleanup.
+ *
+ * Folding moves counts from a slot to the totals. Readers retry while one is
+ * under way (fold_seq odd), so nothing is counted twice or missed. The fold
+ * itself is journalled (the totals it will write, then plain stores), so a
+ * folder killed half way is repaired by the next one to take the lock.
+ *
+ * Segments are versioned (imx_shm_once): a module of another layout loaded by
+ * a graceful restart makes new segments instead of misreading old ones.
  */
 #include <errno.h>
-#include <signal.h>
 #include <stdatomic.h>
 #include <unistd.h>
 
@@ -33,6 +40,7 @@
 #include "apr_lib.h"
 
 #include "imx_status.h"
+#include "shmlock.h"
 
 APLOG_USE_MODULE(influx_metrics);
 
@@ -49,52 +57,87 @@ static const char *const names[NCOUNTERS] = {
     "lost_in_crash", "maybe_stored"
 };
 
+enum { SLOT_FREE = 0, SLOT_ACTIVE = 1, SLOT_EXITED = 2 };
+
 typedef struct {
-    _Atomic uint32_t pid;       /* 0: free */
-    _Atomic uint32_t seq;       /* odd while the owner writes st */
+    imx_shmlock_t owner;        /* held by the owning child's main thread */
+    _Atomic uint32_t state;     /* SLOT_* */
+    _Atomic uint32_t pid;       /* for the page only */
     uint32_t capacity;
     apr_time_t started;
-    imx_stats_t st;
+    _Atomic uint32_t err_seq;   /* odd while the owner writes the error */
+    char last_error[200];
+    imx_counters_t c;
 } slot_t;
 
 typedef struct {
     uint32_t nslots;
+    imx_shmlock_t lock;         /* folds, the journal, retired_error */
+    _Atomic uint32_t fold_seq;
     _Atomic uint64_t retired[NCOUNTERS];
     _Atomic apr_time_t retired_last_ok;
-    atomic_flag err_lock;
-    /* Folding a slot into the totals moves counts from one place to
-     * another: readers retry while one is under way (odd) or happened. */
-    atomic_flag fold_lock;
-    _Atomic uint32_t fold_seq;
+    /* The fold under way: the totals it writes, and its slot (-1: none). */
+    int32_t j_slot;
+    uint64_t j_new[NCOUNTERS];
+    apr_time_t j_last_ok;
     apr_time_t retired_error_time;
     char retired_error[200];
-    slot_t slots[];
+    _Alignas(64) slot_t slots[];
 } shm_t;
 
 static shm_t *shm;
 static int my_slot = -1;
 
 #define USERDATA_KEY "imx_status_shm"
+/* Bump when the layout of any segment changes. */
+#define SHM_VERSION 3
+#define SHM_MAGIC 0x494d5853u   /* "IMXS" */
+
+typedef struct {
+    uint32_t magic, version;
+    apr_size_t size;
+} shm_hdr_t;
 
 void *imx_shm_once(server_rec *s, const char *key, apr_size_t size, int *created)
 {
     apr_pool_t *pp = s->process->pool;
+    const char *vkey = apr_psprintf(pp, "%s_v%d", key, SHM_VERSION);
+    apr_size_t hsz = APR_ALIGN(sizeof(shm_hdr_t), 64);
     void *data = NULL;
     apr_shm_t *seg;
+    shm_hdr_t *h;
 
     *created = 0;
-    apr_pool_userdata_get(&data, key, pp);
+    apr_pool_userdata_get(&data, vkey, pp);
     if (data) {
-        return data;
+        h = (shm_hdr_t *)((char *)data - hsz);
+        if (h->magic == SHM_MAGIC && h->version == SHM_VERSION && h->size >= size) {
+            return data;
+        }
+        /* Grown (a bigger ServerLimit or table): the old one stays for the
+         * children that use it; new children get a new one. */
     }
     /* Anonymous shared memory is zero-filled, and pages are only backed
      * once touched: slots never used cost nothing. */
-    if (apr_shm_create(&seg, size, NULL, pp) != APR_SUCCESS) {
+    if (apr_shm_create(&seg, size + hsz, NULL, pp) != APR_SUCCESS) {
         return NULL;
     }
-    data = apr_shm_baseaddr_get(seg);
-    apr_pool_userdata_set(data, key, apr_pool_cleanup_null, pp);
+    h = apr_shm_baseaddr_get(seg);
+    h->magic = SHM_MAGIC;
+    h->version = SHM_VERSION;
+    h->size = size;
+    data = (char *)h + hsz;
+    apr_pool_userdata_set(data, vkey, apr_pool_cleanup_null, pp);
     *created = 1;
+    return data;
+}
+
+void *imx_shm_find(server_rec *s, const char *key)
+{
+    apr_pool_t *pp = s->process->pool;
+    void *data = NULL;
+
+    apr_pool_userdata_get(&data, apr_psprintf(pp, "%s_v%d", key, SHM_VERSION), pp);
     return data;
 }
 
@@ -111,97 +154,162 @@ uint32_t imx_shm_slots(void)
 apr_status_t imx_status_init(server_rec *s)
 {
     uint32_t nslots = imx_shm_slots();
+    shm_t *n;
     int created;
 
-    shm = imx_shm_once(s, USERDATA_KEY, sizeof(shm_t) + (apr_size_t)nslots * sizeof(slot_t),
-                       &created);
-    if (!shm) {
+    n = imx_shm_once(s, USERDATA_KEY, sizeof(shm_t) + (apr_size_t)nslots * sizeof(slot_t),
+                     &created);
+    if (!n) {
         return APR_ENOMEM;
     }
     if (created) {
-        shm->nslots = nslots;
-        atomic_flag_clear(&shm->err_lock);
-        atomic_flag_clear(&shm->fold_lock);
+        n->nslots = nslots;
+        n->j_slot = -1;
+        if (imx_shmlock_init(&n->lock) != 0) {
+            return APR_EGENERAL;
+        }
+        for (uint32_t i = 0; i < nslots; i++) {
+            if (imx_shmlock_init(&n->slots[i].owner) != 0) {
+                return APR_EGENERAL;
+            }
+        }
     }
+    shm = n;
     return APR_SUCCESS;
 }
 
-static void read_slot(const slot_t *sl, imx_stats_t *st)
-{
-    for (int tries = 0; tries < 1000; tries++) {
-        uint32_t s1 = atomic_load_explicit(&sl->seq, memory_order_acquire);
-        if (s1 & 1) {
-            continue;
-        }
-        memcpy(st, &sl->st, sizeof(*st));
-        atomic_thread_fence(memory_order_acquire);
-        if (atomic_load_explicit(&sl->seq, memory_order_relaxed) == s1) {
-            return;
-        }
-    }
-    memcpy(st, &sl->st, sizeof(*st));   /* the owner died mid-write */
-}
-
-static void stats_vec(const imx_stats_t *st, uint64_t v[NCOUNTERS])
-{
-    v[C_RECORDED] = st->recorded;
-    v[C_SENT] = st->sent;
-    v[C_REJECTED] = st->rejected;
-    v[C_DROPPED_FULL] = st->dropped_full;
-    v[C_DROPPED_RETRY] = st->dropped_retry;
-    v[C_DROPPED_EXIT] = st->dropped_exit;
-    v[C_RETRIES] = st->retries;
-    v[C_BATCHES] = st->batches;
-    v[C_BYTES] = st->bytes;
-    v[C_BUFFERED] = 0;          /* an exited child holds nothing */
-    v[C_RETRY_BYTES] = 0;
-    v[C_LOST] = 0;
-    v[C_MAYBE] = st->maybe_stored;
-}
-
-/* Adds a finished child's counters to the totals; `lost` of its points were
- * still held when it died. */
-static void retire(const imx_stats_t *st, uint64_t lost)
-{
-    uint64_t v[NCOUNTERS];
-
-    stats_vec(st, v);
-    v[C_LOST] = lost;
-    for (int i = 0; i < NCOUNTERS; i++) {
-        if (v[i]) {
-            atomic_fetch_add(&shm->retired[i], v[i]);
-        }
-    }
-    if (st->last_ok > atomic_load(&shm->retired_last_ok)) {
-        atomic_store(&shm->retired_last_ok, st->last_ok);
-    }
-    if (st->last_error_time) {
-        while (atomic_flag_test_and_set(&shm->err_lock)) {
-            ;                   /* held for a copy of 200 bytes */
-        }
-        if (st->last_error_time > shm->retired_error_time) {
-            shm->retired_error_time = st->last_error_time;
-            memcpy(shm->retired_error, st->last_error, sizeof(shm->retired_error));
-        }
-        atomic_flag_clear(&shm->err_lock);
-    }
-}
-
-/* Adds a slot to the totals and frees it, as one step for readers. `crashed`:
- * its owner died, so what it buffered is lost. */
-static void fold_slot(slot_t *sl, int crashed)
+static void slot_vec(const slot_t *sl, uint64_t v[NCOUNTERS], apr_time_t *last_ok)
 {
     imx_stats_t st;
 
-    while (atomic_flag_test_and_set(&shm->fold_lock)) {
-        ;                       /* held for the time of one fold */
+    memset(&st, 0, sizeof(st));
+    imx_counters_read(&sl->c, &st);
+    v[C_RECORDED] = st.recorded;
+    v[C_SENT] = st.sent;
+    v[C_REJECTED] = st.rejected;
+    v[C_DROPPED_FULL] = st.dropped_full;
+    v[C_DROPPED_RETRY] = st.dropped_retry;
+    v[C_DROPPED_EXIT] = st.dropped_exit;
+    v[C_RETRIES] = st.retries;
+    v[C_BATCHES] = st.batches;
+    v[C_BYTES] = st.bytes;
+    v[C_BUFFERED] = st.buffered;
+    v[C_RETRY_BYTES] = st.retry_bytes;
+    v[C_LOST] = 0;
+    v[C_MAYBE] = st.maybe_stored;
+    if (last_ok) {
+        *last_ok = st.last_ok;
     }
-    atomic_fetch_add(&shm->fold_seq, 1);
-    read_slot(sl, &st);
-    retire(&st, crashed ? st.buffered : 0);
+}
+
+static void read_error(const slot_t *sl, char *out, size_t outsz)
+{
+    for (int tries = 0; tries < 1000; tries++) {
+        uint32_t s1 = atomic_load_explicit(&sl->err_seq, memory_order_acquire);
+        if (s1 & 1) {
+            continue;
+        }
+        memcpy(out, sl->last_error, outsz < sizeof(sl->last_error) ? outsz
+                                                                     : sizeof(sl->last_error));
+        atomic_thread_fence(memory_order_acquire);
+        if (atomic_load_explicit(&sl->err_seq, memory_order_relaxed) == s1) {
+            break;
+        }
+    }
+    out[outsz - 1] = '\0';
+}
+
+/* Finishes a journalled fold: idempotent, so a folder that died anywhere in
+ * it is completed by the next holder of the lock. */
+static void apply_journal(void)
+{
+    int32_t i = shm->j_slot;
+    slot_t *sl;
+
+    if (i < 0 || (uint32_t)i >= shm->nslots) {
+        shm->j_slot = -1;
+        return;
+    }
+    for (int k = 0; k < NCOUNTERS; k++) {
+        atomic_store(&shm->retired[k], shm->j_new[k]);
+    }
+    atomic_store(&shm->retired_last_ok, shm->j_last_ok);
+    sl = &shm->slots[i];
+    memset(&sl->c, 0, sizeof(sl->c));
     atomic_store(&sl->pid, 0);
+    atomic_store(&sl->state, SLOT_FREE);
+    shm->j_slot = -1;
+}
+
+static void lock_totals(void)
+{
+    if (imx_shmlock_lock(&shm->lock) == IMX_SHMLOCK_RECOVERED) {
+        /* Its holder died: complete what it had journalled, and make the
+         * sequence even again so readers stop waiting. */
+        apply_journal();
+        if (atomic_load(&shm->fold_seq) & 1) {
+            atomic_fetch_add(&shm->fold_seq, 1);
+        }
+        ap_log_error(APLOG_MARK, APLOG_NOTICE, 0, NULL, "IMX0010: a process died "
+                     "while it updated the counters' totals; they were repaired");
+    }
+}
+
+/* Adds a slot whose owner is gone to the totals and frees it. The caller
+ * holds the slot's owner lock. ACTIVE: its process died without its exit
+ * path, so what it held is lost_in_crash; EXITED: it went through its exit,
+ * and what it still held (points recorded after the flusher stopped, or left
+ * when the flusher ran out of time) is dropped_exit. A POST under way when it
+ * died may have been stored: maybe_stored. */
+static void fold_slot(uint32_t i)
+{
+    slot_t *sl = &shm->slots[i];
+    uint64_t v[NCOUNTERS];
+    apr_time_t last_ok = 0;
+    uint32_t state = atomic_load(&sl->state);
+    uint64_t held, sending;
+    char err[200];
+    apr_time_t err_time;
+
+    slot_vec(sl, v, &last_ok);
+    held = v[C_BUFFERED];
+    sending = atomic_load(&sl->c.sending);
+    v[C_BUFFERED] = 0;
+    v[C_RETRY_BYTES] = 0;
+    if (state == SLOT_ACTIVE) {
+        v[C_LOST] = held;
+    }
+    else {
+        v[C_DROPPED_EXIT] += held;
+    }
+    v[C_MAYBE] += sending < held ? sending : held;
+    err_time = atomic_load(&sl->c.last_error_time);
+    read_error(sl, err, sizeof(err));
+
+    lock_totals();
     atomic_fetch_add(&shm->fold_seq, 1);
-    atomic_flag_clear(&shm->fold_lock);
+    for (int k = 0; k < NCOUNTERS; k++) {
+        shm->j_new[k] = atomic_load(&shm->retired[k]) + v[k];
+    }
+    shm->j_last_ok = atomic_load(&shm->retired_last_ok);
+    if (last_ok > shm->j_last_ok) {
+        shm->j_last_ok = last_ok;
+    }
+    if (err_time > shm->retired_error_time) {
+        shm->retired_error_time = err_time;
+        memcpy(shm->retired_error, err, sizeof(shm->retired_error));
+    }
+    atomic_thread_fence(memory_order_seq_cst);
+    shm->j_slot = (int32_t)i;
+    atomic_thread_fence(memory_order_seq_cst);
+    apply_journal();
+    atomic_fetch_add(&shm->fold_seq, 1);
+    imx_shmlock_unlock(&shm->lock);
+    if (state == SLOT_ACTIVE && held) {
+        ap_log_error(APLOG_MARK, APLOG_WARNING, 0, NULL, "IMX0011: a child that died "
+                     "without its exit path held %" APR_UINT64_T_FMT " points "
+                     "(lost_in_crash)", held);
+    }
 }
 
 int imx_status_claim(uint32_t capacity)
@@ -211,30 +319,46 @@ int imx_status_claim(uint32_t capacity)
     if (!shm) {
         return -1;
     }
-    /* Children that died holding a slot: fold them in and free the slot. */
     for (uint32_t i = 0; i < shm->nslots; i++) {
         slot_t *sl = &shm->slots[i];
-        uint32_t pid = atomic_load(&sl->pid);
+        int rv = imx_shmlock_trylock(&sl->owner);
 
-        if (pid && pid != me && kill((pid_t)pid, 0) != 0 && errno == ESRCH
-            && atomic_compare_exchange_strong(&sl->pid, &pid, me)) {
-            fold_slot(sl, 1);
+        if (rv != 0 && rv != IMX_SHMLOCK_RECOVERED) {
+            continue;           /* a live process has it */
         }
-    }
-    for (uint32_t i = 0; i < shm->nslots; i++) {
-        slot_t *sl = &shm->slots[i];
-        uint32_t zero = 0;
-
-        if (atomic_compare_exchange_strong(&sl->pid, &zero, me)) {
-            atomic_store(&sl->seq, 0);
-            memset(&sl->st, 0, sizeof(sl->st));
-            sl->capacity = capacity;
-            sl->started = apr_time_now();
-            my_slot = (int)i;
-            return my_slot;
+        if (atomic_load(&sl->state) != SLOT_FREE) {
+            fold_slot(i);       /* its owner is gone */
         }
+        memset(&sl->c, 0, sizeof(sl->c));
+        atomic_store(&sl->err_seq, 0);
+        sl->last_error[0] = '\0';
+        sl->capacity = capacity;
+        sl->started = apr_time_now();
+        atomic_store(&sl->pid, me);
+        atomic_store(&sl->state, SLOT_ACTIVE);
+        my_slot = (int)i;
+        return my_slot;
     }
     return -1;
+}
+
+imx_counters_t *imx_status_counters(void)
+{
+    return shm && my_slot >= 0 ? &shm->slots[my_slot].c : NULL;
+}
+
+void imx_status_unclaim(void)
+{
+    slot_t *sl;
+
+    if (!shm || my_slot < 0) {
+        return;
+    }
+    sl = &shm->slots[my_slot];
+    atomic_store(&sl->state, SLOT_EXITED);
+    fold_slot((uint32_t)my_slot);
+    imx_shmlock_unlock(&sl->owner);
+    my_slot = -1;
 }
 
 void imx_status_publish(void *ctx, const imx_stats_t *st)
@@ -242,26 +366,49 @@ void imx_status_publish(void *ctx, const imx_stats_t *st)
     slot_t *sl;
 
     (void)ctx;
-    if (!shm || my_slot < 0) {
+    if (!shm || my_slot < 0 || !st->last_error_time) {
         return;
     }
     sl = &shm->slots[my_slot];
-    atomic_fetch_add_explicit(&sl->seq, 1, memory_order_relaxed);
+    if (!memcmp(sl->last_error, st->last_error, sizeof(sl->last_error))) {
+        return;
+    }
+    atomic_fetch_add_explicit(&sl->err_seq, 1, memory_order_relaxed);
     atomic_thread_fence(memory_order_release);
-    memcpy(&sl->st, st, sizeof(*st));
-    atomic_fetch_add_explicit(&sl->seq, 1, memory_order_release);
+    memcpy(sl->last_error, st->last_error, sizeof(sl->last_error));
+    atomic_fetch_add_explicit(&sl->err_seq, 1, memory_order_release);
 }
 
-void imx_status_release(void)
+void imx_status_exit(void)
 {
-    slot_t *sl;
-
-    if (!shm || my_slot < 0) {
-        return;
+    if (shm && my_slot >= 0) {
+        atomic_store(&shm->slots[my_slot].state, SLOT_EXITED);
     }
-    sl = &shm->slots[my_slot];
-    fold_slot(sl, 0);
-    my_slot = -1;
+}
+
+int imx_status_monitor(apr_pool_t *p, server_rec *s)
+{
+    (void)p; (void)s;
+    if (!shm) {
+        return DECLINED;
+    }
+    for (uint32_t i = 0; i < shm->nslots; i++) {
+        slot_t *sl = &shm->slots[i];
+        int rv;
+
+        if (atomic_load(&sl->state) == SLOT_FREE) {
+            continue;
+        }
+        rv = imx_shmlock_trylock(&sl->owner);
+        if (rv != 0 && rv != IMX_SHMLOCK_RECOVERED) {
+            continue;
+        }
+        if (atomic_load(&sl->state) != SLOT_FREE) {
+            fold_slot(i);
+        }
+        imx_shmlock_unlock(&sl->owner);
+    }
+    return DECLINED;
 }
 
 /* ------------------------------------------------------------------------- */
@@ -281,38 +428,30 @@ static void totals_once(totals_t *t)
         t->tot[i] = atomic_load(&shm->retired[i]);
     }
     t->last_ok = atomic_load(&shm->retired_last_ok);
-    while (atomic_flag_test_and_set(&shm->err_lock)) {
-        ;
-    }
-    t->last_error_time = shm->retired_error_time;
-    memcpy(t->last_error, shm->retired_error, sizeof(t->last_error));
-    atomic_flag_clear(&shm->err_lock);
     for (uint32_t i = 0; i < shm->nslots; i++) {
         const slot_t *sl = &shm->slots[i];
-        imx_stats_t st;
         uint64_t v[NCOUNTERS];
+        apr_time_t ok = 0, et;
 
-        if (!atomic_load(&sl->pid)) {
+        if (atomic_load(&sl->state) == SLOT_FREE) {
             continue;
         }
-        read_slot(sl, &st);
-        stats_vec(&st, v);
-        v[C_BUFFERED] = st.buffered;
-        v[C_RETRY_BYTES] = st.retry_bytes;
+        slot_vec(sl, v, &ok);
         for (int k = 0; k < NCOUNTERS; k++) {
             t->tot[k] += v[k];
         }
-        if (st.last_ok > t->last_ok) {
-            t->last_ok = st.last_ok;
+        if (ok > t->last_ok) {
+            t->last_ok = ok;
         }
-        if (st.last_error_time > t->last_error_time) {
-            t->last_error_time = st.last_error_time;
-            memcpy(t->last_error, st.last_error, sizeof(t->last_error));
+        et = atomic_load(&sl->c.last_error_time);
+        if (et > t->last_error_time) {
+            t->last_error_time = et;
+            read_error(sl, t->last_error, sizeof(t->last_error));
         }
     }
 }
 
-/* The totals as of one moment: not while a child's slot is being folded. */
+/* The totals as of one moment: not while a slot is being folded. */
 static void totals(totals_t *t)
 {
     for (int tries = 0; tries < 1000; tries++) {
@@ -321,12 +460,22 @@ static void totals(totals_t *t)
         if (!(s1 & 1)) {
             totals_once(t);
             if (atomic_load(&shm->fold_seq) == s1) {
-                return;
+                break;
             }
         }
         usleep(100);
+        if (tries == 999) {
+            totals_once(t);
+        }
     }
-    totals_once(t);
+    /* The totals' own last error, if it is newer than every live one. */
+    if (imx_shmlock_trylock(&shm->lock) == 0) {
+        if (shm->retired_error_time > t->last_error_time) {
+            t->last_error_time = shm->retired_error_time;
+            memcpy(t->last_error, shm->retired_error, sizeof(t->last_error));
+        }
+        imx_shmlock_unlock(&shm->lock);
+    }
 }
 
 static uint64_t dropped(const uint64_t *v)
@@ -334,20 +483,70 @@ static uint64_t dropped(const uint64_t *v)
     return v[C_DROPPED_FULL] + v[C_DROPPED_RETRY] + v[C_DROPPED_EXIT] + v[C_LOST];
 }
 
+/* Length of the valid UTF-8 sequence at s (at most n bytes), or 0. */
+static size_t utf8_len(const unsigned char *s, size_t n)
+{
+    size_t len;
+    uint32_t cp;
+
+    if (s[0] < 0x80) {
+        return 1;
+    }
+    if ((s[0] & 0xe0) == 0xc0) {
+        len = 2; cp = s[0] & 0x1f;
+    }
+    else if ((s[0] & 0xf0) == 0xe0) {
+        len = 3; cp = s[0] & 0x0f;
+    }
+    else if ((s[0] & 0xf8) == 0xf0) {
+        len = 4; cp = s[0] & 0x07;
+    }
+    else {
+        return 0;
+    }
+    if (len > n) {
+        return 0;
+    }
+    for (size_t i = 1; i < len; i++) {
+        if ((s[i] & 0xc0) != 0x80) {
+            return 0;
+        }
+        cp = (cp << 6) | (s[i] & 0x3f);
+    }
+    /* No overlong forms, surrogates or values past U+10FFFF. */
+    if ((len == 2 && cp < 0x80) || (len == 3 && cp < 0x800) || (len == 4 && cp < 0x10000)
+        || (cp >= 0xd800 && cp <= 0xdfff) || cp > 0x10ffff) {
+        return 0;
+    }
+    return len;
+}
+
+/* A JSON string: backend answers and texts can hold any bytes, and JSON
+ * must be valid UTF-8, so invalid sequences become U+FFFD. */
 static void json_str(request_rec *r, const char *s)
 {
+    const unsigned char *p = (const unsigned char *)s;
+    size_t n = strlen(s);
+
     ap_rputc('"', r);
-    for (; *s; s++) {
-        unsigned char c = (unsigned char)*s;
-        if (c == '"' || c == '\\') {
-            ap_rprintf(r, "\\%c", c);
+    while (n) {
+        size_t l = utf8_len(p, n);
+
+        if (!l) {
+            ap_rputs("\\ufffd", r);
+            l = 1;
         }
-        else if (c < 0x20) {
-            ap_rprintf(r, "\\u%04x", c);
+        else if (*p == '"' || *p == '\\') {
+            ap_rprintf(r, "\\%c", *p);
+        }
+        else if (*p < 0x20 || *p == 0x7f) {
+            ap_rprintf(r, "\\u%04x", *p);
         }
         else {
-            ap_rputc((char)c, r);
+            ap_rwrite(p, (int)l, r);
         }
+        p += l;
+        n -= l;
     }
     ap_rputc('"', r);
 }
@@ -393,30 +592,31 @@ static void page_json(request_rec *r, const totals_t *t)
     ap_rputs(",\"children\":[", r);
     for (uint32_t i = 0; i < shm->nslots; i++) {
         const slot_t *sl = &shm->slots[i];
-        uint32_t pid = atomic_load(&sl->pid);
-        imx_stats_t st;
+        uint32_t pid = atomic_load(&sl->pid), state = atomic_load(&sl->state);
         uint64_t v[NCOUNTERS];
+        apr_time_t ok = 0, et;
+        char err[200];
 
-        if (!pid) {
+        if (state == SLOT_FREE) {
             continue;
         }
-        read_slot(sl, &st);
-        stats_vec(&st, v);
-        v[C_BUFFERED] = st.buffered;
-        v[C_RETRY_BYTES] = st.retry_bytes;
-        ap_rprintf(r, "%s{\"slot\":%u,\"pid\":%u,\"capacity\":%u,\"buffer_fill\":%.4f,",
-                   first ? "" : ",", i, pid, sl->capacity,
-                   sl->capacity ? (double)st.buffered / sl->capacity : 0.0);
+        slot_vec(sl, v, &ok);
+        et = atomic_load(&sl->c.last_error_time);
+        ap_rprintf(r, "%s{\"slot\":%u,\"pid\":%u,\"state\":\"%s\",\"capacity\":%u,"
+                   "\"buffer_fill\":%.4f,", first ? "" : ",", i, pid,
+                   state == SLOT_ACTIVE ? "active" : "exited", sl->capacity,
+                   sl->capacity ? (double)v[C_BUFFERED] / sl->capacity : 0.0);
         json_counters(r, v);
         ap_rputs(",\"last_error\":", r);
-        if (st.last_error_time) {
-            json_str(r, st.last_error);
+        if (et) {
+            read_error(sl, err, sizeof(err));
+            json_str(r, err);
         }
         else {
             ap_rputs("null", r);
         }
-        json_time(r, "last_error_time", st.last_error_time);
-        json_time(r, "last_ok", st.last_ok);
+        json_time(r, "last_error_time", et);
+        json_time(r, "last_ok", ok);
         json_time(r, "started", sl->started);
         ap_rputs("}", r);
         first = 0;
@@ -465,19 +665,19 @@ static void page_html(request_rec *r, const totals_t *t)
     for (uint32_t i = 0; i < shm->nslots; i++) {
         const slot_t *sl = &shm->slots[i];
         uint32_t pid = atomic_load(&sl->pid);
-        imx_stats_t st;
+        uint64_t v[NCOUNTERS];
 
-        if (!pid) {
+        if (atomic_load(&sl->state) == SLOT_FREE) {
             continue;
         }
-        read_slot(sl, &st);
+        slot_vec(sl, v, NULL);
         ap_rprintf(r, "<tr><td>%u</td><td>%u</td><td>%" APR_UINT64_T_FMT "</td><td>%"
                    APR_UINT64_T_FMT "</td><td>%" APR_UINT64_T_FMT "</td><td>%"
                    APR_UINT64_T_FMT "</td><td>%.1f%%</td><td>%" APR_UINT64_T_FMT
-                   "</td></tr>\n", i, pid, st.recorded, st.sent,
-                   st.dropped_full + st.dropped_retry + st.dropped_exit, st.buffered,
-                   sl->capacity ? 100.0 * (double)st.buffered / sl->capacity : 0.0,
-                   st.retries);
+                   "</td></tr>\n", i, pid, v[C_RECORDED], v[C_SENT], dropped(v),
+                   v[C_BUFFERED],
+                   sl->capacity ? 100.0 * (double)v[C_BUFFERED] / sl->capacity : 0.0,
+                   v[C_RETRIES]);
     }
     ap_rputs("</table></body></html>\n", r);
 }

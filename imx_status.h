@@ -18,6 +18,9 @@
  * restarts. Zero-filled when new (*created = 1). NULL if it cannot be made. */
 void *imx_shm_once(server_rec *s, const char *key, apr_size_t size, int *created);
 
+/* The segment `key` if this parent made it already, or NULL. */
+void *imx_shm_find(server_rec *s, const char *key);
+
 /* Child slots the segments are sized for: twice ServerLimit, since old and
  * new generations overlap during a graceful restart; at least 64. */
 uint32_t imx_shm_slots(void);
@@ -25,16 +28,29 @@ uint32_t imx_shm_slots(void);
 /* Creates (once per parent process) or finds the shared segment. */
 apr_status_t imx_status_init(server_rec *s);
 
-/* In a new child: takes a free slot (folding the slots of children that died
- * without releasing theirs into the totals). Returns the slot, or -1. */
+/* In a new child, from its main thread: takes a free slot and holds it for
+ * the life of the process (a robust lock that the kernel releases when the
+ * process dies, however it dies). A slot left by a process that is gone is
+ * first folded into the totals. Returns the slot, or -1. */
 int imx_status_claim(uint32_t capacity);
 
-/* imx_stats_fn: the flusher's snapshot into this child's slot; ctx unused. */
+/* The claimed slot's counters, zeroed, for the engine to write into. */
+imx_counters_t *imx_status_counters(void);
+
+/* child_init failed after the claim: give the slot back now. */
+void imx_status_unclaim(void);
+
+/* imx_stats_fn: the last error's text and time into this child's slot. */
 void imx_status_publish(void *ctx, const imx_stats_t *st);
 
-/* At child exit, after the final publish: adds the slot to the totals of
- * exited children and frees it. */
-void imx_status_release(void);
+/* At child exit: the slot stays as it is (still counted) until the process
+ * is gone; then the parent or the next child folds it into the totals.
+ * Async-signal-safe: one atomic store. */
+void imx_status_exit(void);
+
+/* monitor hook (parent, about once a second): folds the slots of children
+ * that are gone. */
+int imx_status_monitor(apr_pool_t *p, server_rec *s);
 
 /* The handler behind SetHandler influx-metrics-status. */
 int imx_status_handler(request_rec *r);

@@ -363,9 +363,11 @@ void imx_summary_child(int slot)
         recovered();
     }
     /* The previous owner's table was left in place (see the top of this
-     * file): its counts go to pending before the table starts afresh.
-     * While that child still runs (its exit is under way and threads may
-     * still log), its series stay, so late counts keep their labels. */
+     * file): its counts go to pending before the table starts afresh. A
+     * status slot is only free once its owner is gone, but should that
+     * process still run (it gave its slot back, or its pid answers for
+     * another), its series stay, so that whatever it still records keeps
+     * its labels. */
     prev = atomic_load(&shm->owner[slot]);
     if (prev) {
         left = imx_hist_drain(pending(), t);

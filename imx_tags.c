@@ -8,6 +8,28 @@
  * that meets a WRITING entry waits for it briefly (the writer copies at most
  * IMX_TAG_TEXT_MAX bytes) before treating it as a miss. The number of
  * entries claimed, not the table's size, enforces the cap.
+ *
+ * Restarts. The values admitted are forgotten at each restart, graceful or
+ * not, so values that clients sent once do not hold the table for the life
+ * of the parent. Entries cannot simply be emptied then: a point holds a
+ * pointer to its tag text from the moment it is logged until the flusher
+ * encodes it, and after a graceful restart the old generation's children go
+ * on logging and flushing for as long as their last requests take. A new
+ * value written over an entry such a child points to would reach the
+ * database as torn text. So the segment holds two banks of tables. Each
+ * generation uses one bank; a new generation takes the other one, emptied,
+ * when no child of the generations that used it is alive. The parent knows:
+ * the child_status hook counts, per bank, the children it forked and the
+ * ones it reaped. All of that happens in the parent, so no child can start
+ * using a bank behind its back, and a child that crashed is reaped like any
+ * other. When the other bank is still in use, the new generation shares the
+ * current bank, values and all, and the reset waits for a later restart.
+ *
+ * Emptying a bank starts a new epoch: each entry's state word holds the
+ * epoch it was written in, and an entry of another epoch counts as EMPTY.
+ * Nothing is written to the entries, so a reset touches no page. Children
+ * take their bank and epoch from statics set by the parent before the fork,
+ * never from the segment, which the parent alone changes.
  */
 #include <stdatomic.h>
 #include <string.h>
@@ -15,6 +37,7 @@
 #include "httpd.h"
 #include "http_config.h"
 #include "http_log.h"
+#include "ap_mpm.h"
 
 #include "apr_shm.h"
 
@@ -26,8 +49,11 @@ APLOG_USE_MODULE(influx_metrics);
 
 enum { EMPTY = 0, WRITING = 1, READY = 2 };
 
+#define STATE(epoch, st) (((epoch) << 2) | (st))
+#define EPOCH_MASK 0x3fffffffu
+
 typedef struct {
-    _Atomic uint32_t state;
+    _Atomic uint32_t state;     /* STATE(epoch, EMPTY, WRITING or READY) */
     uint32_t hash;
     char text[IMX_TAG_TEXT_MAX];
 } entry_t;
@@ -37,11 +63,21 @@ typedef struct {
     uint32_t pad;
 } table_hdr_t;
 
+/* The parent's bookkeeping of one bank; children never read it. */
+typedef struct {
+    uint32_t epoch;
+    uint32_t live;              /* children of gen_first..gen_last alive */
+    ap_generation_t gen_first, gen_last;
+} bank_t;
+
 typedef struct {
     uint32_t ntables, max_values, nslots;   /* nslots: entries per table */
+    uint32_t cur;               /* the bank of the newest generation */
+    bank_t bank[2];
 } tags_shm_t;
 
 static tags_shm_t *shm;
+static uint32_t my_bank, my_epoch;
 
 #define USERDATA_KEY "imx_tags_shm"
 
@@ -50,23 +86,26 @@ static size_t table_bytes(void)
     return sizeof(table_hdr_t) + (size_t)shm->nslots * sizeof(entry_t);
 }
 
-static table_hdr_t *table(int idx)
+static table_hdr_t *table(uint32_t bank, int idx)
 {
     return (table_hdr_t *)((char *)shm + APR_ALIGN_DEFAULT(sizeof(*shm))
-                           + (size_t)idx * table_bytes());
+                           + ((size_t)bank * shm->ntables + (size_t)idx) * table_bytes());
 }
 
 apr_status_t imx_tags_init(server_rec *s, int ntables, int max_values)
 {
     /* Twice the cap keeps probe chains short. */
     uint32_t nslots = (uint32_t)max_values * 2;
+    ap_generation_t gen = 0;
     int created;
 
+    shm = NULL;
     if (ntables <= 0) {
         return APR_SUCCESS;
     }
+    ap_mpm_query(AP_MPMQ_GENERATION, &gen);
     shm = imx_shm_once(s, USERDATA_KEY, APR_ALIGN_DEFAULT(sizeof(tags_shm_t))
-                       + (size_t)ntables * (sizeof(table_hdr_t) + nslots * sizeof(entry_t)),
+                       + 2 * (size_t)ntables * (sizeof(table_hdr_t) + nslots * sizeof(entry_t)),
                        &created);
     if (!shm) {
         return APR_ENOMEM;
@@ -75,8 +114,67 @@ apr_status_t imx_tags_init(server_rec *s, int ntables, int max_values)
         shm->ntables = (uint32_t)ntables;
         shm->max_values = (uint32_t)max_values;
         shm->nslots = nslots;
+        shm->cur = 0;
+        shm->bank[0].gen_first = shm->bank[0].gen_last = gen;
+        shm->bank[1].gen_first = 1;     /* an empty range: no generation yet */
+        shm->bank[1].gen_last = 0;
     }
+    /* The configuration is read twice at start-up: same generation, no
+     * restart. */
+    else if (gen != shm->bank[shm->cur].gen_last) {
+        uint32_t next = 1 - shm->cur;
+        bank_t *b = &shm->bank[next];
+
+        if (!b->live) {
+            b->epoch = (b->epoch + 1) & EPOCH_MASK;
+            for (uint32_t i = 0; i < shm->ntables; i++) {
+                atomic_store(&table(next, (int)i)->used, 0);
+            }
+            b->gen_first = b->gen_last = gen;
+            shm->cur = next;
+        }
+        else {
+            shm->bank[shm->cur].gen_last = gen;
+            ap_log_error(APLOG_MARK, APLOG_NOTICE, 0, s, "IMX0008: InfluxMetricsTagFrom "
+                         "values admitted so far stay admitted: %u children of an older "
+                         "generation still use the other table; a later restart resets "
+                         "them", b->live);
+        }
+    }
+    my_bank = shm->cur;
+    my_epoch = shm->bank[my_bank].epoch;
     return APR_SUCCESS;
+}
+
+void imx_tags_child_status(server_rec *s, pid_t pid, ap_generation_t gen, int slot,
+                           mpm_child_status state)
+{
+    void *data = NULL;
+    tags_shm_t *t;
+
+    (void)pid; (void)slot;
+    if (state != MPM_CHILD_STARTED && state != MPM_CHILD_EXITED) {
+        return;
+    }
+    /* From the process pool, not the static: this generation may have no
+     * InfluxMetricsTagFrom while older children still use a bank. */
+    data = imx_shm_find(s, USERDATA_KEY);
+    t = data;
+    if (!t) {
+        return;
+    }
+    for (int i = 0; i < 2; i++) {
+        bank_t *b = &t->bank[i];
+
+        if (gen >= b->gen_first && gen <= b->gen_last) {
+            if (state == MPM_CHILD_STARTED) {
+                b->live++;
+            }
+            else if (b->live) {
+                b->live--;
+            }
+        }
+    }
 }
 
 static uint32_t fnv1a(const char *s)
@@ -87,6 +185,12 @@ static uint32_t fnv1a(const char *s)
         h = (h ^ (unsigned char)*s++) * 16777619u;
     }
     return h ? h : 1;
+}
+
+/* An entry's state in this process's epoch. */
+static uint32_t state_of(uint32_t word)
+{
+    return (word >> 2) == my_epoch ? (word & 3) : EMPTY;
 }
 
 const char *imx_tags_intern(int idx, const char *key_escaped, const char *value,
@@ -110,18 +214,20 @@ const char *imx_tags_intern(int idx, const char *key_escaped, const char *value,
     if (n == (size_t)-1) {
         return other_text;
     }
-    t = table(idx);
+    t = table(my_bank, idx);
     ents = (entry_t *)(t + 1);
     h = fnv1a(text);
     for (uint32_t probe = 0; probe < shm->nslots; probe++) {
         entry_t *e;
-        uint32_t st;
+        uint32_t word, st;
 
         i = (h + probe) % shm->nslots;
         e = &ents[i];
-        st = atomic_load_explicit(&e->state, memory_order_acquire);
+        word = atomic_load_explicit(&e->state, memory_order_acquire);
+        st = state_of(word);
         for (int spin = 0; st == WRITING && spin < 1000; spin++) {
-            st = atomic_load_explicit(&e->state, memory_order_acquire);
+            word = atomic_load_explicit(&e->state, memory_order_acquire);
+            st = state_of(word);
         }
         if (st == READY) {
             if (e->hash == h && !strcmp(e->text, text)) {
@@ -132,22 +238,20 @@ const char *imx_tags_intern(int idx, const char *key_escaped, const char *value,
         if (st == WRITING) {
             continue;           /* a writer that died; pass it by */
         }
-        /* EMPTY: the value is new. Admit it if the cap allows. */
+        /* EMPTY, or left by an earlier epoch: the value is new. Admit it if
+         * the cap allows. */
         if (atomic_fetch_add(&t->used, 1) >= shm->max_values) {
             atomic_fetch_sub(&t->used, 1);
             return other_text;
         }
-        {
-            uint32_t expect = EMPTY;
-            if (!atomic_compare_exchange_strong(&e->state, &expect, WRITING)) {
-                atomic_fetch_sub(&t->used, 1);
-                probe--;        /* someone took it: look at it again */
-                continue;
-            }
+        if (!atomic_compare_exchange_strong(&e->state, &word, STATE(my_epoch, WRITING))) {
+            atomic_fetch_sub(&t->used, 1);
+            probe--;            /* someone took it: look at it again */
+            continue;
         }
         e->hash = h;
         memcpy(e->text, text, strlen(text) + 1);
-        atomic_store_explicit(&e->state, READY, memory_order_release);
+        atomic_store_explicit(&e->state, STATE(my_epoch, READY), memory_order_release);
         return e->text;
     }
     return other_text;

@@ -7,6 +7,7 @@
  * series strings per server, escaped routes per directory, method names. The
  * log_transaction hook then only fills a fixed-size record and pushes it.
  */
+#include <signal.h>
 #include <stdatomic.h>
 
 #include "httpd.h"
@@ -16,10 +17,12 @@
 #include "http_protocol.h"
 #include "http_request.h"
 #include "ap_mpm.h"
+#include "mpm_common.h"
 
 #include "apr_strings.h"
 #include "apr_lib.h"
 #include "apr_file_io.h"
+#include "apr_hash.h"
 #include "apr_env.h"
 #include "apr_network_io.h"
 
@@ -48,7 +51,10 @@ AP_DECLARE_MODULE(influx_metrics) = {
     merge_srv_conf,
     imx_cmds,
     imx_register_hooks,
-    AP_MODULE_FLAG_NONE
+    /* Every virtual host gets its own merged configuration (its name and
+     * index), also one without any of our directives: httpd would otherwise
+     * hand it the main server's. */
+    AP_MODULE_FLAG_ALWAYS_MERGE
 };
 
 #define UNSET (-1)
@@ -105,6 +111,7 @@ typedef struct {
     apr_interval_time_t retry_max_time;
     int tls_verify;
     const char *ca_file;
+    const char *proxy;          /* NULL: no proxy, whatever the environment says */
     int mode;
     int summary_series;
     int max_tag_values;
@@ -128,28 +135,32 @@ typedef struct {
     const char *tag_key;        /* escaped tag key */
     const char *tag_other;      /* ",key=other" */
     int tag_idx;                /* its table (imx_tags.c) */
+    apr_hash_t *tag_allow;      /* escaped tag key -> apr_hash_t * of the values
+                                 * InfluxMetricsTagValues allows; NULL: none */
 } imx_dir_conf_t;
 
 #define TAG_ENV     1
 #define TAG_NOTE    2
 #define TAG_HEADER  3
 
-/* Per process. `engine` is what the request path records into (set once the
- * flusher runs); `flusher_engine` is what the exit cleanup must stop. */
-static imx_engine_t *engine;
-static imx_engine_t *flusher_engine;
+/* Per process. `engine` is what the request path records into, set once the
+ * flusher runs and never cleared: its memory lives as long as the process,
+ * and a stopped engine refuses (and counts) what is pushed late. */
+static _Atomic(imx_engine_t *) engine;
 static const char *line_prefix;
 static const char *host_escaped;
 /* Escaped method names by index: M_* numbers, then HEAD and OTHER. */
 static const char *method_names[M_INVALID + 2];
-static int ts_span = 1, ts_thread_limit = 1;
+static imx_ts_table_t *ts_table;
+/* prefork: its SIGTERM handler exits the child on the spot, so a child could
+ * die between mod_log_config's line and this module's point; SIGTERM waits
+ * for the end of the logging phase instead (see defer_sigterm). */
+static int defer_term;
 static int mode = DEF_MODE;
 #define METHOD_HEAD M_INVALID
 #define METHOD_OTHER (M_INVALID + 1)
 static imx_summary_names_t summary_names;
 static __thread uint64_t rng_state;
-static _Atomic unsigned next_thread_id;
-static __thread unsigned thread_id;
 
 /* ------------------------------------------------------------------------- */
 /* Configuration                                                             */
@@ -194,6 +205,7 @@ static void *merge_srv_conf(apr_pool_t *p, void *basev, void *addv)
     MERGE(retry_max_time, UNSET);
     MERGE(tls_verify, UNSET);
     MERGE(ca_file, NULL);
+    MERGE(proxy, NULL);
     MERGE(mode, UNSET);
     MERGE(summary_series, UNSET);
     MERGE(max_tag_values, UNSET);
@@ -225,6 +237,13 @@ static void *create_dir_conf(apr_pool_t *p, char *dir)
     return c;
 }
 
+static void *union_values(apr_pool_t *p, const void *key, apr_ssize_t klen,
+                          const void *inner, const void *outer, const void *data)
+{
+    (void)key; (void)klen; (void)data;
+    return apr_hash_overlay(p, inner, outer);
+}
+
 static void *merge_dir_conf(apr_pool_t *p, void *basev, void *addv)
 {
     imx_dir_conf_t *base = basev, *add = addv;
@@ -248,6 +267,14 @@ static void *merge_dir_conf(apr_pool_t *p, void *basev, void *addv)
         c->tag_key = base->tag_key;
         c->tag_other = base->tag_other;
         c->tag_idx = base->tag_idx;
+    }
+    /* Nested allow-lists of a key add up, as repeated lines do. */
+    if (!add->tag_allow || !base->tag_allow) {
+        c->tag_allow = add->tag_allow ? add->tag_allow : base->tag_allow;
+    }
+    else {
+        c->tag_allow = apr_hash_merge(p, add->tag_allow, base->tag_allow,
+                                      union_values, NULL);
     }
     return c;
 }
@@ -346,7 +373,8 @@ static const char *set_url(cmd_parms *cmd, void *dc, const char *arg)
         rest = arg + 8;
     }
     else {
-        return bad(cmd, arg, "must start with http:// or https://");
+        return bad(cmd, imx_url_redacted(cmd->pool, arg),
+                   "must start with http:// or https://");
     }
     hostlen = strcspn(rest, "/?#");
     if (hostlen == 0 || rest[hostlen - 1] == '@' || rest[hostlen - 1] == ':') {
@@ -357,6 +385,16 @@ static const char *set_url(cmd_parms *cmd, void *dc, const char *arg)
     }
     if (strchr(arg, '#')) {
         return bad(cmd, imx_url_redacted(cmd->pool, arg), "a fragment has no meaning here");
+    }
+    /* libcurl takes what comes before the first '/' for the host: with a '/'
+     * in the password, the POST goes to the wrong host, or nowhere. Only a
+     * warning: an '@' may belong to the path. */
+    if (rest[hostlen] == '/' && memchr(rest + hostlen, '@', strcspn(rest + hostlen, "?"))) {
+        ap_log_error(APLOG_MARK, APLOG_WARNING, 0, cmd->server,
+                     "IMX0009: %s: '%s' has an '@' after the first '/'; libcurl takes "
+                     "the host from before that '/'. Percent-encode '/', '?', '#' and "
+                     "'@' in the user name and password (%%2F, %%3F, %%23, %%40)",
+                     cmd->directive->directive, imx_url_redacted(cmd->pool, arg));
     }
     /* Timestamps are nanoseconds; make sure the server reads them so. */
     q = strchr(arg, '?');
@@ -662,6 +700,40 @@ static const char *set_ca_file(cmd_parms *cmd, void *dc, const char *arg)
     return NULL;
 }
 
+static const char *set_proxy(cmd_parms *cmd, void *dc, const char *arg)
+{
+    static const char *const schemes[] = { "http://", "https://", "socks5://",
+                                           "socks5h://", NULL };
+    const char *err = ap_check_cmd_context(cmd, GLOBAL_ONLY);
+    const char *rest = NULL;
+    apr_size_t hostlen;
+
+    (void)dc;
+    if (err) {
+        return err;
+    }
+    /* The URL may carry the proxy's credentials: only ever show it redacted. */
+    for (int i = 0; schemes[i]; i++) {
+        if (!strncasecmp(arg, schemes[i], strlen(schemes[i]))) {
+            rest = arg + strlen(schemes[i]);
+            break;
+        }
+    }
+    if (!rest) {
+        return bad(cmd, imx_url_redacted(cmd->pool, arg),
+                   "must start with http://, https://, socks5:// or socks5h://");
+    }
+    hostlen = strcspn(rest, "/?#");
+    if (hostlen == 0 || rest[hostlen - 1] == '@' || rest[hostlen - 1] == ':') {
+        return bad(cmd, imx_url_redacted(cmd->pool, arg), "no host");
+    }
+    if (strpbrk(arg, " \t\r\n")) {
+        return bad(cmd, imx_url_redacted(cmd->pool, arg), "contains white space");
+    }
+    CMD_SC(cmd)->proxy = arg;
+    return NULL;
+}
+
 static const char *set_enabled(cmd_parms *cmd, void *dc, int on)
 {
     (void)cmd;
@@ -859,6 +931,65 @@ static const char *set_max_tag_values(cmd_parms *cmd, void *dc, const char *arg)
     return err ? err : parse_int(cmd, arg, 1, 100000, &CMD_SC(cmd)->max_tag_values);
 }
 
+/* Keys named by InfluxMetricsTagValues so far: check_config makes sure an
+ * InfluxMetricsTagFrom writes each, so a misspelt key cannot leave a tag
+ * open to any value unnoticed. */
+static apr_array_header_t *tag_values_keys(apr_pool_t *pconf)
+{
+    void *data = NULL;
+
+    apr_pool_userdata_get(&data, "imx_tagvalues_keys", pconf);
+    if (!data) {
+        data = apr_array_make(pconf, 4, sizeof(const char *));
+        apr_pool_userdata_setn(data, "imx_tagvalues_keys", apr_pool_cleanup_null, pconf);
+    }
+    return data;
+}
+
+/* InfluxMetricsTagValues key value...: called once per value. */
+static const char *set_tag_values(cmd_parms *cmd, void *dc, const char *key,
+                                  const char *val)
+{
+    imx_dir_conf_t *d = dc;
+    const char *k = imx_pescape(cmd->pool, key, IMX_ESC_TAG);
+    apr_hash_t *vals;
+
+    if (!d->tag_allow) {
+        d->tag_allow = apr_hash_make(cmd->pool);
+    }
+    vals = apr_hash_get(d->tag_allow, k, APR_HASH_KEY_STRING);
+    if (!vals) {
+        vals = apr_hash_make(cmd->pool);
+        apr_hash_set(d->tag_allow, k, APR_HASH_KEY_STRING, vals);
+        APR_ARRAY_PUSH(tag_values_keys(cmd->pool), const char *) = key;
+    }
+    apr_hash_set(vals, val, APR_HASH_KEY_STRING, val);
+    return NULL;
+}
+
+/* Every InfluxMetricsTagValues key is written by some InfluxMetricsTagFrom. */
+static int check_tag_values(apr_pool_t *pconf)
+{
+    apr_array_header_t *want = tag_values_keys(pconf), *have = tag_from_keys(pconf);
+
+    for (int i = 0; i < want->nelts; i++) {
+        const char *key = APR_ARRAY_IDX(want, i, const char *);
+        int j;
+
+        for (j = 0; j < have->nelts && strcmp(APR_ARRAY_IDX(have, j, const char *), key); j++) {
+            ;
+        }
+        if (j == have->nelts) {
+            ap_log_error(APLOG_MARK, APLOG_STARTUP | APLOG_ERR, 0, NULL,
+                         "InfluxMetricsTagValues: no InfluxMetricsTagFrom writes the tag "
+                         "'%s' (the key is the tag's name, e.g. x-tenant for "
+                         "'InfluxMetricsTagFrom header X-Tenant')", key);
+            return HTTP_INTERNAL_SERVER_ERROR;
+        }
+    }
+    return OK;
+}
+
 static const char *set_keep_errors(cmd_parms *cmd, void *dc, int on)
 {
     (void)cmd;
@@ -899,6 +1030,10 @@ static const command_rec imx_cmds[] = {
                  "Off to skip verifying an https server's certificate (default On)"),
     AP_INIT_TAKE1("InfluxMetricsTLSCACertificateFile", set_ca_file, NULL, RSRC_CONF,
                   "PEM file of the CA(s) that sign the https server's certificate"),
+    AP_INIT_TAKE1("InfluxMetricsProxy", set_proxy, NULL, RSRC_CONF,
+                  "proxy for the POSTs: http://, https://, socks5:// or socks5h://host:port "
+                  "(default none; httpd's http_proxy, https_proxy and ALL_PROXY are "
+                  "ignored)"),
     AP_INIT_FLAG("InfluxMetrics", set_enabled, NULL, RSRC_CONF | ACCESS_CONF,
                  "On or Off: record requests here (default On once a URL is set)"),
     AP_INIT_TAKE1("InfluxMetricsRoute", set_route, NULL, RSRC_CONF | ACCESS_CONF,
@@ -918,6 +1053,10 @@ static const command_rec imx_cmds[] = {
     AP_INIT_RAW_ARGS("InfluxMetricsTagFrom", set_tag_from, NULL, RSRC_CONF | ACCESS_CONF,
                      "env|note|header NAME [tag]: a tag from the request's environment "
                      "variable, note or header (raw points only)"),
+    AP_INIT_ITERATE2("InfluxMetricsTagValues", set_tag_values, NULL, RSRC_CONF | ACCESS_CONF,
+                     "key value [value ...]: the only values an InfluxMetricsTagFrom tag "
+                     "may take here; others are written as 'other'. Repeatable: adds "
+                     "values"),
     AP_INIT_TAKE1("InfluxMetricsMaxTagValues", set_max_tag_values, NULL, RSRC_CONF,
                   "values each InfluxMetricsTagFrom tag may take server-wide before new "
                   "ones are written as 'other' (default 100)"),
@@ -940,6 +1079,59 @@ static const char *tags_text(apr_pool_t *p, const apr_array_header_t *tags)
     return s;
 }
 
+/* Runs for `apachectl configtest` too: settings that are each valid but
+ * wrong together. */
+static int imx_check_config(apr_pool_t *pconf, apr_pool_t *plog, apr_pool_t *ptemp,
+                            server_rec *s)
+{
+    imx_srv_conf_t *mc = srv_conf(s);
+    int cap = mc->buffer_size != UNSET ? mc->buffer_size : DEF_BUFFER_SIZE;
+
+    (void)plog; (void)ptemp;
+    if (check_tag_values(pconf) != OK) {
+        return HTTP_INTERNAL_SERVER_ERROR;
+    }
+    /* A batch larger than the buffer never completes, so the flusher would
+     * only send once per interval and the buffer would overflow between. */
+    if (mc->urls && mc->batch_size != UNSET && mc->batch_size > cap) {
+        ap_log_error(APLOG_MARK, APLOG_STARTUP | APLOG_EMERG, 0, s,
+                     "IMX0013: InfluxMetricsBatchSize %d is larger than "
+                     "InfluxMetricsBufferSize %d: a batch must fit in the buffer "
+                     "(leave InfluxMetricsBatchSize unset to use half the buffer)",
+                     mc->batch_size, cap);
+        return !OK;
+    }
+    return OK;
+}
+
+static pid_t curl_parent;
+
+static apr_status_t curl_cleanup(void *data)
+{
+    (void)data;
+    /* Children run pool cleanups too, prefork's from a signal handler:
+     * only the parent that initialised libcurl cleans it up. */
+    if (getpid() == curl_parent) {
+        curl_global_cleanup();
+    }
+    return APR_SUCCESS;
+}
+
+/* The server-wide table of timestamp tickets (see imx_ts_unique). */
+static void ts_init(server_rec *s, apr_pool_t *pconf)
+{
+    int created;
+
+    ts_table = imx_shm_once(s, "imx_ts_shm", sizeof(imx_ts_table_t), &created);
+    if (!ts_table) {
+        /* Still unique within each child; children may collide. */
+        ts_table = apr_pcalloc(pconf, sizeof(imx_ts_table_t));
+        ap_log_error(APLOG_MARK, APLOG_WARNING, 0, s, "IMX0012: cannot create the "
+                     "shared memory for timestamps; points of different children "
+                     "may share one and be merged by InfluxDB");
+    }
+}
+
 static int imx_post_config(apr_pool_t *pconf, apr_pool_t *plog, apr_pool_t *ptemp,
                            server_rec *s)
 {
@@ -953,8 +1145,11 @@ static int imx_post_config(apr_pool_t *pconf, apr_pool_t *plog, apr_pool_t *ptem
     if (!mc->urls) {
         return OK;
     }
-    /* Before the fork and before any thread: curl_global_init is not
-     * thread-safe. Once per process; the parent keeps it across restarts. */
+    /* In the parent, before any child or thread exists: curl_global_init
+     * is not thread-safe with every TLS backend. httpd unloads and reloads
+     * this module on every restart, so this runs once per generation (the
+     * static starts at 0 again); libcurl counts the calls, and the pconf
+     * cleanup pairs each with curl_global_cleanup, in the parent only. */
     if (!curl_ready) {
         CURLcode cc = curl_global_init(CURL_GLOBAL_DEFAULT);
         if (cc != CURLE_OK) {
@@ -963,6 +1158,8 @@ static int imx_post_config(apr_pool_t *pconf, apr_pool_t *plog, apr_pool_t *ptem
             return HTTP_INTERNAL_SERVER_ERROR;
         }
         curl_ready = 1;
+        curl_parent = getpid();
+        apr_pool_cleanup_register(pconf, NULL, curl_cleanup, apr_pool_cleanup_null);
     }
     if (apr_gethostname(host, sizeof(host), pconf) != APR_SUCCESS) {
         apr_cpystrn(host, "unknown", sizeof(host));
@@ -972,6 +1169,7 @@ static int imx_post_config(apr_pool_t *pconf, apr_pool_t *plog, apr_pool_t *ptem
                               imx_pescape(pconf, mc->measurement ? mc->measurement
                                                  : DEF_MEASUREMENT, IMX_ESC_MEASUREMENT),
                               ",host=", host_escaped, NULL);
+    ts_init(s, pconf);
     if (imx_status_init(s) != APR_SUCCESS) {
         ap_log_error(APLOG_MARK, APLOG_WARNING, 0, s, "IMX0005: cannot create the "
                      "shared memory for counters; the status page will be empty");
@@ -993,13 +1191,6 @@ static int imx_post_config(apr_pool_t *pconf, apr_pool_t *plog, apr_pool_t *ptem
                                                         IMX_ESC_TAG), NULL);
             const char *tags = tags_text(pconf, c->tags);
 
-            if (vs != s && c == mc) {
-                /* httpd gives a vhost without directives of ours the main
-                 * server's config itself: its names need a config of their
-                 * own, or every such vhost would be labelled as the last. */
-                c = apr_pmemdup(pconf, mc, sizeof(*c));
-                ap_set_module_config(vs->module_config, &influx_metrics_module, c);
-            }
             /* One series text per route, so a point needs one pointer. */
             c->index = i++;
             c->series = apr_pcalloc(pconf, sizeof(*c->series) * (apr_size_t)routes->nelts);
@@ -1021,6 +1212,11 @@ static int imx_post_config(apr_pool_t *pconf, apr_pool_t *plog, apr_pool_t *ptem
     method_names[METHOD_HEAD] = "HEAD";
     method_names[METHOD_OTHER] = "OTHER";
     mode = mc->mode != UNSET ? mc->mode : DEF_MODE;
+    {
+        int threaded = 0;
+        defer_term = ap_mpm_query(AP_MPMQ_IS_THREADED, &threaded) == APR_SUCCESS
+                     && threaded == AP_MPMQ_NOT_SUPPORTED;
+    }
     summary_names.host = host_escaped;
     summary_names.methods = method_names;
     summary_names.nmethods = M_INVALID + 2;
@@ -1037,14 +1233,6 @@ static int imx_post_config(apr_pool_t *pconf, apr_pool_t *plog, apr_pool_t *ptem
         ap_log_error(APLOG_MARK, APLOG_WARNING, 0, s, "IMX0006: cannot create the "
                      "shared memory for summaries; no summaries will be written");
     }
-    /* Timestamp offsets (see imx_log_transaction) need the thread layout. */
-    if (ap_mpm_query(AP_MPMQ_HARD_LIMIT_THREADS, &ts_thread_limit) != APR_SUCCESS
-        || ts_thread_limit < 1) {
-        ts_thread_limit = 1;
-    }
-    if (ap_mpm_query(AP_MPMQ_MAX_THREADS, &ts_span) != APR_SUCCESS || ts_span < 1) {
-        ts_span = 1;
-    }
     return OK;
 }
 
@@ -1053,18 +1241,38 @@ static void log_cb(void *ctx, int level, const char *msg)
     ap_log_error(APLOG_MARK, level, 0, ctx, "IMX0100: %s", msg);
 }
 
+/* pchild pre-cleanup. Prefork runs it from its SIGTERM handler (restart,
+ * stop), so it does only async-signal-safe work: imx_engine_stop() sets a
+ * flag, writes a pipe and poll()s for the flusher, which flushes, logs and
+ * frees its own things; the slot is marked with one atomic store. */
 static apr_status_t child_stop(void *data)
 {
-    imx_engine_t *e = flusher_engine;
+    imx_engine_t *e = atomic_load(&engine);
 
     (void)data;
-    engine = NULL;              /* the request path stops recording */
-    flusher_engine = NULL;
     if (e) {
-        imx_engine_stop(e);     /* joins the flusher; publishes final counters */
+        imx_engine_stop(e);
     }
-    imx_status_release();
+    imx_status_exit();
     return APR_SUCCESS;
+}
+
+/* The flusher's last act, in its own thread: the sender's handles and its
+ * pool are its own, so they go with it. */
+static void flusher_exit(void *ctx)
+{
+    apr_pool_destroy(ctx);
+}
+
+/* Effective buffer and batch sizes: a batch never exceeds the ring (an
+ * explicit larger one is refused by check_config). */
+static void sizes(const imx_srv_conf_t *mc, uint32_t *cap, uint32_t *batch)
+{
+    *cap = (uint32_t)(mc->buffer_size != UNSET ? mc->buffer_size : DEF_BUFFER_SIZE);
+    *batch = (uint32_t)(mc->batch_size != UNSET ? mc->batch_size : DEF_BATCH_SIZE);
+    if (mc->batch_size == UNSET && *batch > *cap / 2) {
+        *batch = *cap / 2;
+    }
 }
 
 static void imx_child_init(apr_pool_t *pchild, server_rec *s)
@@ -1074,14 +1282,25 @@ static void imx_child_init(apr_pool_t *pchild, server_rec *s)
     imx_engine_conf_t ec;
     imx_http_t *http;
     imx_engine_t *e;
+    apr_pool_t *fpool;
     char err[256];
     apr_status_t rv;
     int slot;
     uint32_t cap;
 
+    (void)pchild;
     if (!mc->urls) {
         return;
     }
+    /* The flusher's own pool, not a child of pchild: pchild is destroyed
+     * when the child stops, maybe while the flusher still sends, and maybe
+     * in a signal handler. The flusher destroys this one itself. */
+    if (apr_pool_create_unmanaged_ex(&fpool, NULL, NULL) != APR_SUCCESS) {
+        ap_log_error(APLOG_MARK, APLOG_ERR, 0, s,
+                     "IMX0002: cannot create the flusher's pool, recording is off");
+        return;
+    }
+    apr_pool_tag(fpool, "imx_flusher");
     memset(&hc, 0, sizeof(hc));
     hc.urls = (const char *const *)mc->urls->elts;
     hc.nurls = mc->urls->nelts;
@@ -1089,16 +1308,17 @@ static void imx_child_init(apr_pool_t *pchild, server_rec *s)
     hc.timeout = mc->timeout != UNSET ? mc->timeout : DEF_TIMEOUT;
     hc.tls_verify = mc->tls_verify != UNSET ? mc->tls_verify : DEF_TLS_VERIFY;
     hc.ca_file = mc->ca_file;
-    http = imx_http_create(pchild, &hc, err, sizeof(err));
+    hc.proxy = mc->proxy;
+    http = imx_http_create(fpool, &hc, err, sizeof(err));
     if (!http) {
         ap_log_error(APLOG_MARK, APLOG_ERR, 0, s,
                      "IMX0002: cannot set up the sender, recording is off: %s", err);
+        apr_pool_destroy(fpool);
         return;
     }
     memset(&ec, 0, sizeof(ec));
     ec.line_prefix = line_prefix;
-    ec.capacity = (uint32_t)(mc->buffer_size != UNSET ? mc->buffer_size : DEF_BUFFER_SIZE);
-    ec.batch_size = (uint32_t)(mc->batch_size != UNSET ? mc->batch_size : DEF_BATCH_SIZE);
+    sizes(mc, &ec.capacity, &ec.batch_size);
     ec.flush_interval = mc->flush_interval != UNSET ? mc->flush_interval : DEF_FLUSH_INTERVAL;
     ec.shutdown_timeout = SHUTDOWN_TIMEOUT;
     ec.retry_interval = RETRY_INTERVAL;
@@ -1113,9 +1333,10 @@ static void imx_child_init(apr_pool_t *pchild, server_rec *s)
     }
     slot = imx_status_claim(cap);
     if (slot >= 0) {
-        ec.self_prefix = apr_psprintf(pchild, "apache_influx_metrics,host=%s,slot=%d",
+        ec.self_prefix = apr_psprintf(fpool, "apache_influx_metrics,host=%s,slot=%d",
                                       host_escaped, slot);
         ec.on_stats = imx_status_publish;
+        ec.counters = imx_status_counters();
     }
     imx_summary_child(slot);
     ec.on_tick = imx_summary_tick;
@@ -1124,30 +1345,32 @@ static void imx_child_init(apr_pool_t *pchild, server_rec *s)
     ec.send_ctx = http;
     ec.log = log_cb;
     ec.log_ctx = s;
-    /* The ring and its state come from the process pool, not pchild: a
-     * worker thread that is still logging a request while the child is torn
-     * down (an ungraceful stop need not wait for every worker) then writes
-     * into memory that is still there, instead of freed memory. The ring is
-     * sized once, here, and lives as long as this child process. */
+    ec.on_exit = flusher_exit;
+    ec.exit_ctx = fpool;
+    /* The ring and the engine come from the process pool, not pchild: a
+     * worker thread still logging a request while the child is torn down
+     * (mod_http2 joins its workers after this module's cleanup) then finds
+     * a stopped engine, not freed memory. Sized once, here. */
     e = imx_engine_create(s->process->pool, &ec, err, sizeof(err));
     if (!e) {
         ap_log_error(APLOG_MARK, APLOG_ERR, 0, s,
                      "IMX0003: cannot create the buffer, recording is off: %s", err);
+        imx_status_unclaim();
+        apr_pool_destroy(fpool);
         return;
     }
-    /* Pre-cleanup: runs before the pools holding the engine are torn down,
-     * on every kind of child exit httpd performs in an orderly way. It is
-     * registered before the thread starts: a child told to stop while it is
-     * still starting must not free the engine under a running flusher. */
-    flusher_engine = e;
-    apr_pool_pre_cleanup_register(pchild, NULL, child_stop);
-    rv = imx_engine_start(e, pchild);
+    rv = imx_engine_start(e);
     if (rv != APR_SUCCESS) {
         ap_log_error(APLOG_MARK, APLOG_ERR, rv, s,
                      "IMX0004: cannot start the flusher thread, recording is off");
+        imx_status_unclaim();
+        apr_pool_destroy(fpool);
         return;
     }
-    engine = e;
+    atomic_store(&engine, e);
+    /* A pre-cleanup, so it runs before the pools of other modules' threads
+     * go, on every orderly child exit. */
+    apr_pool_pre_cleanup_register(pchild, NULL, child_stop);
 }
 
 /* ------------------------------------------------------------------------- */
@@ -1184,7 +1407,9 @@ static int sampled_in(const imx_dir_conf_t *dc, imx_point_t *pt)
         return 1;
     }
     if (!rng_state) {
-        rng_state = ((uint64_t)apr_time_now() << 16) ^ (uint64_t)thread_id * 0x9e3779b97f4a7c15ULL;
+        /* The variable's address differs per thread: a per-thread seed. */
+        rng_state = ((uint64_t)apr_time_now() << 16)
+                    ^ (uint64_t)(uintptr_t)&rng_state * 0x9e3779b97f4a7c15ULL;
         rng_state |= 1;
     }
     x = rng_state;              /* xorshift64: per thread, no lock */
@@ -1196,6 +1421,31 @@ static int sampled_in(const imx_dir_conf_t *dc, imx_point_t *pt)
     return (double)(x >> 11) * (1.0 / 9007199254740992.0) < dc->sample;
 }
 
+static apr_status_t undefer_sigterm(void *data)
+{
+    sigset_t set;
+
+    (void)data;
+    sigemptyset(&set);
+    sigaddset(&set, SIGTERM);
+    sigprocmask(SIG_UNBLOCK, &set, NULL);
+    return APR_SUCCESS;
+}
+
+/* Blocks SIGTERM until the request's pool goes, right after every module
+ * has logged it: a child stopped meanwhile exits a moment later, with the
+ * request in the access log and in the ring alike. The cleanup runs even
+ * when another module's log hook fails and the others are skipped. */
+static void defer_sigterm(request_rec *r)
+{
+    sigset_t set;
+
+    sigemptyset(&set);
+    sigaddset(&set, SIGTERM);
+    sigprocmask(SIG_BLOCK, &set, NULL);
+    apr_pool_pre_cleanup_register(r->pool, NULL, undefer_sigterm);
+}
+
 static int imx_log_transaction(request_rec *r)
 {
     const request_rec *last = r;
@@ -1203,15 +1453,19 @@ static int imx_log_transaction(request_rec *r)
     imx_srv_conf_t *sc;
     imx_point_t pt;
     apr_time_t now;
-    long slot;
     int midx;
+    /* Loaded once: the same engine is recorded into, whatever happens. */
+    imx_engine_t *e = atomic_load_explicit(&engine, memory_order_acquire);
 
-    if (!engine) {
+    if (!e) {
         return DECLINED;
     }
     dc = ap_get_module_config(r->per_dir_config, &influx_metrics_module);
     if (dc->enabled == 0) {
         return DECLINED;
+    }
+    if (defer_term) {
+        defer_sigterm(r);
     }
     while (last->next) {
         last = last->next;
@@ -1219,22 +1473,9 @@ static int imx_log_transaction(request_rec *r)
     sc = srv_conf(r->server);
     now = apr_time_now();
 
-    /* InfluxDB keeps one point per series and timestamp, so no two requests
-     * may share one. Request start has microsecond resolution; the three
-     * nanosecond digits below it carry a number unique to this thread among
-     * all threads of all live children: the child's scoreboard slot (from the
-     * connection id, which the MPMs derive from slot and thread) times threads
-     * per child, plus this thread's own number. Unique as long as server
-     * limit x threads per child <= 1000; a thread handles one request at a
-     * time, and two of its requests never start in the same microsecond. */
-    if (!thread_id) {
-        thread_id = atomic_fetch_add_explicit(&next_thread_id, 1, memory_order_relaxed) + 1;
-    }
-    slot = (r->connection->master ? r->connection->master->id : r->connection->id)
-           / ts_thread_limit;
-    pt.ts_ns = r->request_time * 1000
-               + (apr_int64_t)(((unsigned long)slot * (unsigned long)ts_span
-                                + thread_id - 1) % 1000);
+    /* Unique per millisecond server-wide, so InfluxDB never merges two
+     * requests of one series (see imx_ts_unique). */
+    pt.ts_ns = imx_ts_unique(ts_table, r->request_time);
     pt.duration_us = now - r->request_time;
     /* As %B: no body went out (HEAD, 304) means 0, whatever was counted. */
     pt.bytes_sent = last->sent_bodyct ? last->bytes_sent : 0;
@@ -1258,10 +1499,16 @@ static int imx_log_transaction(request_rec *r)
                                 ? apr_table_get(last->notes, dc->tag_name)
                             : apr_table_get(r->headers_in, dc->tag_name);
             if (v && *v) {
-                pt.tag = imx_tags_intern(dc->tag_idx, dc->tag_key, v, dc->tag_other);
+                apr_hash_t *allow = dc->tag_allow
+                    ? apr_hash_get(dc->tag_allow, dc->tag_key, APR_HASH_KEY_STRING) : NULL;
+
+                /* A value off the allow-list never takes a place in the table. */
+                pt.tag = allow && !apr_hash_get(allow, v, APR_HASH_KEY_STRING)
+                         ? dc->tag_other
+                         : imx_tags_intern(dc->tag_idx, dc->tag_key, v, dc->tag_other);
             }
         }
-        imx_push(engine, &pt);
+        imx_push(e, &pt);
     }
     return DECLINED;
 }
@@ -1269,9 +1516,14 @@ static int imx_log_transaction(request_rec *r)
 static void imx_register_hooks(apr_pool_t *p)
 {
     (void)p;
+    ap_hook_check_config(imx_check_config, NULL, NULL, APR_HOOK_MIDDLE);
     ap_hook_post_config(imx_post_config, NULL, NULL, APR_HOOK_MIDDLE);
+    ap_hook_monitor(imx_status_monitor, NULL, NULL, APR_HOOK_MIDDLE);
     ap_hook_child_init(imx_child_init, NULL, NULL, APR_HOOK_MIDDLE);
-    ap_hook_log_transaction(imx_log_transaction, NULL, NULL, APR_HOOK_MIDDLE);
+    ap_hook_child_status(imx_tags_child_status, NULL, NULL, APR_HOOK_MIDDLE);
+    /* First, so that with prefork SIGTERM is deferred before mod_log_config
+     * writes its line (see defer_sigterm). */
+    ap_hook_log_transaction(imx_log_transaction, NULL, NULL, APR_HOOK_FIRST);
     ap_hook_handler(imx_status_handler, NULL, NULL, APR_HOOK_MIDDLE);
     APR_OPTIONAL_HOOK(ap, status_hook, imx_status_hook, NULL, NULL, APR_HOOK_MIDDLE);
 }

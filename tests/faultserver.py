@@ -40,6 +40,13 @@ Modes (set_mode(mode, **options), and the same arguments for fail_next):
     options for every status mode: body= (str or bytes), headers= (dict),
     retry_after=, close=True (close the connection after answering)
 
+A size limit, like a real server's maximum body size, on top of the modes:
+
+    fs.set_max_body(16384)    # every request whose body (as received, so
+                              # compressed if gzipped) is over 16384 bytes
+                              # gets 413 and nothing is stored; smaller ones
+                              # are answered as above. None: no limit.
+
 Records (all thread-safe snapshots):
 
     fs.requests       [Request]: method, path, query (dict), headers (list of
@@ -65,6 +72,7 @@ or SIGINT. It is then driven over HTTP on the same port:
 
     POST /__fault/mode?mode=429&retry_after=3     set_mode
     POST /__fault/fail_next?n=3&mode=reset        fail_next
+    POST /__fault/max_body?bytes=16384            set_max_body (bytes= empty: none)
     POST /__fault/clear                           clear
     POST /__fault/release                         release
     GET  /__fault/stats                           JSON: requests, count,
@@ -306,7 +314,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
                 req.error = "gzip: %s" % e
                 req.body = b""
         req.lines = split_lines(req.body)
-        b = self.fs._next_behavior(len(req.lines))
+        b = self.fs._next_behavior(len(req.lines), len(raw))
         db = query.get("db") or query.get("bucket") or ""
 
         if req.error:
@@ -361,6 +369,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
                 fs.set_mode(q.pop("mode", "ok"), **_control_options(q))
             elif what == "fail_next":
                 fs.fail_next(int(q.pop("n", "1")), q.pop("mode", "500"), **_control_options(q))
+            elif what == "max_body":
+                fs.set_max_body(int(q["bytes"]) if q.get("bytes") else None)
             elif what == "clear":
                 fs.clear()
             elif what == "release":
@@ -412,6 +422,8 @@ class FaultServer:
         self._stop = threading.Event()
         self._default = Behavior(mode, **options)
         self._queue = collections.deque()
+        self._max_body = None
+        self._too_large = Behavior(413)
         self._server = None
         self._thread = None
         self._held = []                 # blackholed handlers
@@ -519,8 +531,17 @@ class FaultServer:
         with self._lock:
             return len(self._queue)
 
-    def _next_behavior(self, nlines=0):
+    def set_max_body(self, nbytes):
+        """Bodies over nbytes (as received) get 413 from now on, before any
+        queued or default answer; None removes the limit."""
         with self._lock:
+            self._max_body = None if nbytes is None else int(nbytes)
+        return self
+
+    def _next_behavior(self, nlines=0, nbytes=0):
+        with self._lock:
+            if self._max_body is not None and nbytes > self._max_body:
+                return self._too_large
             if self._queue and nlines >= self._queue[0].min_lines:
                 return self._queue.popleft()
             return self._default
@@ -616,6 +637,7 @@ class FaultServer:
                 "authorization": [r.header("Authorization") for r in self._requests
                                   if r.header("Authorization") is not None],
                 "mode": repr(self._default),
+                "max_body": self._max_body,
                 "pending": len(self._queue),
             }
 

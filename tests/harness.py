@@ -8,10 +8,12 @@ directories:
 * VictoriaMetrics - /usr/bin/victoria-metrics, which also accepts line protocol
                     and is the ground truth for exact sample counts
 * Httpd           - /usr/sbin/apache2 with a generated config, optionally
-                    loading the module under test (MODULE_SO)
+                    loading the module under test (MODULE_SO), and with
+                    HTTP/2 over cleartext (h2c) when asked (H2C_CONF)
 
-plus load generators (ab), a directive builder for the module (Imx) and small
-helpers (free_port, wait_until, http_request).
+plus load generators (ab, h2load, LoadLoop), a directive builder for the
+module (Imx), the module's status page and exit lines (imx_status,
+flusher_exits) and small helpers (free_port, wait_until, http_request).
 
 Everything here uses the standard library only (system python3). Every wait is
 bounded by a timeout, and every process is stopped by its PID (SIGTERM, then
@@ -29,6 +31,7 @@ import signal
 import socket
 import subprocess
 import tempfile
+import threading
 import time
 import urllib.error
 import urllib.parse
@@ -50,6 +53,7 @@ APACHE_MODULES_DIR = "/usr/lib/apache2/modules"
 INFLUXD = "/usr/bin/influxd"
 VICTORIA_METRICS = "/usr/bin/victoria-metrics"
 AB = "/usr/bin/ab"
+H2LOAD = "/usr/bin/h2load"       # Debian's nghttp2-client
 
 HOST = "127.0.0.1"
 IS_ROOT = os.geteuid() == 0
@@ -794,11 +798,13 @@ class Httpd:
         loaded, so the points it records match access_log_count() (probes
         left out). It comes after `extra` so that a <Location /> there does not
         override it.
+    env: the environment of apache2 (configtest and start), e.g. to set
+        http_proxy; None: the test process's own.
     """
 
     def __init__(self, mpm="event", load_module=True, module_so=MODULE_SO,
                  extra="", mpm_conf=None, log_level=None,
-                 modules=(), port=None, name="httpd", record_probes=False):
+                 modules=(), port=None, name="httpd", record_probes=False, env=None):
         if mpm not in DEFAULT_MPM_CONF:
             raise ValueError("unknown MPM %r" % mpm)
         self.mpm = mpm
@@ -812,6 +818,7 @@ class Httpd:
         self.log_level = log_level
         self.modules = list(modules)
         self.record_probes = record_probes
+        self.env = env
         self.name = name
         self.port = port or free_port()
         # Regexes of error-log lines a test expects (see check_error_log).
@@ -946,7 +953,7 @@ MaxKeepAliveRequests 0
         """apache2 -t on the config: (returncode, combined output)."""
         p = subprocess.run(self._cmd("-t"), stdin=subprocess.DEVNULL,
                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                           timeout=timeout, cwd=self.dir)
+                           timeout=timeout, cwd=self.dir, env=self.env)
         return p.returncode, p.stdout.decode(errors="replace")
 
     def start(self, timeout=20.0, http_probe=True):
@@ -960,7 +967,7 @@ MaxKeepAliveRequests 0
         self.proc = subprocess.Popen(
             self._cmd("-DFOREGROUND"), stdin=subprocess.DEVNULL,
             stdout=self._stderr, stderr=subprocess.STDOUT, cwd=self.dir,
-            start_new_session=True)
+            start_new_session=True, env=self.env)
         _RUNNING.add(self)
 
         self.http_probe = http_probe
@@ -1231,3 +1238,128 @@ class AbBackground:
     def stop(self):
         _stop_popen(self.proc, 5)
         _RUNNING.discard(self)
+
+
+# --------------------------------------------------------------------------
+# HTTP/2 (mod_http2, h2c) and h2load
+
+# Config for HTTP/2 over cleartext. Load mod_http2 with modules=["http2"]:
+#     Httpd(mpm="event", modules=["http2"], extra=H2C_CONF + ...)
+# h2load speaks h2c with prior knowledge to an http:// URL, which httpd
+# accepts once h2c is among the Protocols.
+H2C_CONF = "Protocols h2c http/1.1\n"
+
+H2loadResult = namedtuple(
+    "H2loadResult",
+    "total started done succeeded failed errored timeout s2xx s3xx s4xx s5xx "
+    "returncode output")
+
+
+def _h2load_cmd(url, n, c, m, extra_args):
+    return [H2LOAD, "-n", str(n), "-c", str(c), "-m", str(m)] + list(extra_args) + [url]
+
+
+def parse_h2load(output, returncode=0):
+    """The summary of h2load: its "requests:" and "status codes:" lines."""
+    req = re.search(r"^requests: (\d+) total, (\d+) started, (\d+) done, (\d+) succeeded, "
+                    r"(\d+) failed, (\d+) errored, (\d+) timeout", output, re.M)
+    codes = re.search(r"^status codes: (\d+) 2xx, (\d+) 3xx, (\d+) 4xx, (\d+) 5xx",
+                      output, re.M)
+    if not req or not codes:
+        raise RuntimeError("h2load failed (%d), no summary:\n%s" % (returncode, output))
+    return H2loadResult(*[int(x) for x in req.groups() + codes.groups()],
+                        returncode=returncode, output=output)
+
+
+def h2load(url, n, c=1, m=1, timeout=120.0, extra_args=()):
+    """Runs h2load to completion (n requests over c connections, m streams
+    at a time per connection; h2c with prior knowledge for http:// URLs).
+    Returns H2loadResult(total, ..., succeeded, failed, ..., s2xx, ...)."""
+    p = subprocess.run(_h2load_cmd(url, n, c, m, extra_args),
+                       stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                       stderr=subprocess.STDOUT, timeout=timeout)
+    return parse_h2load(p.stdout.decode(errors="replace"), p.returncode)
+
+
+class LoadLoop:
+    """Runs run_once() (one bounded load-generator run, e.g. a lambda around
+    ab() or h2load()) again and again in a thread until stop() or __exit__,
+    at most max_runs times and for at most max_s seconds; results holds
+    what each run returned, errors what any run raised.
+
+        with LoadLoop(lambda: ab(url, 1000, 8, keepalive=False, timeout=60)) as load:
+            h.restart()
+        total = sum(r.complete for r in load.results)
+    """
+
+    def __init__(self, run_once, max_s=120.0, max_runs=1000):
+        self.run_once = run_once
+        self.max_s = max_s
+        self.max_runs = max_runs
+        self.results = []
+        self.errors = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self):
+        end = time.monotonic() + self.max_s
+        for _ in range(self.max_runs):
+            if self._stop.is_set() or time.monotonic() >= end:
+                return
+            try:
+                self.results.append(self.run_once())
+            except Exception as e:  # noqa: BLE001 - reported through errors
+                self.errors.append(e)
+                self._stop.wait(0.2)
+
+    def start(self):
+        self._thread.start()
+        return self
+
+    def stop(self, timeout=None):
+        """Lets the current run finish (bounded by its own timeout)."""
+        self._stop.set()
+        self._thread.join(timeout if timeout is not None else self.max_s + 60)
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc):
+        self.stop()
+
+
+# --------------------------------------------------------------------------
+# The module's status page and exit lines
+
+IMX_STATUS_PATH = "imx-status"
+# The module's status handler, itself not recorded.
+IMX_STATUS_CONF = """
+<Location /%s>
+    SetHandler influx-metrics-status
+    InfluxMetrics Off
+</Location>
+""" % IMX_STATUS_PATH
+
+
+def imx_status(h):
+    """The status page's JSON (needs IMX_STATUS_CONF in the config)."""
+    status, body, _ = http_request(h.url + IMX_STATUS_PATH + "?json")
+    if status != 200:
+        raise RuntimeError("status page: HTTP %d %r" % (status, body[:200]))
+    return json.loads(body)
+
+
+_EXIT_LINE = re.compile(r"\[pid (\d+)[^\]]*\] IMX0100: flusher exit: (.*)$")
+
+
+def flusher_exits(h):
+    """One dict per "flusher exit" line of the error log: "pid" and every
+    counter of the line (recorded, sent, rejected, dropped_exit, ...)."""
+    out = []
+    for line in h.error_log_text().splitlines():
+        m = _EXIT_LINE.search(line)
+        if m:
+            d = {k: int(v) for k, v in re.findall(r"(\w+)=(\d+)", m.group(2))}
+            d["pid"] = int(m.group(1))
+            out.append(d)
+    return out

@@ -152,3 +152,31 @@ def test_module_without_url_is_inert(module_built, httpd_factory):
     assert harness.http_request(h.url + "small.txt")[0] == 200
     h.stop()
     assert "IMX" not in h.error_log_text()
+
+
+# A notice or warning when the batch size is cut down to the buffer size; any
+# level is accepted, even error.
+@pytest.mark.allowed_errors(r"InfluxMetricsBatchSize")
+def test_batch_size_above_buffer_size_is_refused_or_clamped(module_built, influx, influx_db,
+                                                            httpd_factory):
+    """A batch can never fill from a ring that holds fewer records, so an
+    InfluxMetricsBatchSize above InfluxMetricsBufferSize is either an error
+    (configtest fails naming InfluxMetricsBatchSize) or is clamped to the
+    buffer size with a line in the error log naming InfluxMetricsBatchSize.
+    Silently accepting it is neither."""
+    h = httpd_factory(start=False, mpm="event", extra=str(harness.Imx(
+        influx.write_url(influx_db), batch_size=5000, buffer_size=1024)))
+    rc, out = h.configtest()
+    if rc != 0:
+        assert "InfluxMetricsBatchSize" in out, out
+        return
+    h.start()
+    res = harness.ab(h.url + "small.txt", 500, 4)
+    assert res.complete == 500
+    h.stop()
+    log = h.error_log_text()
+    assert "InfluxMetricsBatchSize" in log, (
+        "InfluxMetricsBatchSize 5000 with InfluxMetricsBufferSize 1024 passed "
+        "configtest and started without a word about it:\n%s" % log)
+    # Clamped, it still works.
+    assert influx.count(influx_db, "apache_request") == h.access_log_count() == 500

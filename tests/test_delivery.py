@@ -177,6 +177,33 @@ def test_tags_round_trip(module_built, influx, influx_db, httpd_factory):
     assert main[0].get("team") is None
 
 
+def test_vhosts_without_module_directives_keep_their_names(module_built, influx, influx_db,
+                                                          httpd_factory):
+    """Virtual hosts with no directive of the module at all (the usual case:
+    the module is configured once, globally): each request point carries the
+    ServerName of the virtual host that served it, and so does each summary
+    (mode both)."""
+    names = ("one.example", "two.example", "three.example")
+    h = httpd_factory(mpm="event", start=False)
+    h.extra = str(Imx(influx.write_url(influx_db), extra="InfluxMetricsMode both\n")) + "".join(
+        "<VirtualHost %s:%d>\n    ServerName %s\n</VirtualHost>\n" % (harness.HOST, h.port, n)
+        for n in names)
+    h.start()
+    want = {}
+    for i, name in enumerate(names):
+        want[name] = i + 1
+        for _ in range(i + 1):
+            assert harness.http_request(h.url + "small.txt", headers={"Host": name})[0] == 200
+    h.stop()
+
+    def per_vhost(q):
+        res = influx.query(q, db=influx_db)
+        return {s["tags"]["vhost"]: int(s["values"][0][1])
+                for s in res["results"][0].get("series") or []}
+    assert per_vhost('SELECT count("duration_us") FROM "apache_request" GROUP BY "vhost"') == want
+    assert per_vhost('SELECT sum("count") FROM "apache_summary" GROUP BY "vhost"') == want
+
+
 def test_basic_auth_in_url(module_built, httpd_factory):
     """user:password in the URL authenticates against InfluxDB 1.x, and the
     password never reaches the error log."""

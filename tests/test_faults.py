@@ -122,6 +122,29 @@ def test_413_splits_batches(module_built, httpd_factory, fs):
     assert "sending the batch in halves" in h.error_log_text()
 
 
+def test_413_split_without_retry_buffer_loses_nothing(module_built, httpd_factory, fs):
+    """A backend that takes at most 16 KiB per POST (about 130 points) and
+    InfluxMetricsRetryBuffer 0: the halves of a refused batch are sent at
+    once, halved again as needed, and every point is stored. The retry
+    buffer is for batches that failed, not for the halves of a split."""
+    limit = 16384
+    fs.set_max_body(limit)
+    h = start(httpd_factory, fs.write_url(), extra=(
+        "InfluxMetricsRetryBuffer 0\nInfluxMetricsBatchSize 1000\n"
+        "InfluxMetricsFlushInterval 1s\n"))
+    n = load(h, 2000)
+    st = settle(h, n)
+    h.stop()
+    stored = request_lines(fs.lines)
+    assert fs.answers.get(413, 0) >= 1, fs.stats()
+    assert all(len(r.raw) <= limit for r in fs.requests if r.stored), "a body over the limit stored"
+    counters = {k: st[k] for k in ("recorded", "sent", "rejected", "dropped_retry",
+                                   "dropped_exit", "dropped")}
+    assert st["dropped"] == 0 and st["rejected"] == 0 and st["sent"] == n, counters
+    assert len(stored) == len(set(stored)) == n, (len(stored), len(set(stored)), counters)
+    assert "sending the batch in halves" in h.error_log_text()
+
+
 @pytest.mark.allowed_errors(*ALLOWED, r"IMX0100: flusher exit")
 @pytest.mark.parametrize("code", [401, 403, 404])
 def test_auth_and_missing_db_retry_slowly_and_never_log_secrets(module_built, httpd_factory,

@@ -125,6 +125,26 @@ def test_fail_next_then_back_to_mode(fs):
     assert [post(fs)[0] for _ in range(5)] == [204, 429, 204, 204, 500]
 
 
+def test_max_body_answers_413_and_stores_the_rest(fs):
+    fs.set_max_body(len(BODY) - 1).fail_next(1, 503)
+    status, _, body = post(fs)
+    # Over the limit: 413 before any queued answer, nothing stored.
+    assert status == 413 and "too large" in json.loads(body)["error"].lower()
+    assert fs.count == 0 and fs.pending == 1 and fs.stats()["max_body"] == len(BODY) - 1
+    small = "m,host=a v=1i 1\n"
+    assert post(fs, body=small)[0] == 503          # the queued answer, then the mode
+    assert post(fs, body=small)[0] == 204 and fs.lines == [small.strip()]
+    # The limit is on the body as received: gzipped, the same lines fit.
+    fs.set_max_body(200)
+    big = BODY * 10
+    assert post(fs, body=big)[0] == 413
+    assert post(fs, body=gzip.compress(big.encode()),
+                headers={"Content-Encoding": "gzip"})[0] == 204
+    fs.set_max_body(None)
+    assert post(fs)[0] == 204 and fs.count == 1 + 30 + 3
+    assert fs.answers == {413: 2, 503: 1, 204: 3}
+
+
 def test_slow(fs):
     fs.set_mode("slow", delay=0.5)
     t0 = time.monotonic()
@@ -258,6 +278,10 @@ def test_standalone_process_and_control_api():
         assert stats["answers"] == {"503": 1, "429": 1, "204": 1}
         assert call("GET", "/__fault/lines")[2].decode() == BODY
         assert call("POST", "/__fault/mode?mode=nonsense")[0] == 400
+        assert call("POST", "/__fault/max_body?bytes=10")[0] == 200
+        assert call("POST", "/write?db=imx", BODY)[0] == 413
+        assert call("POST", "/__fault/max_body?bytes=")[0] == 200
+        assert call("POST", "/write?db=imx", BODY)[0] == 204
     finally:
         proc.terminate()
         try:
@@ -266,7 +290,7 @@ def test_standalone_process_and_control_api():
             proc.kill()
             out, _ = proc.communicate(timeout=5)
     assert proc.returncode == 0
-    assert json.loads(out.strip().splitlines()[-1])["requests"] == 3
+    assert json.loads(out.strip().splitlines()[-1])["requests"] == 5
 
 
 def test_concurrent_clients(fs):

@@ -4,6 +4,8 @@ measurement apache_influx_metrics."""
 
 import json
 
+import pytest
+
 import harness
 from harness import Imx, ab, wait_until
 
@@ -70,3 +72,23 @@ def test_status_handler_without_url(module_built, httpd_factory):
                       modules=("status",))
     status, _, _ = harness.http_request(h.url + "imx-status?json")
     assert status == 503
+
+
+@pytest.mark.allowed_errors(r"IMX0100: backend rejected")
+def test_json_status_is_valid_utf8_whatever_the_backend_says(module_built, httpd_factory):
+    """A backend's answer ends up in last_error; bytes that are not UTF-8
+    must not make ?json invalid (each invalid byte becomes U+FFFD)."""
+    from faultserver import FaultServer
+    with FaultServer(mode=400, body=b"\xff\xfe bad \xc3 \xed\xa0\x80 end") as fs:
+        h = httpd_factory(extra=str(Imx(fs.write_url())) + STATUS_CONF)
+        harness.http_request(h.url + "small.txt")
+        wait_until(lambda: fs.requests, 10)
+
+        def error_seen():
+            status, body, _ = harness.http_request(h.url + "imx-status?json")
+            text = body.decode("utf-8")         # strict: raises on invalid UTF-8
+            j = json.loads(text)
+            return j if j["last_error"] else None
+        j = wait_until(error_seen, 10)
+        assert "\ufffd" in j["last_error"] and "end" in j["last_error"], j["last_error"]
+        assert all("\ufffd" in c["last_error"] for c in j["children"] if c["last_error"])

@@ -259,6 +259,55 @@ static void test_no_injection(void)
     CHECK(exact > 1000, "too few exact round trips checked: %d", exact);
 }
 
+/* URLs in messages: never user info, never the query, whatever characters
+ * the password holds (users write '/', '?', '#' and '@' unencoded). */
+static void test_url_redacted(void)
+{
+    static const char *const cases[][2] = {
+        { "http://u:p@h:8086/write?db=x&p=secret", "http://h:8086/write" },
+        { "http://u:pa/ss@127.0.0.1:8086/write?db=x", "http://127.0.0.1:8086/write" },
+        { "http://u:p@x@host/w?db=x", "http://host/w" },
+        { "http://u:p/a?s#w@host/path", "http://(hidden)" },
+        { "http://u:p?x@host/w", "http://(hidden)" },
+        { "http://host/w?u=bob@corp&p=se@cret", "http://(hidden)" },
+        { "https://host/api/v2/write?org=o&bucket=b", "https://host/api/v2/write" },
+        { "HTTP://U:P@H/", "HTTP://H/" },
+        { "http://user@host", "http://host" },
+        { "ftp://u:secret@h/x", "ftp://h/x" },
+        { "u:secret@h:1/x?y", "h:1/x" },
+        { "127.0.0.1:8086/write?db=x", "127.0.0.1:8086/write" },
+        { "u:p@h/w?q=http://a", "h/w" },
+        { "socks5h://u:p@proxy:1080", "socks5h://proxy:1080" },
+        { "http://", "http://" },
+        { "", "" },
+    };
+    static const char pw_chars[] = "XYZ/?#@:%";
+    apr_pool_t *p;
+    char url[128], pw[16];
+
+    apr_pool_create(&p, NULL);
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        const char *got = imx_url_redacted(p, cases[i][0]);
+        CHECK(!strcmp(got, cases[i][1]), "'%s' shown as '%s', want '%s'",
+              cases[i][0], got, cases[i][1]);
+    }
+    /* Random passwords: X, Y and Z appear nowhere else, so no fragment of
+     * the password holding one of them may be shown. */
+    for (int iter = 0; iter < 20000; iter++) {
+        size_t n = 1 + rnd() % 12;
+        for (size_t k = 0; k < n; k++) {
+            pw[k] = pw_chars[rnd() % (sizeof(pw_chars) - 1)];
+        }
+        pw[n] = '\0';
+        snprintf(url, sizeof(url), "%s://wr:%s@h.example:8086/write?db=d&p=X%s",
+                 iter & 1 ? "http" : "https", pw, iter & 2 ? "&e=a@b" : "");
+        const char *got = imx_url_redacted(p, url);
+        CHECK(!strpbrk(got, "XYZ") && !strstr(got, "wr:") && !strchr(got, '?'),
+              "'%s' shown as '%s'", url, got);
+    }
+    apr_pool_destroy(p);
+}
+
 /* ------------------------------------------------------------------------- */
 /* The engine, with recording senders                                         */
 
@@ -275,6 +324,7 @@ typedef struct {
     int maybe;                  /* ... saying the body may have been stored */
     uint32_t max_lines;         /* TOO_LARGE for bodies with more lines */
     uint32_t partial_drop;      /* PARTIAL with this many dropped, once */
+    unsigned delay_us;          /* a slow backend: each call takes this long */
     apr_interval_time_t retry_after;    /* returned with each RETRY */
     apr_time_t call_time[64];
     _Atomic apr_time_t limit;
@@ -331,6 +381,9 @@ static imx_send_result_t rec_send(void *ctx, const char *body, size_t len, int g
     }
     if (call < 64) {
         rc->call_time[call] = apr_time_now();
+    }
+    if (rc->delay_us) {
+        apr_sleep(rc->delay_us);
     }
     if ((int)call < rc->fail_first || rc->always_fail) {
         snprintf(err, errsz, "injected failure %d", (int)call);
@@ -536,7 +589,7 @@ static void stress(unsigned nthreads, unsigned per, uint32_t cap, uint32_t batch
     e = make_engine(p, rc, cap, batch, gzip);
     guard2 = apr_palloc(p, 4096);
     memset(guard2, 0x5A, 4096);
-    CHECK(imx_engine_start(e, p) == APR_SUCCESS, "start");
+    CHECK(imx_engine_start(e) == APR_SUCCESS, "start");
     for (unsigned i = 0; i < nthreads; i++) {
         pr[i] = (producer_t){ e, i, per, apr_time_now() + apr_time_from_sec(20),
                               accepted, 0, 0, pace_us };
@@ -611,7 +664,7 @@ static void test_retry_then_deliver(void)
         fill_point(&pt, (uint64_t)i);
         CHECK(imx_push(e, &pt), "push %d", i);
     }
-    imx_engine_start(e, p);
+    imx_engine_start(e);
     CHECK(wait_sent(e, 1000), "not delivered after retries");
     imx_engine_stop(e);
     imx_engine_stats(e, &st);
@@ -661,7 +714,7 @@ static void test_stop_bounded(void)
     apr_pool_create(&p, NULL);
     rc->hang = 1;
     e = make_engine(p, rc, 1024, 50, 0);
-    imx_engine_start(e, p);
+    imx_engine_start(e);
     for (int i = 0; i < 300; i++) {
         fill_point(&pt, (uint64_t)i);
         imx_push(e, &pt);
@@ -762,12 +815,248 @@ static void test_split_queued_in_full_buffer(void)
         imx_engine_flush_now(e);
     }
     imx_engine_stats(e, &st);
-    CHECK(st.sent + st.dropped_retry == 100 && st.buffered == 0 && st.sent > 0
+    CHECK(st.sent == 100 && st.dropped_retry == 0 && st.buffered == 0
           && atomic_load(&rc->dups) == 0,
           "split in full buffer: sent %llu dropped_retry %llu buffered %llu",
           (unsigned long long)st.sent, (unsigned long long)st.dropped_retry,
           (unsigned long long)st.buffered);
     finish(e, p, rc, 100, "split-full");
+}
+
+/* 413 with a retry buffer too small for the batch (0 included): the halves
+ * are sent at once, not queued where one would evict the other. */
+static void test_split_small_retry_buffer(void)
+{
+    static const size_t sizes[] = { 0, 1, 2000 };
+
+    for (int k = 0; k < 3; k++) {
+        apr_pool_t *p;
+        recorder_t *rc = recorder_new();
+        imx_engine_t *e;
+        imx_stats_t st;
+        imx_point_t pt;
+
+        rc->max_lines = 7;
+        apr_pool_create(&p, NULL);
+        test_retry_buffer = sizes[k];
+        e = make_engine(p, rc, 1024, 100, 0);
+        test_retry_buffer = 64 << 20;
+        for (int i = 0; i < 250; i++) {
+            fill_point(&pt, (uint64_t)i);
+            imx_push(e, &pt);
+        }
+        imx_engine_flush_now(e);
+        imx_engine_stats(e, &st);
+        CHECK(st.sent == 250 && st.dropped_retry == 0 && atomic_load(&rc->dups) == 0,
+              "split with retry buffer %zu: sent %llu dropped_retry %llu", sizes[k],
+              (unsigned long long)st.sent, (unsigned long long)st.dropped_retry);
+        finish(e, p, rc, 250, "split-small-buffer");
+    }
+}
+
+/* Points pushed after stop are refused and counted, recorded and
+ * dropped_exit alike, so the identity still holds. */
+static void test_push_after_stop(void)
+{
+    apr_pool_t *p;
+    recorder_t *rc = recorder_new();
+    imx_engine_t *e = push_n(&p, rc, 1024, 100, 10, 0);
+    imx_stats_t st;
+    imx_point_t pt;
+
+    imx_engine_stop(e);
+    fill_point(&pt, 10);
+    CHECK(imx_push(e, &pt) == 0, "push after stop accepted");
+    imx_engine_stats(e, &st);
+    CHECK(st.sent == 10 && st.recorded == 11 && st.dropped_exit == 1 && st.buffered == 0,
+          "late push: sent %llu recorded %llu dropped_exit %llu",
+          (unsigned long long)st.sent, (unsigned long long)st.recorded,
+          (unsigned long long)st.dropped_exit);
+    finish(e, p, rc, 11, "late");
+}
+
+static _Atomic int ticks;
+
+static void count_tick(void *ctx, imx_engine_t *e, int final)
+{
+    (void)ctx; (void)e;
+    if (!final) {
+        atomic_fetch_add(&ticks, 1);
+    }
+}
+
+static void *flood_main(void *arg)
+{
+    producer_t *pr = arg;
+    imx_point_t pt;
+
+    while (apr_time_now() < pr->until) {
+        fill_point(&pt, pr->produced % 1000);
+        pr->produced++;
+        pr->ok += (uint64_t)imx_push(pr->e, &pt);
+    }
+    return NULL;
+}
+
+/* A steady stream of full batches to a slow backend: the flusher must
+ * still tick every interval (summaries, its own counters). */
+static void test_tick_under_full_batches(void)
+{
+    apr_pool_t *p;
+    recorder_t *rc = recorder_new();
+    imx_engine_conf_t c;
+    imx_engine_t *e;
+    char err[128];
+    producer_t pr;
+    pthread_t th;
+
+    apr_pool_create(&p, NULL);
+    rc->delay_us = 2000;
+    memset(&c, 0, sizeof(c));
+    c.line_prefix = "apache_request,host=test";
+    c.capacity = 4096;
+    c.batch_size = 16;
+    c.flush_interval = apr_time_from_msec(20);
+    c.shutdown_timeout = apr_time_from_msec(200);
+    c.retry_interval = apr_time_from_msec(5);
+    c.retry_base = 2;
+    c.retry_max_delay = apr_time_from_msec(20);
+    c.retry_buffer = 1 << 20;
+    c.send = rec_send;
+    c.send_ctx = rc;
+    c.log = quiet_log;
+    c.on_tick = count_tick;
+    e = imx_engine_create(p, &c, err, sizeof(err));
+    atomic_store(&ticks, 0);
+    CHECK(imx_engine_start(e) == APR_SUCCESS, "start");
+    pr = (producer_t){ e, 0, 0, apr_time_now() + apr_time_from_msec(600), NULL, 0, 0, 0 };
+    pthread_create(&th, NULL, flood_main, &pr);
+    pthread_join(th, NULL);
+    /* About 30 intervals passed; a starved flusher ticks once at most. */
+    CHECK(atomic_load(&ticks) >= 10, "only %d ticks in 600 ms of full batches",
+          atomic_load(&ticks));
+    imx_engine_stop(e);
+    check_identity(e, pr.produced, "tick-flood");
+    apr_pool_destroy(p);
+    recorder_free(rc);
+}
+
+/* prefork calls the child's cleanups from its SIGTERM handler: stopping the
+ * engine there must work and flush everything, the handler doing only
+ * async-signal-safe work while the flusher sends. */
+static imx_engine_t *sig_engine;
+static volatile sig_atomic_t sig_result = -1;
+
+static void on_term(int sig)
+{
+    (void)sig;
+    sig_result = imx_engine_stop(sig_engine);
+}
+
+static void test_stop_in_signal_handler(void)
+{
+    apr_pool_t *p;
+    recorder_t *rc = recorder_new();
+    imx_engine_t *e = push_n(&p, rc, 1024, 1000, 300, 0);
+    struct sigaction sa, old;
+    imx_stats_t st;
+
+    CHECK(imx_engine_start(e) == APR_SUCCESS, "start");
+    sig_engine = e;
+    memset(&sa, 0, sizeof(sa));
+    sa.sa_handler = on_term;
+    sigaction(SIGTERM, &sa, &old);
+    raise(SIGTERM);
+    sigaction(SIGTERM, &old, NULL);
+    CHECK(sig_result == 1, "stop in the handler did not see the flusher finish");
+    imx_engine_stats(e, &st);
+    CHECK(st.sent == 300 && st.dropped_exit == 0, "signal stop: sent %llu dropped_exit %llu",
+          (unsigned long long)st.sent, (unsigned long long)st.dropped_exit);
+    finish(e, p, rc, 300, "signal-stop");
+}
+
+/* ------------------------------------------------------------------------- */
+/* Unique timestamps                                                          */
+
+typedef struct {
+    imx_ts_table_t *t;
+    apr_time_t start;
+    int n;
+    int64_t *out;
+} ts_job_t;
+
+static void *ts_main(void *arg)
+{
+    ts_job_t *j = arg;
+
+    for (int i = 0; i < j->n; i++) {
+        j->out[i] = imx_ts_unique(j->t, j->start + (i % 3));
+    }
+    return NULL;
+}
+
+static int cmp_i64(const void *a, const void *b)
+{
+    int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+static void test_ts_unique(void)
+{
+    enum { NT = 8, PER = 40000 };
+    imx_ts_table_t *t = calloc(1, sizeof(*t));
+    int64_t *all = malloc(sizeof(int64_t) * (NT * PER + 64));
+    apr_time_t start = apr_time_from_sec(1700000000) + 123456;
+    pthread_t th[NT];
+    ts_job_t jobs[NT];
+    size_t n = 0, dups = 0, far = 0;
+
+    /* 320,000 requests starting within the same 3 microseconds, from 8
+     * threads at once: every timestamp distinct, within 1 ms of the start. */
+    for (int i = 0; i < NT; i++) {
+        jobs[i] = (ts_job_t){ t, start, PER, all + (size_t)i * PER };
+        pthread_create(&th[i], NULL, ts_main, &jobs[i]);
+    }
+    for (int i = 0; i < NT; i++) {
+        pthread_join(th[i], NULL);
+    }
+    n = (size_t)NT * PER;
+    /* A request so long that its millisecond's counter was reused since,
+     * and a clock that stepped back by less than the table's span and by
+     * more: still distinct. */
+    t->slot[(start / 1000) & (IMX_TS_SLOTS - 1)] = 0;   /* as if never used */
+    imx_ts_unique(t, start + (apr_time_t)IMX_TS_SLOTS * 1000);  /* reuses the slot */
+    for (int i = 0; i < 20; i++) {
+        all[n++] = imx_ts_unique(t, start);         /* late: upper half */
+    }
+    for (int i = 0; i < 20; i++) {
+        all[n++] = imx_ts_unique(t, start + 2);     /* late as well */
+    }
+    for (size_t i = 0; i < n; i++) {
+        int64_t d = all[i] - (int64_t)start * 1000;
+        if (d <= -1000000 || d >= 1000000) {
+            far++;
+        }
+    }
+    qsort(all, n, sizeof(int64_t), cmp_i64);
+    for (size_t i = 1; i < n; i++) {
+        dups += all[i] == all[i - 1];
+    }
+    CHECK(dups == 0, "%zu duplicate timestamps among %zu", dups, n);
+    CHECK(far == 0, "%zu timestamps shifted by 1 ms or more", far);
+    CHECK(atomic_load(&t->late) == 40, "late %llu", (unsigned long long)atomic_load(&t->late));
+
+    /* A clock stepping back into milliseconds already used continues their
+     * counters: distinct from what was handed out before. */
+    memset(t, 0, sizeof(*t));
+    {
+        int64_t a = imx_ts_unique(t, start), b;
+        imx_ts_unique(t, start + 5000);         /* time goes on ... */
+        b = imx_ts_unique(t, start);            /* ... and steps back */
+        CHECK(a != b, "clock step back repeated a timestamp");
+    }
+    free(all);
+    free(t);
 }
 
 static void test_partial_write(void)
@@ -834,7 +1123,7 @@ static void test_retry_after(void)
     rc->fail_first = 1;
     rc->retry_after = apr_time_from_msec(300);
     e = push_n(&p, rc, 1024, 100, 10, 0);
-    imx_engine_start(e, p);
+    imx_engine_start(e);
     CHECK(wait_sent(e, 10), "not delivered after Retry-After");
     CHECK(rc->call_time[1] - rc->call_time[0] >= apr_time_from_msec(290),
           "retried after %lld ms, Retry-After was 300 ms",
@@ -1296,12 +1585,18 @@ int main(int argc, char **argv)
     if (!stress_only) {
         test_escape_table();
         test_no_injection();
+        test_url_redacted();
         test_full_ring_drops();
         test_reject_counts();
         test_retry_then_deliver();
         test_stop_bounded();
         test_split_on_413();
         test_split_queued_in_full_buffer();
+        test_split_small_retry_buffer();
+        test_push_after_stop();
+        test_tick_under_full_batches();
+        test_stop_in_signal_handler();
+        test_ts_unique();
         test_partial_write();
         test_retry_buffer_eviction();
         test_retry_after();
