@@ -3,18 +3,31 @@
  *
  * Shared segment, created once per parent from its process pool (so it
  * outlives graceful restarts, like the counters in imx_status.c):
- *   header | retired table | previous sums | one table per child slot
- * "retired" holds what exited children recorded; "previous sums" is what the
- * last summary covered. Only the lock holder touches those two: the elected
- * writer, or a child folding its table into "retired" as it exits. The lock
- * word is the holder's pid, so a holder that died is noticed and replaced
- * instead of blocking everyone.
+ *   header (lock, election, owner of each slot's table) | pending table |
+ *   one table per child slot
+ * each part page aligned. Children record into their slot's table. The
+ * elected writer, holding the lock, drains every claimed table into
+ * "pending" and writes pending out; a new child, holding the lock, drains
+ * the table of its slot's previous owner into pending before it starts
+ * afresh. A child's table stays in place when the child exits or crashes,
+ * and is drained every interval like a live one until its slot is claimed
+ * again: what it recorded is never lost, including what threads still log
+ * after the child's exit cleanup (mod_http2's workers can), and the counts
+ * of a child that crashed.
+ *
+ * The lock is a robust mutex (shmlock.h): a holder that dies releases it,
+ * and the next holder repairs what it may have left half done.
+ *
+ * Memory: readers walk only the claimed series of claimed tables (see
+ * summary.h), so what is resident follows the series in use, not the size
+ * of the segment.
  */
 #include <errno.h>
 #include <signal.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <sys/mman.h>
 #include <unistd.h>
 
 #include "httpd.h"
@@ -28,52 +41,219 @@
 
 #include "imx_status.h"
 #include "imx_summary.h"
+#include "shmlock.h"
 #include "summary.h"
 
 APLOG_USE_MODULE(influx_metrics);
 
 typedef struct {
-    _Atomic uint32_t lock_pid;
-    _Atomic int64_t epoch;      /* last interval number written */
-    uint32_t nslots;
-    uint32_t nseries;           /* per child table */
-    uint32_t gseries;           /* retired and previous tables */
-    size_t child_size, global_size, hdr_size;
-    apr_time_t last_write;      /* of the previous summaries (under the lock) */
+    imx_shmlock_t lock;
+    int ready;                  /* the lock could be made */
+    /* Start, in microseconds, of the last interval a summary was written
+     * for. A time, not an interval number: it means the same to every
+     * generation, whatever InfluxMetricsFlushInterval each one has. */
+    _Atomic int64_t last_start;
+    uint32_t nslots, nseries, gseries;
+    uint32_t rotate;            /* under the lock: the slot drained first */
+    size_t child_size, pending_size, hdr_size;
+    apr_time_t last_write;      /* under the lock: of the previous summaries */
+    uint64_t overflow;          /* under the lock: requests not summarised */
+    /* Per slot: pid of the child that last claimed its table, 0 if none
+     * ever did (then it is never read). Dense, so that the writer finds
+     * the tables in use without touching the others. */
+    _Atomic uint32_t owner[];
 } sum_shm_t;
 
 static sum_shm_t *shm;
 static const imx_summary_names_t *names;
-static imx_hist_table_t *mine;
+/* Set once in child_init, before any request; never cleared (see above). */
+static imx_hist_table_t *_Atomic mine;
 static apr_interval_time_t tick_interval;
 static int summaries_on;
-/* Writer-side scratch (per process, made on first use). */
-static imx_hist_table_t *scratch;
-static char *outbuf;
-static size_t outcap;
-static char sum_prefix[512];
+static server_rec *log_server;
+static char *sum_prefix;
+/* The writer's output and tag text, grown to what is in use. */
+static imx_hist_out_t out;
+static char *tagbuf;
+static size_t tagcap;
 
 #define USERDATA_KEY "imx_summary_shm"
-#define ALIGN64(x) (((x) + 63) & ~(size_t)63)
+#define PAGE_ALIGN(x) (((x) + IMX_HIST_PAGE - 1) & ~(size_t)(IMX_HIST_PAGE - 1))
 
-static imx_hist_table_t *table_at(size_t off)
+/* ------------------------------------------------------------------------- */
+/* Names                                                                      */
+
+/* The registry of vhost and route texts (summary.h), its own segment. Its
+ * arena is only backed where texts are. Full: "other", and IMX0020. */
+#define NAMES_KEY "imx_summary_names"
+#define NAMES_ARENA (4u << 20)
+
+static imx_names_t *reg;
+static int names_missed;        /* texts that did not fit, this generation */
+
+static imx_names_t *registry(server_rec *s)
 {
-    return (imx_hist_table_t *)((char *)shm + off);
+    int created;
+
+    if (!reg) {
+        reg = imx_shm_once(s, NAMES_KEY, imx_names_size(NAMES_ARENA), &created);
+        if (reg && created) {
+            imx_names_init(reg, NAMES_ARENA);
+            /* The reserved ids: server 0, routes 0 (none) and 1. */
+            imx_names_intern(reg, 0, ",vhost=other", 12, 12);
+            imx_names_intern(reg, 1, "", 0, 0);
+            imx_names_intern(reg, 1, ",route=other", 12, 12);
+        }
+    }
+    return reg;
 }
 
-static imx_hist_table_t *retired(void)
+int imx_summary_server_id(server_rec *s, const char *vhost_text, const char *tags_text)
 {
-    return table_at(shm->hdr_size);
+    imx_names_t *r = registry(s);
+    size_t vl = strlen(vhost_text), tl = strlen(tags_text);
+    char *text;
+    int id = -1;
+
+    if (r && (text = malloc(vl + tl + 1))) {
+        memcpy(text, vhost_text, vl);
+        memcpy(text + vl, tags_text, tl + 1);
+        id = imx_names_intern(r, 0, text, vl + tl, vl);
+        free(text);
+    }
+    if (id < 0) {
+        names_missed++;
+        return 0;
+    }
+    return id;
 }
 
-static imx_hist_table_t *previous(void)
+int imx_summary_route_id(server_rec *s, const char *route_escaped)
 {
-    return table_at(shm->hdr_size + shm->global_size);
+    imx_names_t *r = registry(s);
+    char *text;
+    int id = -1;
+
+    if (!route_escaped) {
+        return 0;
+    }
+    if (r && (text = malloc(strlen(route_escaped) + 8))) {
+        size_t len = (size_t)sprintf(text, ",route=%s", route_escaped);
+        id = imx_names_intern(r, 1, text, len, len);
+        free(text);
+    }
+    if (id < 0) {
+        names_missed++;
+        return 1;
+    }
+    return id;
 }
 
-static imx_hist_table_t *child_table(int slot)
+/* ",vhost=..,route=..,method=..,status_class=..<static tags>" for a key,
+ * whichever generation recorded it. Never cut short: InfluxDB refuses a
+ * whole batch for one line cut in the middle of an escape. */
+static const char *key_tags(void *ctx, uint32_t key)
 {
-    return table_at(shm->hdr_size + 2 * shm->global_size + (size_t)slot * shm->child_size);
+    static const char *const classes[8] = {
+        "other", "1xx", "2xx", "3xx", "4xx", "5xx", "other", "other"
+    };
+    uint32_t k = key - 1, server = (k >> 20) & 0x7ff, route = (k >> 9) & 0x7ff;
+    uint32_t method = (k >> 3) & 0x3f;
+    const char *sv, *rt = "", *m;
+    size_t slen, ssplit, rlen = 0, rsplit, mlen, need;
+    char *w;
+
+    (void)ctx;
+    if (!(sv = imx_names_get(reg, 0, server, &slen, &ssplit))
+        && !(sv = imx_names_get(reg, 0, 0, &slen, &ssplit))) {
+        return NULL;
+    }
+    if (route && !(rt = imx_names_get(reg, 1, route, &rlen, &rsplit))
+        && !(rt = imx_names_get(reg, 1, 1, &rlen, &rsplit))) {
+        return NULL;
+    }
+    m = (int)method < names->nmethods && names->methods[method] ? names->methods[method]
+                                                                  : "OTHER";
+    mlen = strlen(m);
+    need = slen + rlen + mlen + 64;
+    if (need > tagcap) {
+        char *nb = realloc(tagbuf, need * 2);
+        if (!nb) {
+            return NULL;
+        }
+        tagbuf = nb;
+        tagcap = need * 2;
+    }
+    w = tagbuf;
+    memcpy(w, sv, ssplit);
+    w += ssplit;
+    memcpy(w, rt, rlen);
+    w += rlen;
+    memcpy(w, ",method=", 8);
+    w += 8;
+    memcpy(w, m, mlen);
+    w += mlen;
+    w += sprintf(w, ",status_class=%s", classes[k & 7]);
+    memcpy(w, sv + ssplit, slen - ssplit);
+    w[slen - ssplit] = '\0';
+    return tagbuf;
+}
+
+/* ------------------------------------------------------------------------- */
+/* The segment                                                                */
+
+typedef struct {
+    void *addr;
+    size_t size;
+} mapping_t;
+
+static apr_status_t unmap(void *data)
+{
+    mapping_t *m = data;
+
+    munmap(m->addr, m->size);
+    return APR_SUCCESS;
+}
+
+/* As imx_shm_once, but the mapping commits no memory up front
+ * (MAP_NORESERVE): it has room for every slot's table at full size, of which
+ * only the pages in use are ever backed, and at a large ServerLimit and
+ * InfluxMetricsSummarySeries that room is tens of GiB, more than heuristic
+ * overcommit grants in one piece. */
+static void *segment_once(server_rec *s, size_t size, int *created)
+{
+    apr_pool_t *pp = s->process->pool;
+    void *data = NULL;
+    mapping_t *m;
+
+    *created = 0;
+    apr_pool_userdata_get(&data, USERDATA_KEY, pp);
+    if (data) {
+        return data;
+    }
+    data = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS | MAP_NORESERVE,
+                -1, 0);
+    if (data == MAP_FAILED) {
+        return NULL;
+    }
+    m = apr_palloc(pp, sizeof(*m));
+    m->addr = data;
+    m->size = size;
+    apr_pool_cleanup_register(pp, m, unmap, apr_pool_cleanup_null);
+    apr_pool_userdata_set(data, USERDATA_KEY, apr_pool_cleanup_null, pp);
+    *created = 1;
+    return data;
+}
+
+static imx_hist_table_t *pending(void)
+{
+    return (imx_hist_table_t *)((char *)shm + shm->hdr_size);
+}
+
+static imx_hist_table_t *child_table(uint32_t slot)
+{
+    return (imx_hist_table_t *)((char *)shm + shm->hdr_size + shm->pending_size
+                                + (size_t)slot * shm->child_size);
 }
 
 apr_status_t imx_summary_init(server_rec *s, const imx_summary_names_t *nm,
@@ -81,19 +261,35 @@ apr_status_t imx_summary_init(server_rec *s, const imx_summary_names_t *nm,
                               apr_interval_time_t interval)
 {
     uint32_t nslots = imx_shm_slots(), gseries = nseries * 4;
-    size_t hdr = ALIGN64(sizeof(sum_shm_t));
-    size_t csz = ALIGN64(imx_hist_table_size(nseries));
-    size_t gsz = ALIGN64(imx_hist_table_size(gseries));
+    size_t hdr = PAGE_ALIGN(sizeof(sum_shm_t) + nslots * sizeof(uint32_t));
+    size_t csz = PAGE_ALIGN(imx_hist_table_size(nseries));
+    size_t psz = PAGE_ALIGN(imx_hist_table_size(gseries));
     int created;
 
     names = nm;
-    snprintf(sum_prefix, sizeof(sum_prefix), "apache_summary,host=%s", nm->host);
+    free(sum_prefix);
+    sum_prefix = malloc(strlen(nm->host) + 32);
+    if (!sum_prefix) {
+        return APR_ENOMEM;
+    }
+    sprintf(sum_prefix, "apache_summary,host=%s", nm->host);
     tick_interval = interval;
     summaries_on = want_summary;
+    log_server = s;
+    if (names_missed) {
+        ap_log_error(APLOG_MARK, APLOG_WARNING, 0, s, "IMX0020: the registry of summary "
+                     "names is full (%d virtual host tag sets and %d routes since httpd "
+                     "started): %d of this configuration are written as vhost=other or "
+                     "route=other until httpd is stopped and started", IMX_NAMES_MAX - 1,
+                     IMX_NAMES_MAX - 2, names_missed);
+        names_missed = 0;
+    }
+    if (!registry(s)) {
+        return APR_ENOMEM;
+    }
     /* Sized when first made; a bigger InfluxMetricsSummarySeries needs a full
-     * restart, like a bigger ServerLimit. Only the pages of tables in use are
-     * ever touched: zeroed tables are empty tables. */
-    shm = imx_shm_once(s, USERDATA_KEY, hdr + 2 * gsz + nslots * csz, &created);
+     * restart, like a bigger ServerLimit. */
+    shm = segment_once(s, hdr + psz + nslots * csz, &created);
     if (!shm) {
         return APR_ENOMEM;
     }
@@ -102,78 +298,109 @@ apr_status_t imx_summary_init(server_rec *s, const imx_summary_names_t *nm,
         shm->nseries = nseries;
         shm->gseries = gseries;
         shm->child_size = csz;
-        shm->global_size = gsz;
+        shm->pending_size = psz;
         shm->hdr_size = hdr;
-        retired()->nseries = gseries;
-        previous()->nseries = gseries;
-        for (uint32_t i = 0; i < nslots; i++) {
-            child_table((int)i)->nseries = nseries;
-        }
+        imx_hist_init(pending(), gseries);
+        shm->ready = imx_shmlock_init(&shm->lock) == 0;
+    }
+    if (!shm->ready) {
+        shm = NULL;
+        return APR_EGENERAL;
     }
     return APR_SUCCESS;
 }
 
+/* The lock, waiting at most a second (a holder works for milliseconds; one
+ * that is stopped must not stall this thread for good). */
+static int lock_summary(void)
+{
+    for (int i = 0; i < 200; i++) {
+        int rv = imx_shmlock_trylock(&shm->lock);
+        if (rv != EBUSY) {
+            return rv;
+        }
+        usleep(5000);
+    }
+    return EBUSY;
+}
+
+/* The lock was held by a process that died. Child tables are whole (each
+ * counter moves with one exchange); pending may have a key claimed twice
+ * or half entered: rebuild its index. What the dead process held in its
+ * own memory, at most one interval's summaries, is lost. */
+static void recovered(void)
+{
+    imx_hist_repair(pending());
+    ap_log_error(APLOG_MARK, APLOG_WARNING, 0, log_server, "IMX0021: a process died "
+                 "holding the summary lock; recovered, the summaries of one interval "
+                 "may be incomplete");
+}
+
+static int alive(uint32_t pid)
+{
+    /* Wrong only towards "alive" (a reused pid), which costs capacity, not
+     * counts: see imx_summary_child. */
+    return pid != (uint32_t)getpid() && (kill((pid_t)pid, 0) == 0 || errno == EPERM);
+}
+
 void imx_summary_child(int slot)
 {
+    imx_hist_table_t *t;
+    uint32_t prev, left = 0;
+    int rv;
+
     if (!shm || slot < 0 || (uint32_t)slot >= shm->nslots || !shm->nseries) {
         return;
     }
-    mine = child_table(slot);
-    /* A crashed predecessor's counts in this slot are lost to summaries;
-     * the counters page (imx_status.c) accounts for its points. */
-    imx_hist_init(mine, shm->nseries);
+    t = child_table((uint32_t)slot);
+    rv = lock_summary();
+    if (rv != 0 && rv != IMX_SHMLOCK_RECOVERED) {
+        ap_log_error(APLOG_MARK, APLOG_WARNING, rv, log_server, "IMX0022: cannot take "
+                     "the summary lock; this child's requests are left out of summaries");
+        return;
+    }
+    if (rv == IMX_SHMLOCK_RECOVERED) {
+        recovered();
+    }
+    /* The previous owner's table was left in place (see the top of this
+     * file): its counts go to pending before the table starts afresh. A
+     * status slot is only free once its owner is gone, but should that
+     * process still run (it gave its slot back, or its pid answers for
+     * another), its series stay, so that whatever it still records keeps
+     * its labels. */
+    prev = atomic_load(&shm->owner[slot]);
+    if (prev) {
+        left = imx_hist_drain(pending(), t);
+    }
+    if (!prev || (!left && !alive(prev))) {
+        imx_hist_init(t, shm->nseries);
+    }
+    atomic_store(&shm->owner[slot], (uint32_t)getpid());
+    imx_shmlock_unlock(&shm->lock);
+    atomic_store(&mine, t);
 }
 
 void imx_summary_record(uint32_t key, uint64_t us, int error)
 {
-    if (mine) {
-        imx_hist_record(mine, key, us, error);
+    imx_hist_table_t *t = atomic_load_explicit(&mine, memory_order_relaxed);
+
+    if (t) {
+        imx_hist_record(t, key, us, error);
     }
 }
 
-static int lock(void)
+/* A later interval than the last one written, on this generation's grid;
+ * or a last one in the future: the clock was set back. Any change of the
+ * interval, either way, can only delay the next election by one interval. */
+static int elect(apr_time_t now)
 {
-    uint32_t me = (uint32_t)getpid();
+    apr_interval_time_t iv = tick_interval > 0 ? tick_interval : 1;
+    int64_t start = now - now % iv, last = atomic_load(&shm->last_start);
 
-    for (int i = 0; i < 2000; i++) {
-        uint32_t holder = 0;
-        if (atomic_compare_exchange_strong(&shm->lock_pid, &holder, me)) {
-            return 1;
-        }
-        if (kill((pid_t)holder, 0) != 0 && errno == ESRCH
-            && atomic_compare_exchange_strong(&shm->lock_pid, &holder, me)) {
-            return 1;           /* its holder died */
-        }
-        usleep(500);
+    if (start <= last && last <= now) {
+        return 0;
     }
-    return 0;
-}
-
-static void unlock(void)
-{
-    atomic_store(&shm->lock_pid, 0);
-}
-
-/* ",vhost=..,route=..,method=..,status_class=..<static tags>" for a key. */
-static const char *key_tags(void *ctx, uint32_t key)
-{
-    static char buf[4096];
-    uint32_t k = key - 1;
-    int server = (int)((k >> 20) & 0x7ff), route = (int)((k >> 9) & 0x7ff);
-    int method = (int)((k >> 3) & 0x3f), cls = (int)(k & 7);
-    static const char *const classes[8] = {
-        "other", "1xx", "2xx", "3xx", "4xx", "5xx", "other", "other"
-    };
-
-    (void)ctx;
-    if (server >= names->nservers || method >= names->nmethods || route >= names->nroutes) {
-        return NULL;            /* from an older configuration */
-    }
-    snprintf(buf, sizeof(buf), "%s%s%s,method=%s,status_class=%s%s",
-             names->servers[server]->vhost,
-             route ? ",route=" : "", route ? names->routes[route] : "",
-             names->methods[method], classes[cls], names->servers[server]->tags);
-    return buf;
+    return atomic_compare_exchange_strong(&shm->last_start, &last, start);
 }
 
 /* Sums of the live children's processes (and the parent) from /proc. */
@@ -277,67 +504,58 @@ static size_t encode_process(char *out, size_t cap, int64_t ts_ns, long long ove
 void imx_summary_tick(void *ctx, imx_engine_t *e, int final)
 {
     apr_time_t now = apr_time_now();
-    int64_t epoch = (int64_t)(now / (tick_interval > 0 ? tick_interval : 1));
-    int64_t last;
-    size_t len = 0, need;
-    long long busy_us = -1, elapsed_us = -1;
+    long long busy_us = -1, elapsed_us = -1, overflow = -1;
     uint32_t lines = 0;
+    int rv;
 
     (void)ctx;
     if (!shm) {
         return;
     }
-    /* One writer per interval; an exiting child always writes, so what it
-     * recorded is summarised before it goes. */
-    last = atomic_load(&shm->epoch);
-    if (!final && (last >= epoch || !atomic_compare_exchange_strong(&shm->epoch, &last, epoch))) {
+    /* One writer per interval; an exiting child always writes, so that
+     * nothing recorded is left unwritten when httpd stops. */
+    if (!final && !elect(now)) {
         return;
     }
-    if (!lock()) {
+    rv = lock_summary();
+    if (rv != 0 && rv != IMX_SHMLOCK_RECOVERED) {
         return;
     }
-    need = 4096 + (summaries_on && shm->nseries
-                   ? (size_t)shm->gseries * (1024 + IMX_HIST_BUCKETS / 4 * 24) : 0);
-    if (outcap < need) {
-        free(outbuf);
-        outbuf = malloc(need);
-        outcap = outbuf ? need : 0;
+    if (rv == IMX_SHMLOCK_RECOVERED) {
+        recovered();
     }
+    out.len = 0;
     if (summaries_on && shm->nseries) {
-        if (final && mine) {
-            imx_hist_add(retired(), mine);
-            imx_hist_init(mine, shm->nseries);
-            mine = NULL;
-        }
-        if (!scratch) {
-            scratch = malloc(imx_hist_table_size(shm->gseries));
-        }
-        if (scratch && outbuf) {
-            imx_hist_init(scratch, shm->gseries);
-            imx_hist_add(scratch, retired());
-            for (uint32_t i = 0; i < shm->nslots; i++) {
-                imx_hist_table_t *t = child_table((int)i);
-                if (t->nseries) {
-                    imx_hist_add(scratch, t);
-                }
+        imx_hist_table_t *p = pending();
+        uint32_t first = shm->rotate++ % shm->nslots;
+        uint64_t busy = 0;
+
+        /* From a different slot each time: when pending is full, the rest
+         * waits in its tables, and no slot always comes last. */
+        for (uint32_t k = 0; k < shm->nslots; k++) {
+            uint32_t i = (first + k) % shm->nslots;
+            if (atomic_load(&shm->owner[i])) {
+                imx_hist_drain(p, child_table(i));
             }
-            busy_us = (long long)imx_hist_delta_sum(scratch, previous());
-            elapsed_us = shm->last_write ? (long long)(now - shm->last_write) : -1;
-            shm->last_write = now;
-            len = imx_hist_encode(outbuf, outcap - 4096, sum_prefix, scratch, previous(),
-                                  key_tags, NULL, now * 1000, &lines);
+        }
+        shm->overflow += atomic_exchange(&p->overflow, 0);
+        lines = imx_hist_encode(&out, sum_prefix, p, key_tags, NULL, now * 1000, &busy);
+        busy_us = (long long)busy;
+        elapsed_us = shm->last_write ? (long long)(now - shm->last_write) : -1;
+        shm->last_write = now;
+        overflow = (long long)shm->overflow;
+    }
+    imx_shmlock_unlock(&shm->lock);
+    if (!final && imx_hist_reserve(&out, 1024 + strlen(names->host))) {
+        /* Its own timestamp: the process series has one point per interval. */
+        size_t n = encode_process(out.buf + out.len, out.cap - out.len, now * 1000 + 1,
+                                  overflow, busy_us, elapsed_us);
+        if (n < out.cap - out.len) {
+            out.len += n;
+            lines++;
         }
     }
-    unlock();
-    if (!outbuf) {
-        return;
+    if (out.len) {
+        imx_engine_submit(e, out.buf, out.len, lines);
     }
-    if (!final) {
-        /* Its own timestamp: the process series has one point per interval. */
-        len += encode_process(outbuf + len, outcap - len, now * 1000 + 1,
-                              summaries_on && scratch ? (long long)atomic_load(&scratch->overflow)
-                                                      : -1, busy_us, elapsed_us);
-        lines++;
-    }
-    imx_engine_submit(e, outbuf, len, lines);
 }

@@ -4,10 +4,15 @@
  *
  * Each child records into its own histogram table in shared memory (lock-
  * free, no contention between children). Once per flush interval one child,
- * elected by a CAS on the interval number, sums every table, writes the
- * difference from the previous sums as apache_summary points (so summaries
- * are per server, exact across children) and writes apache_process from the
+ * elected through shared memory, drains every table into a table of pending
+ * counts and writes them as apache_summary points (so summaries are per
+ * server, exact across children), and writes apache_process from the
  * scoreboard and /proc.
+ *
+ * Series keys name their vhost and route by ids from a registry in shared
+ * memory that lives as long as httpd's parent: the same text gets the same
+ * id in every generation, so a child of any generation names a key recorded
+ * by a child of any other.
  */
 #ifndef IMX_SUMMARY_GLUE_H
 #define IMX_SUMMARY_GLUE_H
@@ -15,20 +20,28 @@
 #include "httpd.h"
 #include "batch.h"
 
-/* Names of the parts of a series key, escaped, built in post_config. */
+/* Names of this generation, escaped, built in post_config. */
 typedef struct imx_summary_names {
     const char *host;           /* escaped host name */
-    const imx_series_t **servers;   /* by server index */
-    int nservers;
-    const char *const *routes;  /* by route index (0: none) */
-    int nroutes;
     const char *const *methods; /* by method index */
     int nmethods;
 } imx_summary_names_t;
 
+/* 11 bits of server id, 11 of route id (see imx_summary_server_id), 6 of
+ * method index, 3 of status class. */
 #define IMX_KEY(server, route, method, cls) \
     (((((uint32_t)(server) & 0x7ff) << 20) | (((uint32_t)(route) & 0x7ff) << 9) \
       | (((uint32_t)(method) & 0x3f) << 3) | ((uint32_t)(cls) & 0x7)) + 1)
+
+/* post_config, in the parent, before imx_summary_init: the id of a server's
+ * tag text (",vhost=<escaped>" and the static tags text, escaped), the
+ * same for the same text in every generation; 0 ("vhost=other") when the
+ * registry is full. */
+int imx_summary_server_id(server_rec *s, const char *vhost_text, const char *tags_text);
+
+/* The same for a route's escaped name; NULL (no route) is 0, and a full
+ * registry gives 1 ("route=other"). */
+int imx_summary_route_id(server_rec *s, const char *route_escaped);
 
 /* post_config: the shared segment (once per parent) and the names. */
 apr_status_t imx_summary_init(server_rec *s, const imx_summary_names_t *names,

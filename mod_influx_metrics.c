@@ -124,6 +124,8 @@ typedef struct {
     apr_array_header_t *tags;   /* imx_tag_t, raw */
     imx_series_t *series;       /* by route index: tag text built in post_config */
     int index;                  /* position in the server list */
+    int sum_server;             /* summary id of vhost and tags (imx_summary.h) */
+    const int *sum_routes;      /* summary id by route index */
 } imx_srv_conf_t;
 
 typedef struct {
@@ -1223,15 +1225,15 @@ static int imx_post_config(apr_pool_t *pconf, apr_pool_t *plog, apr_pool_t *ptem
         ap_log_error(APLOG_MARK, APLOG_WARNING, 0, s, "IMX0005: cannot create the "
                      "shared memory for counters; the status page will be empty");
     }
-    summary_names.nservers = 0;
-    for (vs = s; vs; vs = vs->next) {
-        summary_names.nservers++;
-    }
-    summary_names.servers = apr_pcalloc(pconf, sizeof(imx_series_t *)
-                                               * (apr_size_t)summary_names.nservers);
     i = 0;
     {
         apr_array_header_t *routes = route_registry(pconf);
+        int *sum_routes = apr_palloc(pconf, sizeof(int) * (apr_size_t)routes->nelts);
+
+        /* Summary ids, the same for the same text in every generation. */
+        for (int r = 0; r < routes->nelts; r++) {
+            sum_routes[r] = imx_summary_route_id(s, APR_ARRAY_IDX(routes, r, const char *));
+        }
         for (vs = s; vs; vs = vs->next) {
             imx_srv_conf_t *c = srv_conf(vs);
             const char *vhost = apr_pstrcat(pconf, ",vhost=",
@@ -1241,7 +1243,7 @@ static int imx_post_config(apr_pool_t *pconf, apr_pool_t *plog, apr_pool_t *ptem
             const char *tags = tags_text(pconf, c->tags);
 
             /* One series text per route, so a point needs one pointer. */
-            c->index = i;
+            c->index = i++;
             c->series = apr_pcalloc(pconf, sizeof(*c->series) * (apr_size_t)routes->nelts);
             for (int r = 0; r < routes->nelts; r++) {
                 const char *name = APR_ARRAY_IDX(routes, r, const char *);
@@ -1249,7 +1251,8 @@ static int imx_post_config(apr_pool_t *pconf, apr_pool_t *plog, apr_pool_t *ptem
                 c->series[r].route = name ? apr_pstrcat(pconf, ",route=", name, NULL) : "";
                 c->series[r].tags = tags;
             }
-            summary_names.servers[i++] = c->series;
+            c->sum_server = imx_summary_server_id(s, vhost, tags);
+            c->sum_routes = sum_routes;
         }
     }
     for (i = 0; i < M_INVALID; i++) {
@@ -1265,14 +1268,9 @@ static int imx_post_config(apr_pool_t *pconf, apr_pool_t *plog, apr_pool_t *ptem
         defer_term = ap_mpm_query(AP_MPMQ_IS_THREADED, &threaded) == APR_SUCCESS
                      && threaded == AP_MPMQ_NOT_SUPPORTED;
     }
-    {
-        apr_array_header_t *routes = route_registry(pconf);
-        summary_names.host = host_escaped;
-        summary_names.routes = (const char *const *)routes->elts;
-        summary_names.nroutes = routes->nelts;
-        summary_names.methods = method_names;
-        summary_names.nmethods = M_INVALID + 2;
-    }
+    summary_names.host = host_escaped;
+    summary_names.methods = method_names;
+    summary_names.nmethods = M_INVALID + 2;
     if (imx_tags_init(s, tag_count(pconf), mc->max_tag_values != UNSET
                       ? mc->max_tag_values : DEF_MAX_TAG_VALUES) != APR_SUCCESS) {
         ap_log_error(APLOG_MARK, APLOG_WARNING, 0, s, "IMX0007: cannot create the "
@@ -1561,7 +1559,8 @@ static int imx_log_transaction(request_rec *r)
     pt.status = (uint16_t)(last->status > 0 && last->status < 1000 ? last->status : 0);
     if (mode & MODE_SUMMARY) {
         int cls = pt.status / 100;
-        imx_summary_record(IMX_KEY(sc->index, dc->route_idx, midx, cls < 6 ? cls : 0),
+        imx_summary_record(IMX_KEY(sc->sum_server, sc->sum_routes[dc->route_idx], midx,
+                                   cls < 6 ? cls : 0),
                            (uint64_t)(pt.duration_us > 0 ? pt.duration_us : 0),
                            pt.status >= 500);
     }

@@ -1,30 +1,90 @@
 /*
  * summary.c: mergeable duration histograms (see summary.h).
  *
- * Concurrency: a table is written by the request threads of one child with
- * relaxed atomic adds (a counter may be read a moment before or after its
- * neighbours; each is exact on its own). Series are claimed by a CAS on their
- * key, with linear probing from a hash of it; a full table counts the request
- * in overflow rather than waiting. Readers (the writer of summaries, one at a
- * time) sum tables into a private one and take min/max with an exchange, so
- * those two are per interval while the counters are cumulative: a summary is
- * the difference of two cumulative snapshots, exact across children.
+ * Concurrency: a table is written by request threads with relaxed atomic
+ * adds; the bucket is added last, with release, so that whoever takes the
+ * bucket (a drain, with an exchange) also sees the rest of that request.
+ * Series are claimed through the hash index: a slot goes from empty to
+ * BUSY by CAS, the claimer takes the next dense entry, zeroes its body,
+ * publishes the key, then the slot (release). A thread that meets a BUSY
+ * slot waits briefly, then looks further: at worst a key gets two series,
+ * which every reader adds up by key.
+ *
+ * Counts are per drain: the writer of summaries moves every counter of every
+ * child's table into a table of pending counts with atomic exchanges, so a
+ * request is counted in exactly one summary, whatever the timing, and the
+ * child tables never grow stale sums to compare against.
  */
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "batch.h"
 #include "summary.h"
 
-size_t imx_hist_table_size(uint32_t nseries)
+#define BUSY 0xffffffffu
+
+_Static_assert(sizeof(imx_hist_series_t) == 4 * IMX_HIST_PAGE, "a series is four pages");
+
+static uint32_t nindex_of(uint32_t cap)
 {
-    return sizeof(imx_hist_table_t) + (size_t)nseries * sizeof(imx_hist_series_t);
+    uint32_t n = 2;
+
+    while (n < 2 * (uint64_t)cap) {
+        n <<= 1;
+    }
+    return n;
 }
 
-void imx_hist_init(imx_hist_table_t *t, uint32_t nseries)
+static size_t bodies_off(uint32_t cap)
 {
-    memset(t, 0, imx_hist_table_size(nseries));
-    t->nseries = nseries;
+    size_t n = sizeof(imx_hist_table_t) + ((size_t)cap + nindex_of(cap)) * sizeof(uint32_t);
+
+    return (n + IMX_HIST_PAGE - 1) & ~(size_t)(IMX_HIST_PAGE - 1);
+}
+
+size_t imx_hist_table_size(uint32_t cap)
+{
+    return bodies_off(cap) + (size_t)cap * sizeof(imx_hist_series_t);
+}
+
+static _Atomic uint32_t *keys_of(const imx_hist_table_t *t)
+{
+    return (_Atomic uint32_t *)((char *)(uintptr_t)t + sizeof(*t));
+}
+
+static _Atomic uint32_t *index_of(const imx_hist_table_t *t)
+{
+    return keys_of(t) + t->cap;
+}
+
+static imx_hist_series_t *body(imx_hist_table_t *t, uint32_t i)
+{
+    return (imx_hist_series_t *)((char *)t + t->boff) + i;
+}
+
+/* Forgets every series: keys[0..n) and the index. */
+static void empty(imx_hist_table_t *t, uint32_t n)
+{
+    memset(keys_of(t), 0, (size_t)n * sizeof(uint32_t));
+    memset(index_of(t), 0, (size_t)t->nindex * sizeof(uint32_t));
+    atomic_store(&t->used, 0);
+}
+
+void imx_hist_init(imx_hist_table_t *t, uint32_t cap)
+{
+    t->cap = cap;
+    t->nindex = nindex_of(cap);
+    t->boff = (uint32_t)bodies_off(cap);
+    atomic_store(&t->overflow, 0);
+    empty(t, cap);
+}
+
+uint32_t imx_hist_used(const imx_hist_table_t *t)
+{
+    uint32_t n = atomic_load_explicit(&t->used, memory_order_acquire);
+
+    return n < t->cap ? n : t->cap;
 }
 
 unsigned imx_hist_bucket(uint64_t us)
@@ -67,34 +127,50 @@ static uint32_t hash32(uint32_t x)
     return x;
 }
 
-/* The series for key, claiming an empty one if needed; NULL when full. With
+/* The series for key, claiming one if needed; NULL when full. With
  * create == 0, only finds. */
 static imx_hist_series_t *find(imx_hist_table_t *t, uint32_t key, int create)
 {
-    uint32_t n = t->nseries;
-    uint32_t i = hash32(key) % n;
+    _Atomic uint32_t *keys = keys_of(t), *index = index_of(t);
+    uint32_t mask = t->nindex - 1, h = hash32(key) & mask;
 
-    for (uint32_t probe = 0; probe < n; probe++, i = (i + 1 == n ? 0 : i + 1)) {
-        imx_hist_series_t *s = &t->s[i];
-        uint32_t k = atomic_load_explicit(&s->key, memory_order_acquire);
+    for (uint32_t probe = 0; probe < t->nindex; probe++, h = (h + 1) & mask) {
+        uint32_t e = atomic_load_explicit(&index[h], memory_order_acquire), i;
+        imx_hist_series_t *s;
 
-        if (k == key) {
-            return s;
+        for (int spin = 0; e == BUSY && spin < 1000; spin++) {
+            e = atomic_load_explicit(&index[h], memory_order_acquire);
         }
-        if (k == 0) {
-            uint32_t zero = 0;
-            if (!create) {
-                return NULL;
-            }
-            if (atomic_compare_exchange_strong_explicit(&s->key, &zero, key,
-                                                        memory_order_acq_rel,
-                                                        memory_order_acquire)) {
-                return s;
-            }
-            if (zero == key) {
-                return s;       /* another thread claimed it for the same key */
-            }
+        if (e == BUSY) {
+            continue;           /* its claimer is slow, or died: look further */
         }
+        if (e) {
+            if (e - 1 < t->cap && atomic_load_explicit(&keys[e - 1], memory_order_relaxed) == key) {
+                return body(t, e - 1);
+            }
+            continue;
+        }
+        if (!create || atomic_load_explicit(&t->used, memory_order_relaxed) >= t->cap) {
+            return NULL;
+        }
+        if (!atomic_compare_exchange_strong_explicit(&index[h], &e, BUSY, memory_order_acq_rel,
+                                                     memory_order_acquire)) {
+            h = (h - 1) & mask;     /* taken meanwhile: look at it again */
+            probe--;
+            continue;
+        }
+        i = atomic_fetch_add_explicit(&t->used, 1, memory_order_relaxed);
+        if (i >= t->cap) {
+            atomic_store_explicit(&index[h], 0, memory_order_release);
+            return NULL;
+        }
+        /* Zeroed now, not when the table was emptied: bodies never used are
+         * never touched. Nobody reads it before the key is published. */
+        s = body(t, i);
+        memset(s, 0, sizeof(*s));
+        atomic_store_explicit(&keys[i], key, memory_order_release);
+        atomic_store_explicit(&index[h], i + 1, memory_order_release);
+        return s;
     }
     return NULL;
 }
@@ -109,6 +185,13 @@ static void store_max(_Atomic uint64_t *m, uint64_t v)
     }
 }
 
+static void add(_Atomic uint64_t *c, uint64_t v)
+{
+    if (v) {
+        atomic_fetch_add_explicit(c, v, memory_order_relaxed);
+    }
+}
+
 int imx_hist_record(imx_hist_table_t *t, uint32_t key, uint64_t us, int error)
 {
     imx_hist_series_t *s = find(t, key, 1);
@@ -117,68 +200,107 @@ int imx_hist_record(imx_hist_table_t *t, uint32_t key, uint64_t us, int error)
         atomic_fetch_add_explicit(&t->overflow, 1, memory_order_relaxed);
         return 0;
     }
-    atomic_fetch_add_explicit(&s->b[imx_hist_bucket(us)], 1, memory_order_relaxed);
     atomic_fetch_add_explicit(&s->sum, us, memory_order_relaxed);
     if (error) {
         atomic_fetch_add_explicit(&s->errors, 1, memory_order_relaxed);
     }
     store_max(&s->minr, UINT64_MAX - us);
     store_max(&s->max, us);
-    /* Last: a reader that sees the count sees (almost) everything it covers. */
-    atomic_fetch_add_explicit(&s->count, 1, memory_order_release);
+    /* Last: the request's count. A drain that takes it sees the rest. */
+    atomic_fetch_add_explicit(&s->b[imx_hist_bucket(us)], 1, memory_order_release);
     return 1;
 }
 
-void imx_hist_add(imx_hist_table_t *dst, const imx_hist_table_t *src)
+static int has_scalars(imx_hist_series_t *s)
 {
-    imx_hist_table_t *s_mut = (imx_hist_table_t *)src;
-
-    atomic_fetch_add(&dst->overflow, atomic_load(&src->overflow));
-    for (uint32_t i = 0; i < src->nseries; i++) {
-        imx_hist_series_t *ss = &s_mut->s[i];
-        uint32_t key = atomic_load_explicit(&ss->key, memory_order_acquire);
-        imx_hist_series_t *ds;
-        uint64_t mnr, mx;
-
-        if (!key || !(ds = find(dst, key, 1))) {
-            continue;
-        }
-        atomic_fetch_add_explicit(&ds->count, atomic_load_explicit(&ss->count,
-                                  memory_order_acquire), memory_order_relaxed);
-        atomic_fetch_add_explicit(&ds->errors, atomic_load(&ss->errors), memory_order_relaxed);
-        atomic_fetch_add_explicit(&ds->sum, atomic_load(&ss->sum), memory_order_relaxed);
-        for (unsigned b = 0; b < IMX_HIST_BUCKETS; b++) {
-            uint32_t c = atomic_load_explicit(&ss->b[b], memory_order_relaxed);
-            if (c) {
-                atomic_fetch_add_explicit(&ds->b[b], c, memory_order_relaxed);
-            }
-        }
-        /* Min and max belong to the interval: take them and reset. */
-        mnr = atomic_exchange(&ss->minr, 0);
-        mx = atomic_exchange(&ss->max, 0);
-        store_max(&ds->minr, mnr);
-        store_max(&ds->max, mx);
-    }
+    return atomic_load_explicit(&s->sum, memory_order_relaxed)
+           || atomic_load_explicit(&s->errors, memory_order_relaxed)
+           || atomic_load_explicit(&s->minr, memory_order_relaxed)
+           || atomic_load_explicit(&s->max, memory_order_relaxed);
 }
 
-uint64_t imx_hist_delta_sum(imx_hist_table_t *cur, imx_hist_table_t *prev)
+uint32_t imx_hist_drain(imx_hist_table_t *dst, imx_hist_table_t *src)
 {
-    uint64_t tot = 0;
+    _Atomic uint32_t *keys = keys_of(src);
+    uint32_t n = imx_hist_used(src), left = 0;
 
-    for (uint32_t i = 0; i < cur->nseries; i++) {
-        uint32_t key = atomic_load(&cur->s[i].key);
-        imx_hist_series_t *ps;
-        uint64_t c, p;
+    if (atomic_load_explicit(&src->overflow, memory_order_relaxed)) {
+        add(&dst->overflow, atomic_exchange(&src->overflow, 0));
+    }
+    for (uint32_t i = 0; i < n; i++) {
+        uint32_t key = atomic_load_explicit(&keys[i], memory_order_acquire);
+        imx_hist_series_t *ss, *ds = NULL;
+        unsigned b;
+
+        if (!key) {
+            continue;           /* being claimed */
+        }
+        ss = body(src, i);
+        /* Buckets first: a request whose bucket is taken has its sum, errors,
+         * min and max visible by then, so they are taken just below. */
+        for (b = 0; b < IMX_HIST_BUCKETS; b++) {
+            if (!atomic_load_explicit(&ss->b[b], memory_order_relaxed)) {
+                continue;
+            }
+            if (!ds && !(ds = find(dst, key, 1))) {
+                break;
+            }
+            add(&ds->b[b], atomic_exchange_explicit(&ss->b[b], 0, memory_order_acq_rel));
+        }
+        if (!ds) {
+            if (b < IMX_HIST_BUCKETS || (has_scalars(ss) && !(ds = find(dst, key, 1)))) {
+                left++;         /* dst is full: it waits here */
+            }
+            if (!ds) {
+                continue;
+            }
+        }
+        add(&ds->sum, atomic_exchange(&ss->sum, 0));
+        add(&ds->errors, atomic_exchange(&ss->errors, 0));
+        store_max(&ds->minr, atomic_exchange(&ss->minr, 0));
+        store_max(&ds->max, atomic_exchange(&ss->max, 0));
+    }
+    return left;
+}
+
+static void merge(imx_hist_series_t *d, imx_hist_series_t *s)
+{
+    for (unsigned b = 0; b < IMX_HIST_BUCKETS; b++) {
+        add(&d->b[b], atomic_load_explicit(&s->b[b], memory_order_relaxed));
+    }
+    add(&d->sum, atomic_load(&s->sum));
+    add(&d->errors, atomic_load(&s->errors));
+    store_max(&d->minr, atomic_load(&s->minr));
+    store_max(&d->max, atomic_load(&s->max));
+}
+
+void imx_hist_repair(imx_hist_table_t *t)
+{
+    _Atomic uint32_t *keys = keys_of(t), *index = index_of(t);
+    uint32_t n = imx_hist_used(t), mask = t->nindex - 1;
+
+    memset(index, 0, (size_t)t->nindex * sizeof(uint32_t));
+    for (uint32_t i = 0; i < n; i++) {
+        uint32_t key = atomic_load(&keys[i]), h;
 
         if (!key) {
             continue;
         }
-        ps = find(prev, key, 0);
-        c = atomic_load(&cur->s[i].sum);
-        p = ps ? atomic_load(&ps->sum) : 0;
-        tot += c > p ? c - p : 0;
+        /* nindex > n: an empty slot is always found. */
+        for (h = hash32(key) & mask;; h = (h + 1) & mask) {
+            uint32_t e = atomic_load(&index[h]);
+            if (!e) {
+                atomic_store(&index[h], i + 1);
+                break;
+            }
+            if (atomic_load(&keys[e - 1]) == key) {
+                merge(body(t, e - 1), body(t, i));
+                atomic_store(&keys[i], 0);
+                break;
+            }
+        }
     }
-    return tot;
+    atomic_store(&t->used, n);
 }
 
 uint64_t imx_hist_percentile(const uint64_t *b, uint64_t count, double p)
@@ -215,93 +337,112 @@ static char *put_field(char *o, const char *name, uint64_t v, int first)
     return o;
 }
 
-static void copy_series(imx_hist_series_t *ps, imx_hist_series_t *cs)
+int imx_hist_reserve(imx_hist_out_t *o, size_t need)
 {
-    atomic_store(&ps->count, atomic_load(&cs->count));
-    atomic_store(&ps->errors, atomic_load(&cs->errors));
-    atomic_store(&ps->sum, atomic_load(&cs->sum));
-    for (unsigned b = 0; b < IMX_HIST_BUCKETS; b++) {
-        atomic_store_explicit(&ps->b[b], atomic_load_explicit(&cs->b[b], memory_order_relaxed),
-                              memory_order_relaxed);
+    size_t cap;
+    char *nb;
+
+    if (o->len + need <= o->cap) {
+        return 1;
     }
+    cap = o->cap * 2 > o->len + need ? o->cap * 2 : o->len + need;
+    if (cap < 65536) {
+        cap = 65536;
+    }
+    if (!(nb = realloc(o->buf, cap))) {
+        return 0;
+    }
+    o->buf = nb;
+    o->cap = cap;
+    return 1;
 }
+
+/* What a drain took of a request still being recorded: kept for the next
+ * interval, where the rest of it is. */
+typedef struct {
+    uint32_t key;
+    uint64_t sum, errors, minr, max;
+} fragment_t;
 
 /* Upper bound of one series' line, besides prefix and tags. */
 #define FIXED_MAX (9 * 40 + 30)
 #define BUCKET_FIELD_MAX (2 + 20 + 1 + 20 + 2)
 
-size_t imx_hist_encode(char *out, size_t outsz, const char *prefix,
-                       imx_hist_table_t *cur, imx_hist_table_t *prev,
-                       imx_hist_tags_fn *tags, void *ctx, int64_t ts_ns,
-                       uint32_t *lines)
+uint32_t imx_hist_encode(imx_hist_out_t *o, const char *prefix, imx_hist_table_t *t,
+                         imx_hist_tags_fn *tags, void *ctx, int64_t ts_ns,
+                         uint64_t *sum_us)
 {
     static const double pct[4] = { 50, 90, 95, 99 };
     static const char *const pname[4] = { "p50_us", "p90_us", "p95_us", "p99_us" };
-    size_t plen = strlen(prefix);
-    uint64_t delta[IMX_HIST_BUCKETS];
-    char *o = out;
+    _Atomic uint32_t *keys = keys_of(t);
+    size_t plen = strlen(prefix), start = o->len;
+    uint64_t delta[IMX_HIST_BUCKETS], total = 0, ov;
+    uint32_t n = imx_hist_used(t), lines = 0, nfrag = 0, fragcap = 0;
+    fragment_t *frag = NULL;
 
-    *lines = 0;
-    for (uint32_t i = 0; i < cur->nseries; i++) {
-        imx_hist_series_t *cs = &cur->s[i];
-        uint32_t key = atomic_load(&cs->key);
-        imx_hist_series_t *ps;
-        uint64_t count, pc = 0, mn, mx;
-        const char *t;
-        size_t tlen, need;
+    for (uint32_t i = 0; i < n; i++) {
+        uint32_t key = atomic_load(&keys[i]);
+        imx_hist_series_t *s;
+        uint64_t count = 0, mn, mx, sum;
+        const char *tx;
+        size_t tlen;
         unsigned nz = 0;
+        char *w;
 
         if (!key) {
             continue;
         }
-        ps = find(prev, key, 1);
-        if (!ps) {
-            continue;           /* cannot track it: the previous table is full */
-        }
-        pc = atomic_load(&ps->count);
-        count = atomic_load(&cs->count) - pc;
-        if (atomic_load(&cs->count) < pc) {
-            count = 0;          /* counts were lost (a child died): resync */
-        }
-        for (unsigned b = 0; b < IMX_HIST_BUCKETS && count; b++) {
-            uint64_t c = atomic_load_explicit(&cs->b[b], memory_order_relaxed);
-            uint64_t p = atomic_load_explicit(&ps->b[b], memory_order_relaxed);
-            if (c < p) {
-                count = 0;
-                break;
-            }
-            delta[b] = c - p;
+        s = body(t, i);
+        for (unsigned b = 0; b < IMX_HIST_BUCKETS; b++) {
+            delta[b] = atomic_load_explicit(&s->b[b], memory_order_relaxed);
+            count += delta[b];
             nz += delta[b] != 0;
         }
-        if (!count || !(t = tags(ctx, key))) {
-            copy_series(ps, cs);
+        if (!count) {
+            if (has_scalars(s)) {
+                if (nfrag == fragcap) {
+                    fragment_t *nf = realloc(frag, sizeof(*frag) * (fragcap ? fragcap * 2 : 16));
+                    if (!nf) {
+                        continue;   /* a request's sum lost: not worth failing for */
+                    }
+                    frag = nf;
+                    fragcap = fragcap ? fragcap * 2 : 16;
+                }
+                frag[nfrag++] = (fragment_t){ key, atomic_load(&s->sum), atomic_load(&s->errors),
+                                              atomic_load(&s->minr), atomic_load(&s->max) };
+            }
             continue;
         }
-        tlen = strlen(t);
-        need = plen + tlen + FIXED_MAX + nz * BUCKET_FIELD_MAX + 24;
-        if ((size_t)(o - out) + need > outsz) {
-            break;              /* the rest goes out next interval */
+        if (!(tx = tags(ctx, key))) {
+            continue;
         }
-        mn = atomic_load(&cs->minr);
+        tlen = strlen(tx);
+        if (!imx_hist_reserve(o, plen + tlen + FIXED_MAX + nz * BUCKET_FIELD_MAX + 24)) {
+            o->len = start;     /* all of it next time */
+            free(frag);
+            return 0;
+        }
+        w = o->buf + o->len;
+        mn = atomic_load(&s->minr);
         mn = mn ? UINT64_MAX - mn : 0;
-        mx = atomic_load(&cs->max);
-        memcpy(o, prefix, plen);
-        o += plen;
-        memcpy(o, t, tlen);
-        o += tlen;
-        *o++ = ' ';
-        o = put_field(o, "count", count, 1);
-        o = put_field(o, "errors", atomic_load(&cs->errors) - atomic_load(&ps->errors), 0);
-        o = put_field(o, "duration_us_sum", atomic_load(&cs->sum) - atomic_load(&ps->sum), 0);
-        /* min/max were taken for this interval (see imx_hist_add); clamp the
-         * percentiles into them, the one thing known exactly. */
-        o = put_field(o, "duration_us_min", mn, 0);
-        o = put_field(o, "duration_us_max", mx, 0);
+        mx = atomic_load(&s->max);
+        sum = atomic_load(&s->sum);
+        memcpy(w, prefix, plen);
+        w += plen;
+        memcpy(w, tx, tlen);
+        w += tlen;
+        *w++ = ' ';
+        w = put_field(w, "count", count, 1);
+        w = put_field(w, "errors", atomic_load(&s->errors), 0);
+        w = put_field(w, "duration_us_sum", sum, 0);
+        w = put_field(w, "duration_us_min", mn, 0);
+        w = put_field(w, "duration_us_max", mx, 0);
+        /* Clamp the percentiles into min and max, the one thing known exactly. */
         for (int k = 0; k < 4; k++) {
             uint64_t v = imx_hist_percentile(delta, count, pct[k]);
             if (v < mn) v = mn;
             if (mx && v > mx) v = mx;
-            o = put_field(o, pname[k], v, 0);
+            w = put_field(w, pname[k], v, 0);
         }
         /* Bucket counts, named by the bucket's lower bound in microseconds,
          * so histograms of several servers can be summed in a query. */
@@ -312,14 +453,102 @@ size_t imx_hist_encode(char *out, size_t outsz, const char *prefix,
                     : imx_hist_value(b) - (((uint64_t)1 << ((b - IMX_HIST_LINEAR) / IMX_HIST_SUB + 1)) / 2);
                 char *e = imx_put_u64(name + 2, lo);
                 *e = '\0';
-                o = put_field(o, name, delta[b], 0);
+                w = put_field(w, name, delta[b], 0);
             }
         }
-        *o++ = ' ';
-        o = imx_put_u64(o, (uint64_t)ts_ns);
-        *o++ = '\n';
-        (*lines)++;
-        copy_series(ps, cs);
+        *w++ = ' ';
+        w = imx_put_u64(w, (uint64_t)ts_ns);
+        *w++ = '\n';
+        o->len = (size_t)(w - o->buf);
+        total += sum;
+        lines++;
     }
-    return (size_t)(o - out);
+    ov = atomic_load(&t->overflow);
+    empty(t, n);
+    atomic_store(&t->overflow, ov);
+    for (uint32_t f = 0; f < nfrag; f++) {
+        imx_hist_series_t *s = find(t, frag[f].key, 1);
+        if (s) {
+            add(&s->sum, frag[f].sum);
+            add(&s->errors, frag[f].errors);
+            store_max(&s->minr, frag[f].minr);
+            store_max(&s->max, frag[f].max);
+        }
+    }
+    free(frag);
+    *sum_us += total;
+    return lines;
+}
+
+/* ------------------------------------------------------------------------- */
+/* Names                                                                      */
+
+size_t imx_names_size(uint32_t arena)
+{
+    return sizeof(imx_names_t) + arena;
+}
+
+void imx_names_init(imx_names_t *r, uint32_t arena)
+{
+    r->arena_size = arena;
+    r->arena_used = 0;
+    atomic_store(&r->n[0], 0);
+    atomic_store(&r->n[1], 0);
+}
+
+static uint32_t fnv1a(const char *s, size_t len, size_t split)
+{
+    uint32_t h = 2166136261u ^ (uint32_t)split;
+
+    for (size_t i = 0; i < len; i++) {
+        h = (h ^ (unsigned char)s[i]) * 16777619u;
+    }
+    return h;
+}
+
+int imx_names_intern(imx_names_t *r, int kind, const char *text, size_t len, size_t split)
+{
+    uint32_t n, h = fnv1a(text, len, split);
+    imx_names_ent_t *e;
+
+    if (kind < 0 || kind > 1 || split > len) {
+        return -1;
+    }
+    n = atomic_load_explicit(&r->n[kind], memory_order_relaxed);
+    for (uint32_t i = 0; i < n; i++) {
+        e = &r->ent[kind][i];
+        if (e->hash == h && e->len == len && e->split == split
+            && !memcmp(r->arena + e->off, text, len)) {
+            return (int)i;
+        }
+    }
+    if (n >= IMX_NAMES_MAX || len >= r->arena_size - r->arena_used) {
+        return -1;
+    }
+    e = &r->ent[kind][n];
+    e->off = r->arena_used;
+    e->len = (uint32_t)len;
+    e->split = (uint32_t)split;
+    e->hash = h;
+    memcpy(r->arena + e->off, text, len);
+    r->arena[e->off + len] = '\0';
+    r->arena_used += (uint32_t)len + 1;
+    /* Readers in other processes may look at any time: the entry is
+     * complete before the count that makes it visible. */
+    atomic_store_explicit(&r->n[kind], n + 1, memory_order_release);
+    return (int)n;
+}
+
+const char *imx_names_get(const imx_names_t *r, int kind, uint32_t id, size_t *len,
+                          size_t *split)
+{
+    const imx_names_ent_t *e;
+
+    if (kind < 0 || kind > 1 || id >= atomic_load_explicit(&r->n[kind], memory_order_acquire)) {
+        return NULL;
+    }
+    e = &r->ent[kind][id];
+    *len = e->len;
+    *split = e->split;
+    return r->arena + e->off;
 }

@@ -2,11 +2,24 @@
  * summary.h: per-interval summaries of request durations, mergeable across
  * children (the engine side of InfluxMetricsMode summary|both).
  *
- * A table holds up to `nseries` series, each a log-linear histogram of
- * durations in microseconds plus count, errors, sum, min and max. Tables live
- * in memory the caller provides (shared memory in the module: one table per
- * child, written only by that child's threads, plus one for children that
- * have exited), so summing them gives exact server-wide counts.
+ * A table holds up to `cap` series, each a log-linear histogram of durations
+ * in microseconds plus errors, sum, min and max. Tables live in memory the
+ * caller provides (shared memory in the module: one table per child slot,
+ * written by that child's threads, and one of pending counts that the
+ * writer of summaries drains the others into), so summing them gives exact
+ * server-wide counts.
+ *
+ * Layout, so that readers touch only the pages of series in use (shared
+ * memory is backed page by page, and a read of an untouched page backs it
+ * too):
+ *   header | keys[cap] | hash index[nindex] | (page aligned) bodies[cap]
+ * Series are claimed in order: keys[0..used) is dense, and a reader walks
+ * only those keys and their bodies. A body is zeroed when claimed, never
+ * before, so an unused body is never touched. Each body is 16 KiB, four
+ * whole pages.
+ *
+ * Counters are 64-bit: a child can live for months, and tables in shared
+ * memory live as long as httpd's parent.
  *
  * Buckets: 0..127 us one microsecond wide; above, 64 buckets per power of
  * two. A bucket is at most 1/64 of its lower bound wide, so its midpoint is
@@ -25,63 +38,115 @@
 /* Durations are clamped below 2^36 us (19 hours). */
 #define IMX_HIST_MAX_EXP 35
 #define IMX_HIST_BUCKETS (IMX_HIST_LINEAR + (IMX_HIST_MAX_EXP - 6) * IMX_HIST_SUB)
+#define IMX_HIST_PAGE 4096
 
-/* A series key: packed small integers the caller defines (vhost, route,
- * method, status class); 0 is reserved for "empty". */
+/* One series. Its request count is the sum of its buckets, so a point's
+ * count and histogram always agree. */
 typedef struct imx_hist_series {
-    _Atomic uint32_t key;
-    uint32_t pad;
-    _Atomic uint64_t count;
-    _Atomic uint64_t errors;
     _Atomic uint64_t sum;
+    _Atomic uint64_t errors;
     _Atomic uint64_t minr;      /* UINT64_MAX - min, so that all-zero memory
                                  * is an empty series */
     _Atomic uint64_t max;
-    _Atomic uint32_t b[IMX_HIST_BUCKETS];
+    _Atomic uint64_t b[IMX_HIST_BUCKETS];
+    /* To whole pages: a series in use touches exactly its own pages. */
+    uint64_t pad[(4 * IMX_HIST_PAGE) / 8 - 4 - IMX_HIST_BUCKETS];
 } imx_hist_series_t;
 
 typedef struct imx_hist_table {
-    uint32_t nseries;
-    uint32_t pad;
+    uint32_t cap;               /* series */
+    uint32_t nindex;            /* hash slots: a power of two, >= 2 cap */
+    _Atomic uint32_t used;      /* keys claimed (may pass cap: read as cap) */
+    uint32_t boff;              /* offset of the bodies */
     _Atomic uint64_t overflow;  /* requests not recorded: table full */
-    imx_hist_series_t s[];
 } imx_hist_table_t;
 
-size_t imx_hist_table_size(uint32_t nseries);
+size_t imx_hist_table_size(uint32_t cap);
 
-/* Empties t (memory of imx_hist_table_size(nseries) bytes). Zeroed memory
- * with nseries set is an empty table too. */
-void imx_hist_init(imx_hist_table_t *t, uint32_t nseries);
+/* Empties t (memory of imx_hist_table_size(cap) bytes, page aligned for the
+ * page bound above): writes the header, keys and index, not the bodies.
+ * Nobody may use t meanwhile. */
+void imx_hist_init(imx_hist_table_t *t, uint32_t cap);
+
+/* Series claimed (keys[0..n) are dense). */
+uint32_t imx_hist_used(const imx_hist_table_t *t);
 
 unsigned imx_hist_bucket(uint64_t us);
 /* The value a bucket stands for: its midpoint (exact below IMX_HIST_LINEAR). */
 uint64_t imx_hist_value(unsigned bucket);
 
-/* Request path: lock-free, no allocation. Returns 0 if the table is full. */
+/* Request path: lock-free, no allocation; any number of threads, in any
+ * number of processes. key: packed small integers the caller defines
+ * (vhost, route, method, status class), never 0. Returns 0 if the table is full (counted in
+ * overflow). */
 int imx_hist_record(imx_hist_table_t *t, uint32_t key, uint64_t us, int error);
 
-/* dst += src, series by series (dst is written by one thread at a time). */
-void imx_hist_add(imx_hist_table_t *dst, const imx_hist_table_t *src);
+/* Moves src's counts into dst, series by series, while src is being
+ * recorded into: each counter is taken with an atomic exchange, so every
+ * request ends up in exactly one drain. dst has one writer at a time.
+ * Series that do not fit into a full dst stay in src (for a later drain);
+ * returns their number. */
+uint32_t imx_hist_drain(imx_hist_table_t *dst, imx_hist_table_t *src);
+
+/* After a writer of t died in the middle of an update (its lock was
+ * recovered): rebuilds t's index from its keys, merging duplicates. */
+void imx_hist_repair(imx_hist_table_t *t);
 
 /* Callback naming a series key as escaped tags (",vhost=a,route=b,...");
- * returns NULL to skip the series. */
+ * the text stays valid until the next call. NULL: the series is dropped. */
 typedef const char *imx_hist_tags_fn(void *ctx, uint32_t key);
 
-/* Encodes one line per series whose count grew from prev to cur (delta
- * percentiles, min/max of cur since the last write — see summary.c), then
- * copies cur into prev. out must hold imx_hist_line_max() per series.
- * Returns bytes written; *lines gets the number of lines. */
-size_t imx_hist_encode(char *out, size_t outsz, const char *prefix,
-                       imx_hist_table_t *cur, imx_hist_table_t *prev,
-                       imx_hist_tags_fn *tags, void *ctx, int64_t ts_ns,
-                       uint32_t *lines);
+/* A growing output buffer (malloc'ed; free buf when done). */
+typedef struct imx_hist_out {
+    char *buf;
+    size_t len, cap;
+} imx_hist_out_t;
 
-/* Sum of durations recorded in cur since prev (series prev does not know
- * count from zero): the busy time of an interval, in microseconds. */
-uint64_t imx_hist_delta_sum(imx_hist_table_t *cur, imx_hist_table_t *prev);
+/* Room for need more bytes in o; 0 if it cannot grow. */
+int imx_hist_reserve(imx_hist_out_t *o, size_t need);
+
+/* Appends one line per series of t with requests (percentiles, min and max
+ * of what t holds) to o, then empties t, keeping only what requests still
+ * in flight at the drain left half recorded. Returns the lines written and
+ * adds the durations written to *sum_us. If o cannot grow, writes nothing
+ * and leaves t as it was. t has one writer (the caller). */
+uint32_t imx_hist_encode(imx_hist_out_t *o, const char *prefix, imx_hist_table_t *t,
+                         imx_hist_tags_fn *tags, void *ctx, int64_t ts_ns,
+                         uint64_t *sum_us);
 
 /* Percentile (0 < p <= 100) of the counts in b: nearest rank, like
  * InfluxQL's percentile(). */
 uint64_t imx_hist_percentile(const uint64_t *b, uint64_t count, double p);
+
+/*
+ * A registry of names: texts of two kinds (0: servers, 1: routes), each
+ * given a small id in the order registered, the same id for the same text
+ * for the registry's life. One writer (httpd's parent, at configuration);
+ * readers anywhere, at any time: an entry is published with a release
+ * store of the count, so a reader that sees the id sees the whole text.
+ * A text is stored with a split point (servers: vhost tag | static tags).
+ */
+#define IMX_NAMES_MAX 2048      /* ids per kind: 11 bits of a series key */
+
+typedef struct imx_names_ent {
+    uint32_t off, len, split, hash;
+} imx_names_ent_t;
+
+typedef struct imx_names {
+    _Atomic uint32_t n[2];      /* entries published, per kind */
+    uint32_t arena_size, arena_used;
+    imx_names_ent_t ent[2][IMX_NAMES_MAX];
+    char arena[];
+} imx_names_t;
+
+size_t imx_names_size(uint32_t arena);
+/* On zeroed memory of imx_names_size(arena) bytes. */
+void imx_names_init(imx_names_t *r, uint32_t arena);
+/* The id of text[0..len) (split: see above), registering it if new; -1
+ * when the kind or the arena is full. Single writer. */
+int imx_names_intern(imx_names_t *r, int kind, const char *text, size_t len, size_t split);
+/* The text of an id (NUL-terminated), or NULL if there is none. */
+const char *imx_names_get(const imx_names_t *r, int kind, uint32_t id, size_t *len,
+                          size_t *split);
 
 #endif /* IMX_SUMMARY_H */

@@ -14,6 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <pthread.h>
+#include <sys/mman.h>
 
 #include <apr_general.h>
 #include <apr_strings.h>
@@ -1265,23 +1266,57 @@ static long long field_of(const char *out, uint32_t key, const char *name)
     return -1;
 }
 
-/* Two tables (two children) merged, over two intervals: counts exact, and
- * the percentiles of each interval within 1% of the exact nearest-rank ones
- * of that interval's values. */
+/* Sum of field `name` over every line of out[0..len). */
+static unsigned long long field_total(const char *out, size_t len, const char *name)
+{
+    unsigned long long tot = 0;
+    size_t nl = strlen(name);
+
+    for (const char *l = out; l < out + len;) {
+        const char *end = memchr(l, '\n', (size_t)(out + len - l)), *p = strchr(l, ' ');
+        for (; p && p < end; p = strchr(p + 1, ',')) {
+            if (!strncmp(p + 1, name, nl) && p[1 + nl] == '=') {
+                tot += strtoull(p + 2 + nl, NULL, 10);
+                break;
+            }
+        }
+        l = end ? end + 1 : out + len;
+    }
+    return tot;
+}
+
+static imx_hist_table_t *new_table(uint32_t cap)
+{
+    imx_hist_table_t *t = aligned_alloc(IMX_HIST_PAGE, imx_hist_table_size(cap));
+
+    imx_hist_init(t, cap);
+    return t;
+}
+
+/* A series' body, for tests that reach inside: claimed in order. */
+static imx_hist_series_t *series_at(imx_hist_table_t *t, uint32_t i)
+{
+    return (imx_hist_series_t *)((char *)t + t->boff) + i;
+}
+
+static _Atomic uint32_t *keys_at(imx_hist_table_t *t)
+{
+    return (_Atomic uint32_t *)(t + 1);
+}
+
+/* Two tables (two children) drained into pending, over two intervals:
+ * counts exact, and the percentiles of each interval within 1% of the exact
+ * nearest-rank ones of that interval's values. */
 static void test_hist_merge_and_percentiles(void)
 {
-    size_t sz = imx_hist_table_size(16), gsz = imx_hist_table_size(64);
-    imx_hist_table_t *a = malloc(sz), *b = malloc(sz), *cur = malloc(gsz), *prev = malloc(gsz);
+    imx_hist_table_t *a = new_table(16), *b = new_table(16), *pend = new_table(64);
     enum { N = 20001 };
-    uint64_t *vals = malloc(sizeof(uint64_t) * N);
-    char *out = malloc(1 << 20);
+    uint64_t *vals = malloc(sizeof(uint64_t) * N), busy;
+    imx_hist_out_t o = { NULL, 0, 0 };
     static const double ps[3] = { 50, 95, 99 };
     static const char *const pn[3] = { "p50_us", "p95_us", "p99_us" };
     uint32_t lines;
 
-    imx_hist_init(a, 16);
-    imx_hist_init(b, 16);
-    imx_hist_init(prev, 64);
     for (int round = 0; round < 2; round++) {
         uint64_t sum = 0;
         for (int i = 0; i < N; i++) {
@@ -1295,42 +1330,320 @@ static void test_hist_merge_and_percentiles(void)
             imx_hist_record(i & 1 ? a : b, 7, v, v > 1000000);
         }
         imx_hist_record(a, 9, 123, 0);
-        imx_hist_init(cur, 64);
-        imx_hist_add(cur, a);
-        imx_hist_add(cur, b);
-        imx_hist_encode(out, 1 << 20, "apache_summary,host=h", cur, prev, key_tags, NULL,
-                        1000 + round, &lines);
+        CHECK(imx_hist_drain(pend, a) == 0 && imx_hist_drain(pend, b) == 0, "drain");
+        o.len = 0;
+        busy = 0;
+        lines = imx_hist_encode(&o, "apache_summary,host=h", pend, key_tags, NULL,
+                                1000 + round, &busy);
+        CHECK(imx_hist_reserve(&o, 1), "room for the NUL");
+        o.buf[o.len] = '\0';
         CHECK(lines == 2, "round %d: %u lines", round, lines);
-        CHECK(field_of(out, 7, "count") == N, "round %d count %lld", round, field_of(out, 7, "count"));
-        CHECK(field_of(out, 9, "count") == 1, "key 9 count");
-        CHECK(field_of(out, 7, "duration_us_sum") == (long long)sum, "sum");
+        CHECK(busy == sum + 123, "busy %llu", (unsigned long long)busy);
+        CHECK(field_of(o.buf, 7, "count") == N, "round %d count %lld", round,
+              field_of(o.buf, 7, "count"));
+        CHECK(field_of(o.buf, 9, "count") == 1, "key 9 count");
+        CHECK(field_of(o.buf, 7, "duration_us_sum") == (long long)sum, "sum");
         qsort(vals, N, sizeof(vals[0]), cmp_u64);
-        CHECK(field_of(out, 7, "duration_us_min") == (long long)vals[0], "min");
-        CHECK(field_of(out, 7, "duration_us_max") == (long long)vals[N - 1], "max");
+        CHECK(field_of(o.buf, 7, "duration_us_min") == (long long)vals[0], "min");
+        CHECK(field_of(o.buf, 7, "duration_us_max") == (long long)vals[N - 1], "max");
         for (int k = 0; k < 3; k++) {
             uint64_t exact = vals[(size_t)((ps[k] / 100.0 * N) + 0.999999) - 1];
-            long long got = field_of(out, 7, pn[k]);
+            long long got = field_of(o.buf, 7, pn[k]);
             CHECK(rel_err((uint64_t)got, exact) <= 0.01, "round %d %s = %lld, exact %llu",
                   round, pn[k], got, (unsigned long long)exact);
         }
         /* Buckets add up to the count, so servers can be summed. */
         {
             long long tot = 0;
-            const char *l = strstr(out, ",k=7 "), *end = strchr(l, '\n'), *p = l;
+            const char *l = strstr(o.buf, ",k=7 "), *end = strchr(l, '\n'), *p = l;
             while ((p = strstr(p, ",b_")) && p < end) {
                 tot += strtoll(strchr(p, '=') + 1, NULL, 10);
                 p++;
             }
             CHECK(tot == N, "bucket fields sum to %lld", tot);
         }
+        CHECK(imx_hist_used(pend) == 0, "pending emptied: %u", imx_hist_used(pend));
     }
     /* Nothing new: nothing written. */
-    imx_hist_init(cur, 64);
-    imx_hist_add(cur, a);
-    imx_hist_add(cur, b);
-    imx_hist_encode(out, 1 << 20, "s", cur, prev, key_tags, NULL, 3, &lines);
-    CHECK(lines == 0, "idle interval wrote %u lines", lines);
-    free(a); free(b); free(cur); free(prev); free(vals); free(out);
+    imx_hist_drain(pend, a);
+    imx_hist_drain(pend, b);
+    o.len = 0;
+    lines = imx_hist_encode(&o, "s", pend, key_tags, NULL, 3, &busy);
+    CHECK(lines == 0 && o.len == 0, "idle interval wrote %u lines", lines);
+    free(a); free(b); free(pend); free(vals); free(o.buf);
+}
+
+/* Issue 8: a bucket of a long-lived child (or of the tables that live as
+ * long as httpd's parent) past 2^32 requests keeps counting. */
+static void test_hist_counters_64bit(void)
+{
+    imx_hist_table_t *t = new_table(4), *pend = new_table(4);
+    imx_hist_out_t o = { NULL, 0, 0 };
+    uint64_t busy = 0;
+    unsigned bk = imx_hist_bucket(100);
+
+    imx_hist_record(t, 5, 100, 0);
+    atomic_store(&series_at(t, 0)->b[bk], 0xFFFFFFFFull);   /* 4G requests so far */
+    imx_hist_record(t, 5, 100, 0);
+    CHECK(atomic_load(&series_at(t, 0)->b[bk]) == 0x100000000ull, "child bucket wrapped: %llu",
+          (unsigned long long)atomic_load(&series_at(t, 0)->b[bk]));
+    /* And where counts are summed. */
+    imx_hist_record(pend, 5, 100, 0);
+    atomic_store(&series_at(pend, 0)->b[bk], 0xFFFFFFFFull);
+    imx_hist_drain(pend, t);
+    imx_hist_encode(&o, "s", pend, key_tags, NULL, 1, &busy);
+    imx_hist_reserve(&o, 1);
+    o.buf[o.len] = '\0';
+    CHECK(field_of(o.buf, 5, "count") == 0x1FFFFFFFFll, "count %lld", field_of(o.buf, 5, "count"));
+    CHECK(field_of(o.buf, 5, "b_100") == 0x1FFFFFFFFll, "b_100 %lld", field_of(o.buf, 5, "b_100"));
+    free(t); free(pend); free(o.buf);
+}
+
+static size_t resident_pages(void *p, size_t len)
+{
+    size_t n = (len + 4095) / 4096, r = 0;
+    unsigned char *v = malloc(n);
+
+    if (mincore(p, len, v) != 0) {
+        perror("mincore");
+        exit(2);
+    }
+    for (size_t i = 0; i < n; i++) {
+        r += v[i] & 1;
+    }
+    free(v);
+    return r;
+}
+
+/* Issue 8: in shared memory (backed page by page, reads included), the
+ * pages a child's table and the pending table occupy follow the series in
+ * use: header, keys and index, then four pages per series. Recording,
+ * draining and encoding touch nothing else. */
+static void test_hist_pages_follow_series(void)
+{
+    uint32_t cap = 4096, gcap = 4 * cap;
+    size_t csz = imx_hist_table_size(cap), gsz = imx_hist_table_size(gcap);
+    imx_hist_table_t *t = mmap(NULL, csz, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    imx_hist_table_t *pend = mmap(NULL, gsz, PROT_READ | PROT_WRITE,
+                                  MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    imx_hist_out_t o = { NULL, 0, 0 };
+    size_t head_c, head_p, rc, rp;
+    uint64_t busy = 0;
+
+    CHECK(t != MAP_FAILED && pend != MAP_FAILED, "mmap");
+    imx_hist_init(t, cap);
+    imx_hist_init(pend, gcap);
+    head_c = t->boff / 4096;
+    head_p = pend->boff / 4096;
+    for (int round = 0; round < 3; round++) {
+        for (uint32_t k = 1; k <= 3; k++) {
+            for (int i = 0; i < 1000; i++) {
+                imx_hist_record(t, k * 7919, (uint64_t)(i * 37 % 5000), 0);
+            }
+        }
+        imx_hist_drain(pend, t);
+        o.len = 0;
+        CHECK(imx_hist_encode(&o, "s", pend, key_tags, NULL, 1, &busy) == 3, "3 lines");
+    }
+    rc = resident_pages(t, csz);
+    rp = resident_pages(pend, gsz);
+    CHECK(rc <= head_c + 3 * 4, "child table: %zu pages resident of %zu (bound %zu)",
+          rc, csz / 4096, head_c + 3 * 4);
+    CHECK(rp <= head_p + 3 * 4, "pending table: %zu pages resident of %zu (bound %zu)",
+          rp, gsz / 4096, head_p + 3 * 4);
+    /* A fresh table is emptied by touching its header, keys and index only. */
+    imx_hist_init(t, cap);
+    CHECK(resident_pages(t, csz) == rc, "init touched bodies");
+    munmap(t, csz);
+    munmap(pend, gsz);
+    free(o.buf);
+}
+
+/* A pending table too small for everything: what does not fit stays in the
+ * child's table and comes out in a later interval; nothing is lost. */
+static void test_hist_pending_full(void)
+{
+    imx_hist_table_t *t = new_table(8), *pend = new_table(1);
+    imx_hist_out_t o = { NULL, 0, 0 };
+    uint64_t busy = 0;
+    unsigned long long count = 0;
+
+    for (uint32_t k = 1; k <= 3; k++) {
+        imx_hist_record(t, k, 10 * k, 0);
+        imx_hist_record(t, k, 10 * k, 0);
+    }
+    for (int round = 0; round < 3; round++) {
+        CHECK(imx_hist_drain(pend, t) == (uint32_t)(2 - round), "round %d left", round);
+        o.len = 0;
+        CHECK(imx_hist_encode(&o, "s", pend, key_tags, NULL, 1, &busy) == 1, "a line");
+        count += field_total(o.buf, o.len, "count");
+    }
+    CHECK(count == 6 && busy == 120, "count %llu busy %llu", count, (unsigned long long)busy);
+    free(t); free(pend); free(o.buf);
+}
+
+/* A drain that took part of a request still being recorded (its sum, not
+ * yet its bucket) keeps that part for the interval where the rest is. */
+static void test_hist_fragment_carried(void)
+{
+    imx_hist_table_t *t = new_table(4), *pend = new_table(4);
+    imx_hist_out_t o = { NULL, 0, 0 };
+    uint64_t busy = 0;
+    imx_hist_series_t *s;
+
+    imx_hist_record(t, 3, 40, 1);
+    s = series_at(t, 0);
+    /* Half a request: sum and errors added, bucket not yet. */
+    atomic_fetch_add(&s->sum, 60);
+    atomic_fetch_add(&s->errors, 1);
+    atomic_store(&s->b[imx_hist_bucket(40)], 0);
+    imx_hist_drain(pend, t);
+    CHECK(imx_hist_encode(&o, "s", pend, key_tags, NULL, 1, &busy) == 0, "no line without count");
+    CHECK(imx_hist_used(pend) == 1, "the fragment stays pending");
+    atomic_fetch_add(&s->b[imx_hist_bucket(40)], 1);
+    atomic_fetch_add(&s->b[imx_hist_bucket(60)], 1);
+    imx_hist_drain(pend, t);
+    CHECK(imx_hist_encode(&o, "s", pend, key_tags, NULL, 2, &busy) == 1, "one line");
+    imx_hist_reserve(&o, 1);
+    o.buf[o.len] = '\0';
+    CHECK(field_of(o.buf, 3, "count") == 2 && field_of(o.buf, 3, "duration_us_sum") == 100
+          && field_of(o.buf, 3, "errors") == 2, "%s", o.buf);
+    free(t); free(pend); free(o.buf);
+}
+
+/* After a holder of the lock died in the middle of an update: a key
+ * entered twice, a slot left BUSY, an entry claimed but never keyed. Repair
+ * merges and clears, and the table works again. */
+static void test_hist_repair(void)
+{
+    imx_hist_table_t *t = new_table(8);
+    imx_hist_out_t o = { NULL, 0, 0 };
+    _Atomic uint32_t *keys = keys_at(t), *index = keys + t->cap;
+    uint64_t busy = 0;
+
+    imx_hist_record(t, 5, 10, 0);
+    imx_hist_record(t, 6, 20, 0);
+    atomic_store(&keys[1], 5);                  /* key 5 twice */
+    atomic_store(&t->used, 3);                  /* entry 2 claimed, no key */
+    for (uint32_t h = 0; h < t->nindex; h++) {
+        if (!atomic_load(&index[h])) {
+            atomic_store(&index[h], 0xffffffffu);       /* left BUSY */
+        }
+    }
+    imx_hist_repair(t);
+    for (uint32_t k = 100; k < 105; k++) {
+        CHECK(imx_hist_record(t, k, 1, 0) == 1, "record after repair");
+    }
+    imx_hist_encode(&o, "s", t, key_tags, NULL, 1, &busy);
+    imx_hist_reserve(&o, 1);
+    o.buf[o.len] = '\0';
+    CHECK(field_of(o.buf, 5, "count") == 2 && field_of(o.buf, 5, "duration_us_sum") == 30,
+          "merged: %s", o.buf);
+    CHECK(field_total(o.buf, o.len, "count") == 7, "total %llu",
+          field_total(o.buf, o.len, "count"));
+    free(t); free(o.buf);
+}
+
+/* The registry of names: stable ids, full kinds and arena say -1. */
+static void test_names(void)
+{
+    uint32_t arena = 64 * 1024;
+    imx_names_t *r = calloc(1, imx_names_size(arena));
+    char text[64];
+    size_t len, split;
+    const char *got;
+    int id;
+
+    imx_names_init(r, arena);
+    CHECK(imx_names_intern(r, 0, ",vhost=a,t=1", 12, 8) == 0, "first");
+    CHECK(imx_names_intern(r, 1, ",route=x", 8, 8) == 0, "kinds apart");
+    CHECK(imx_names_intern(r, 0, ",vhost=b", 8, 8) == 1, "second");
+    CHECK(imx_names_intern(r, 0, ",vhost=a,t=1", 12, 8) == 0, "same text, same id");
+    CHECK(imx_names_intern(r, 0, ",vhost=a,t=1", 12, 12) == 2, "split counts");
+    got = imx_names_get(r, 0, 0, &len, &split);
+    CHECK(got && len == 12 && split == 8 && !strcmp(got, ",vhost=a,t=1"), "get");
+    CHECK(!imx_names_get(r, 0, 3, &len, &split), "unknown id");
+    for (int i = 3; i < IMX_NAMES_MAX; i++) {
+        snprintf(text, sizeof(text), ",vhost=h%d", i);
+        CHECK(imx_names_intern(r, 0, text, strlen(text), strlen(text)) == i, "id %d", i);
+    }
+    CHECK(imx_names_intern(r, 0, ",vhost=one-more", 15, 15) == -1, "kind full");
+    CHECK(imx_names_intern(r, 0, ",vhost=h7", 9, 9) == 7, "known texts still found");
+    {
+        char *big = malloc(arena);
+        memset(big, 'x', arena - 1);
+        big[arena - 1] = '\0';
+        id = imx_names_intern(r, 1, big, arena - 1, arena - 1);
+        CHECK(id == -1, "arena full: %d", id);
+        free(big);
+    }
+    free(r);
+}
+
+/* Many threads record while another drains and writes, as the elected
+ * child does to live children: every request counted exactly once. */
+typedef struct {
+    imx_hist_table_t *t;
+    unsigned id, n;
+    _Atomic unsigned *finished;
+} hist_producer_t;
+
+static void *hist_producer_main(void *arg)
+{
+    hist_producer_t *p = arg;
+
+    for (unsigned i = 0; i < p->n; i++) {
+        imx_hist_record(p->t, 1 + (p->id * 7 + i) % 40, i % 3000, i % 10 == 0);
+    }
+    atomic_fetch_add(p->finished, 1);
+    return NULL;
+}
+
+static void stress_hist(unsigned nthreads, unsigned per)
+{
+    imx_hist_table_t *t = new_table(64), *pend = new_table(256);
+    imx_hist_out_t o = { NULL, 0, 0 };
+    hist_producer_t pr[16];
+    pthread_t th[16];
+    unsigned long long count = 0, errors = 0, sum = 0, want_sum = 0;
+    uint64_t busy = 0;
+    _Atomic unsigned finished = 0;
+    int rounds = 0, done;
+
+    for (unsigned i = 0; i < nthreads; i++) {
+        pr[i] = (hist_producer_t){ t, i, per, &finished };
+        pthread_create(&th[i], NULL, hist_producer_main, &pr[i]);
+    }
+    do {
+        done = atomic_load(&finished) == nthreads;
+        imx_hist_drain(pend, t);
+        o.len = 0;
+        imx_hist_encode(&o, "s", pend, key_tags, NULL, 1, &busy);
+        count += field_total(o.buf, o.len, "count");
+        errors += field_total(o.buf, o.len, "errors");
+        sum += field_total(o.buf, o.len, "duration_us_sum");
+        rounds++;
+    } while (!done);
+    for (unsigned i = 0; i < nthreads; i++) {
+        pthread_join(th[i], NULL);
+    }
+    imx_hist_drain(pend, t);
+    o.len = 0;
+    imx_hist_encode(&o, "s", pend, key_tags, NULL, 1, &busy);
+    count += field_total(o.buf, o.len, "count");
+    errors += field_total(o.buf, o.len, "errors");
+    sum += field_total(o.buf, o.len, "duration_us_sum");
+    for (unsigned i = 0; i < per; i++) {
+        want_sum += i % 3000;
+    }
+    want_sum *= nthreads;
+    CHECK(count == (unsigned long long)nthreads * per, "count %llu", count);
+    CHECK(errors == (unsigned long long)nthreads * ((per + 9) / 10), "errors %llu", errors);
+    CHECK(sum == want_sum && busy == want_sum, "sum %llu busy %llu want %llu", sum,
+          (unsigned long long)busy, want_sum);
+    CHECK(imx_hist_used(pend) == 0, "nothing left pending");
+    printf("stress_hist %u threads x %u: %d drains\n", nthreads, per, rounds);
+    free(t); free(pend); free(o.buf);
 }
 
 int main(int argc, char **argv)
@@ -1359,7 +1672,14 @@ int main(int argc, char **argv)
         test_retry_after();
         test_hist_buckets();
         test_hist_merge_and_percentiles();
+        test_hist_counters_64bit();
+        test_hist_pages_follow_series();
+        test_hist_pending_full();
+        test_hist_fragment_carried();
+        test_hist_repair();
+        test_names();
     }
+    stress_hist(8, 200000);
     /* Flat out (mostly drops), paced (mostly sent), tiny ring + gzip, many threads. */
     stress(8, 100000, 1024, 256, 0, 0);
     stress(8, 20000, 1024, 256, 0, 1000);
