@@ -17,12 +17,17 @@ UNIT_LIBS   = $(APR_LIB) -lcurl -lz -lpthread
 # Where `make install` puts the Debian-style load/conf files.
 APACHE_MODS_AVAILABLE ?= /etc/apache2/mods-available
 
-.PHONY: all install unit test test-unit test-integration clean lint
+# More compiler flags for the module, passed to apxs one by one (debian/rules
+# passes dpkg-buildflags' CPPFLAGS and CFLAGS here).
+MODULE_CFLAGS ?=
+
+.PHONY: all install deb unit test test-unit test-integration clean lint
 
 all: $(MODULE)
 
 $(MODULE): $(SRCS) $(HDRS)
 	$(APXS) -c -Wc,-std=gnu11 -Wc,-Wall -Wc,-Wextra -Wc,-Werror -Wc,-O2 \
+	    $(foreach f,$(MODULE_CFLAGS),-Wc,$(f)) \
 	    -o mod_influx_metrics.so $(SRCS) -lcurl -lz
 
 LIBEXECDIR := $(shell $(APXS) -q LIBEXECDIR)
@@ -32,6 +37,14 @@ install: $(MODULE)
 	$(APXS) -i -S LIBEXECDIR=$(DESTDIR)$(LIBEXECDIR) -n influx_metrics $(MODULE)
 	install -d $(DESTDIR)$(APACHE_MODS_AVAILABLE)
 	install -m 644 conf/influx_metrics.load conf/influx_metrics.conf $(DESTDIR)$(APACHE_MODS_AVAILABLE)/
+
+# The Debian package libapache2-mod-influx-metrics (debian/): built by
+# dpkg-buildpackage in a copy of the tree under dist/.build, so this tree's
+# build is left alone; the .deb files end up in dist/. Runs lintian when it is
+# installed and fails on its errors (LINTIAN=0 skips it).
+# DEB_BUILD_OPTIONS=nocheck skips the unit tests in the package build.
+deb:
+	./scripts/build-deb.sh
 
 # Unit tests: the engine without httpd, under ASan+UBSan, and the buffer and
 # flusher under TSan.

@@ -1,10 +1,12 @@
 #!/bin/sh
-# Installs, from Debian's packages, everything the build, the tests and the demo need.
+# Installs, from Debian's packages, everything the build, the Debian package
+# (make deb), the tests and the demo need.
 # Idempotent: installs only what is missing. Needs root (or sudo).
 set -eu
 SUDO=""
 [ "$(id -u)" -eq 0 ] || SUDO="sudo"
 PKGS="build-essential apache2 apache2-dev apache2-utils libcurl4-openssl-dev zlib1g-dev \
+      debhelper dpkg-dev lintian \
       influxdb victoria-metrics wrk nghttp2-client curl python3 python3-pytest libapache2-mod-wsgi-py3 \
       clang libclang-rt-14-dev valgrind gnuplot-nox openssl"
 missing=""
