@@ -48,14 +48,14 @@ deb:
 
 # Unit tests: the engine without httpd, under ASan+UBSan, and the buffer and
 # flusher under TSan.
-tests/unit/test_engine.asan: tests/unit/test_engine.c $(ENGINE) $(HDRS)
+tests/unit/test_engine.asan: tests/unit/test_engine.c tests/unit/check.h $(ENGINE) $(HDRS)
 	$(CC) $(UNIT_CFLAGS) -fsanitize=address,undefined -fno-sanitize-recover=all \
 	    -o $@ tests/unit/test_engine.c $(ENGINE) $(UNIT_LIBS)
 
-tests/unit/test_engine.tsan: tests/unit/test_engine.c $(ENGINE) $(HDRS)
+tests/unit/test_engine.tsan: tests/unit/test_engine.c tests/unit/check.h $(ENGINE) $(HDRS)
 	$(CC) $(UNIT_CFLAGS) -fsanitize=thread -o $@ tests/unit/test_engine.c $(ENGINE) $(UNIT_LIBS)
 
-tests/unit/test_shm.asan: tests/unit/test_shm.c shmlock.c shmlock.h
+tests/unit/test_shm.asan: tests/unit/test_shm.c tests/unit/check.h shmlock.c shmlock.h
 	$(CC) $(UNIT_CFLAGS) -fsanitize=address,undefined -fno-sanitize-recover=all \
 	    -o $@ tests/unit/test_shm.c shmlock.c -lpthread
 

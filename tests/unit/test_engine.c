@@ -24,17 +24,7 @@
 #include "batch.h"
 #include "summary.h"
 
-static int failures, checks;
-
-#define CHECK(cond, ...) do { \
-    checks++; \
-    if (!(cond)) { \
-        failures++; \
-        fprintf(stderr, "FAIL %s:%d: %s: ", __FILE__, __LINE__, #cond); \
-        fprintf(stderr, __VA_ARGS__); \
-        fputc('\n', stderr); \
-    } \
-} while (0)
+#include "check.h"
 
 /* ------------------------------------------------------------------------- */
 /* Line protocol readers, one per family of parsers (see lineproto.c).       */
@@ -481,6 +471,25 @@ static void fill_point(imx_point_t *pt, uint64_t id)
 
 static size_t test_retry_buffer = 64 << 20;
 
+/* The tests' engine configuration: fast intervals, the recording sender. */
+static void base_conf(imx_engine_conf_t *c, recorder_t *rc, uint32_t cap, uint32_t batch)
+{
+    memset(c, 0, sizeof(*c));
+    c->line_prefix = "apache_request,host=test";
+    c->capacity = cap;
+    c->batch_size = batch;
+    c->flush_interval = apr_time_from_msec(5);
+    c->shutdown_timeout = apr_time_from_msec(300);
+    c->retry_interval = apr_time_from_msec(5);
+    c->retry_base = 2;
+    c->retry_max_delay = apr_time_from_msec(20);
+    c->retry_buffer = test_retry_buffer;
+    c->send = rec_send;
+    c->send_limit = rec_limit;
+    c->send_ctx = rc;
+    c->log = quiet_log;
+}
+
 static imx_engine_t *make_engine(apr_pool_t *p, recorder_t *rc, uint32_t cap,
                                  uint32_t batch, int gzip)
 {
@@ -488,21 +497,8 @@ static imx_engine_t *make_engine(apr_pool_t *p, recorder_t *rc, uint32_t cap,
     char err[128];
     imx_engine_t *e;
 
-    memset(&c, 0, sizeof(c));
-    c.line_prefix = "apache_request,host=test";
-    c.capacity = cap;
-    c.batch_size = batch;
-    c.flush_interval = apr_time_from_msec(5);
-    c.shutdown_timeout = apr_time_from_msec(300);
-    c.retry_interval = apr_time_from_msec(5);
-    c.retry_base = 2;
-    c.retry_max_delay = apr_time_from_msec(20);
-    c.retry_buffer = test_retry_buffer;
+    base_conf(&c, rc, cap, batch);
     c.gzip = gzip;
-    c.send = rec_send;
-    c.send_limit = rec_limit;
-    c.send_ctx = rc;
-    c.log = quiet_log;
     e = imx_engine_create(p, &c, err, sizeof(err));
     CHECK(e != NULL, "create: %s", err);
     return e;
@@ -912,19 +908,8 @@ static void test_tick_under_full_batches(void)
 
     apr_pool_create(&p, NULL);
     rc->delay_us = 2000;
-    memset(&c, 0, sizeof(c));
-    c.line_prefix = "apache_request,host=test";
-    c.capacity = 4096;
-    c.batch_size = 16;
+    base_conf(&c, rc, 4096, 16);
     c.flush_interval = apr_time_from_msec(20);
-    c.shutdown_timeout = apr_time_from_msec(200);
-    c.retry_interval = apr_time_from_msec(5);
-    c.retry_base = 2;
-    c.retry_max_delay = apr_time_from_msec(20);
-    c.retry_buffer = 1 << 20;
-    c.send = rec_send;
-    c.send_ctx = rc;
-    c.log = quiet_log;
     c.on_tick = count_tick;
     e = imx_engine_create(p, &c, err, sizeof(err));
     atomic_store(&ticks, 0);
@@ -995,19 +980,7 @@ static void test_ring_rescue(void)
 
     memset(ca, 0, sizeof(*ca));
     apr_pool_create(&p, NULL);
-    memset(&c, 0, sizeof(c));
-    c.line_prefix = "apache_request,host=test";
-    c.capacity = 256;
-    c.batch_size = 100;
-    c.flush_interval = apr_time_from_msec(5);
-    c.shutdown_timeout = apr_time_from_msec(300);
-    c.retry_interval = apr_time_from_msec(5);
-    c.retry_base = 2;
-    c.retry_max_delay = apr_time_from_msec(20);
-    c.retry_buffer = 1 << 20;
-    c.send = rec_send;
-    c.send_ctx = rc;
-    c.log = quiet_log;
+    base_conf(&c, rc, 256, 100);
     c.counters = ca;
     c.cells = cells;
     a = imx_engine_create(p, &c, err, sizeof(err));

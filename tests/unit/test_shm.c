@@ -14,17 +14,7 @@
 
 #include "shmlock.h"
 
-static int failures, checks;
-
-#define CHECK(cond, ...) do { \
-    checks++; \
-    if (!(cond)) { \
-        failures++; \
-        fprintf(stderr, "FAIL %s:%d: %s: ", __FILE__, __LINE__, #cond); \
-        fprintf(stderr, __VA_ARGS__); \
-        fputc('\n', stderr); \
-    } \
-} while (0)
+#include "check.h"
 
 static void *shared(size_t n)
 {
