@@ -124,12 +124,14 @@ void *imx_shm_once(server_rec *s, const char *key, apr_size_t size, int *created
     *created = 0;
     apr_pool_userdata_get(&data, vkey, pp);
     if (data) {
+        /* Kept as first made, also when this generation would want it
+         * larger (a bigger ServerLimit): splitting it would split what
+         * children of both generations share. Callers use the sizes they
+         * stored in it; a larger size takes a full restart. */
         h = hdr_of(data);
-        if (h->magic == SHM_MAGIC && h->version == SHM_VERSION && h->size >= size) {
+        if (h->magic == SHM_MAGIC && h->version == SHM_VERSION) {
             return data;
         }
-        /* Grown (a bigger ServerLimit or table): the old one stays for the
-         * children that use it; new children get a new one. */
     }
     /* Anonymous shared memory is zero-filled, and pages are only backed
      * once touched: slots never used cost nothing. */
@@ -419,6 +421,11 @@ void imx_status_rescue(imx_engine_t *e, int64_t gen, char *rings, uint32_t capac
                          "in its buffer; they are sent with this child's", moved);
         }
     }
+}
+
+uint32_t imx_status_nslots(void)
+{
+    return shm ? shm->nslots : 0;
 }
 
 imx_counters_t *imx_status_counters(void)

@@ -44,6 +44,9 @@ void imx_status_rescue(imx_engine_t *e, int64_t gen, char *rings, uint32_t capac
 /* post_config (parent): the current generation's ring segment. */
 void imx_status_ring_id(uint64_t ring_id);
 
+/* Slots of the segment (as first made; 0 without one). */
+uint32_t imx_status_nslots(void);
+
 /* The claimed slot's counters, zeroed, for the engine to write into. */
 imx_counters_t *imx_status_counters(void);
 

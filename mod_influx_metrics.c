@@ -1157,13 +1157,14 @@ static void ts_init(server_rec *s, apr_pool_t *pconf)
 
 static void sizes(const imx_srv_conf_t *mc, uint32_t *cap, uint32_t *batch);
 
-/* One ring per status slot. Sized by this generation's configuration; a
- * larger one than the parent made before gets a new segment (children of
- * older generations keep theirs). Without it, each child's ring is its own
- * memory and dies with it. */
+/* One ring per status slot, in a segment per ring size: a generation with
+ * another InfluxMetricsBufferSize gets its own (children of older
+ * generations keep theirs, and rescues stay within one segment). Its slot
+ * count is the status segment's, which never changes within a parent's life.
+ * Without it, each child's ring is its own memory and dies with it. */
 static void ring_init(server_rec *s, const imx_srv_conf_t *mc)
 {
-    uint32_t cap, batch, nslots = imx_shm_slots();
+    uint32_t cap, batch, nslots = imx_status_nslots();
     int created;
 
     sizes(mc, &cap, &batch);
