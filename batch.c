@@ -126,14 +126,11 @@ _Static_assert(sizeof(cell_t) == CACHE_LINE, "cell must fill one cache line");
 /* Repeated failures are logged at most once per this interval. */
 #define FAIL_LOG_INTERVAL apr_time_from_sec(10)
 
-/* Spool files gather batches up to batch_size points, and at most this many
- * bytes (a larger batch gets a file of its own). */
-#define SPOOL_FILE_MAX ((size_t)16 << 20)
 
 /* With a spool, the directory is scanned at least this often even when the
  * shared gauge says it holds no file (files put there by hand, a gauge left
  * low by a process killed mid-way). */
-#define SPOOL_RESCAN apr_time_from_sec(30)
+#define SPOOL_RESCAN apr_time_from_sec(5)
 
 /* A batch waiting in the retry buffer. */
 typedef struct rbatch {
@@ -769,12 +766,14 @@ static void spool_flush(imx_engine_t *e)
 static void spool_put(imx_engine_t *e, const char *data, size_t len, uint32_t n,
                       uint32_t extra, int maybe)
 {
+    /* Up to batch_size points and imx_spool_file_max() bytes a file; a
+     * larger batch gets a file of its own. */
     if (e->sacc_len && ((uint64_t)e->sacc_n + n > e->conf.batch_size
-                        || e->sacc_len + len > SPOOL_FILE_MAX)) {
+                        || e->sacc_len + len > imx_spool_file_max(e->conf.spool))) {
         spool_flush(e);
     }
     if (e->sacc_len + len > e->sacc_cap) {
-        /* Grown in steps, not to SPOOL_FILE_MAX at once: most files are small. */
+        /* Grown in steps: most files are small. */
         size_t cap = e->sacc_cap ? e->sacc_cap : 65536;
         char *nb;
 

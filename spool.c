@@ -70,6 +70,7 @@ struct imx_spool {
     int ncand, icand;
     char skip[NSKIP][NAME_LEN + 1];
     int nskip;
+    unsigned skip_next;
     unsigned char *rbuf;
     size_t rcap;
 };
@@ -313,7 +314,7 @@ static apr_time_t now_us(void)
 
 static int skipped(const imx_spool_t *sp, const char *name)
 {
-    for (int i = 0; i < sp->nskip && i < NSKIP; i++) {
+    for (int i = 0; i < sp->nskip; i++) {
         if (!strcmp(sp->skip[i], name)) {
             return 1;
         }
@@ -321,12 +322,15 @@ static int skipped(const imx_spool_t *sp, const char *name)
     return 0;
 }
 
-/* A file this process could not delete or move aside: not offered again by
- * this process (the oldest NSKIP are kept). */
+/* A file this process could not delete or move aside: not offered to it
+ * again (the last NSKIP such names are kept), so it neither loops on it nor
+ * logs it again. */
 static void add_skip(imx_spool_t *sp, const char *name)
 {
-    snprintf(sp->skip[sp->nskip % NSKIP], sizeof(sp->skip[0]), "%s", name);
-    sp->nskip = sp->nskip + 1 < 2 * NSKIP ? sp->nskip + 1 : NSKIP;
+    snprintf(sp->skip[sp->skip_next++ % NSKIP], sizeof(sp->skip[0]), "%s", name);
+    if (sp->nskip < NSKIP) {
+        sp->nskip++;
+    }
 }
 
 /* ------------------------------------------------------------------------- */
@@ -422,7 +426,9 @@ static int lock_file(imx_spool_t *sp, const char *name, int *fd, struct stat *st
 }
 
 /* Renames a bad file to <name>.bad (the caller holds it, or could not open
- * it), subtracts it from the gauges, counts and logs it once. */
+ * it), subtracts it from the gauges, counts and logs it once. A file that
+ * cannot be renamed is still there: logged once by this process, skipped by
+ * it, and counted by none. */
 static void move_aside(imx_spool_t *sp, const char *name, uint64_t size, int hdr_ok,
                        const imx_spool_hdr_t *h, const char *why, imx_spool_drop_t *bad)
 {
@@ -433,19 +439,17 @@ static void move_aside(imx_spool_t *sp, const char *name, uint64_t size, int hdr
     rv = renameat(sp->dirfd, name, sp->dirfd, to);
     if (rv != 0) {
         int err = errno;
-        add_skip(sp, name);
-        slog(sp->log, sp->log_ctx, IMX_LOG_ERR, "spool file %s/%s is %s, and cannot "
-             "be renamed to %s: %s; this process leaves it alone", sp->path, name, why,
-             to, strerror(err));
-        if (err == ENOENT) {
-            return;
+        if (err != ENOENT) {
+            add_skip(sp, name);
+            slog(sp->log, sp->log_ctx, IMX_LOG_ERR, "spool file %s/%s is %s, and cannot "
+                 "be renamed to %s: %s; this process leaves it alone", sp->path, name,
+                 why, to, strerror(err));
         }
+        return;
     }
-    else {
-        slog(sp->log, sp->log_ctx, IMX_LOG_ERR, "spool file %s/%s is %s: renamed to "
-             "%s, %u points dropped (dropped_spool)", sp->path, name, why, to,
-             hdr_ok ? h->points : 0);
-    }
+    slog(sp->log, sp->log_ctx, IMX_LOG_ERR, "spool file %s/%s is %s: renamed to "
+         "%s, %u points dropped (dropped_spool)", sp->path, name, why, to,
+         hdr_ok ? h->points : 0);
     atomic_fetch_add(&sp->sh->bad_files, 1);
     gauge_sub(&sp->sh->bytes, (int64_t)size);
     if (hdr_ok) {
@@ -549,18 +553,16 @@ int imx_spool_claim(imx_spool_t *sp, imx_spool_file_t *f, imx_spool_drop_t *bad)
     return 0;
 }
 
-/* Deletes a file this process holds, and takes it off the gauges. */
+/* Deletes a file this process holds, and takes it off the gauges. Returns 0
+ * when it is still there. */
 static int remove_held(imx_spool_t *sp, const char *name, uint64_t size,
                        const imx_spool_hdr_t *h)
 {
     if (unlinkat(sp->dirfd, name, 0) != 0) {
-        int err = errno;
         add_skip(sp, name);
         slog(sp->log, sp->log_ctx, IMX_LOG_ERR, "cannot delete spool file %s/%s: %s; "
-             "another process may send it again", sp->path, name, strerror(err));
-        if (err == ENOENT) {
-            return 0;
-        }
+             "another process may send it again", sp->path, name, strerror(errno));
+        return 0;
     }
     gauge_sub(&sp->sh->points, h->points);
     gauge_sub(&sp->sh->files, 1);
@@ -644,6 +646,10 @@ static int evict_oldest(imx_spool_t *sp, imx_spool_drop_t *ev)
             if (h.flags & IMX_SPOOL_MAYBE) {
                 ev->maybe += h.points;
             }
+        }
+        else {
+            close(fd);
+            continue;           /* still there: try the next */
         }
         close(fd);
         return 1;
@@ -757,6 +763,13 @@ uint64_t imx_spool_pending(const imx_spool_t *sp)
     return v > 0 ? (uint64_t)v : 0;
 }
 
+size_t imx_spool_file_max(const imx_spool_t *sp)
+{
+    uint64_t m = sp->max_bytes / 4;
+
+    return m > ((uint64_t)16 << 20) ? (size_t)16 << 20 : (size_t)m;
+}
+
 uint64_t imx_spool_files(const imx_spool_t *sp)
 {
     int64_t v = atomic_load(&sp->sh->files);
@@ -831,7 +844,7 @@ imx_spool_t *imx_spool_open(apr_pool_t *p, const imx_spool_conf_t *conf,
 /* Start-up                                                                   */
 
 int imx_spool_recount(const char *dir, uid_t uid, imx_spool_shared_t *sh,
-                      imx_log_fn *log, void *log_ctx)
+                      imx_spool_drop_t *bad, imx_log_fn *log, void *log_ctx)
 {
     int64_t bytes = 0, points = 0, files = 0;
     struct dirent *de;
@@ -855,7 +868,7 @@ int imx_spool_recount(const char *dir, uid_t uid, imx_spool_shared_t *sh,
         const char *why = NULL;
         char whybuf[160];
         ssize_t got;
-        int fd;
+        int fd, hdr_ok = 0;
 
         if (is_tmp_name(name)) {
             /* A writer that died mid-write; a live one holds its lock. */
@@ -895,7 +908,8 @@ int imx_spool_recount(const char *dir, uid_t uid, imx_spool_shared_t *sh,
             got = pread(fd, hdr, sizeof(hdr), 0);
             close(fd);
             c = imx_spool_check_header(hdr, got > 0 ? (size_t)got : 0, &h);
-            if (c == IMX_SPOOL_VALID && (uint64_t)st.st_size != IMX_SPOOL_HDR + h.len) {
+            hdr_ok = c == IMX_SPOOL_VALID;
+            if (hdr_ok && (uint64_t)st.st_size != IMX_SPOOL_HDR + h.len) {
                 c = (uint64_t)st.st_size < IMX_SPOOL_HDR + h.len ? IMX_SPOOL_TRUNCATED
                                                                  : IMX_SPOOL_CORRUPT;
             }
@@ -910,8 +924,15 @@ int imx_spool_recount(const char *dir, uid_t uid, imx_spool_shared_t *sh,
             snprintf(to, sizeof(to), "%.*s.bad", NAME_LEN, name);
             if (renameat(dfd, name, dfd, to) == 0) {
                 atomic_fetch_add(&sh->bad_files, 1);
-                slog(log, log_ctx, IMX_LOG_ERR, "spool file %s/%s is %s: renamed to %s",
-                     dir, name, why, to);
+                slog(log, log_ctx, IMX_LOG_ERR, "spool file %s/%s is %s: renamed to %s, "
+                     "%u points dropped (dropped_spool)", dir, name, why, to,
+                     hdr_ok ? h.points : 0);
+                if (hdr_ok && bad) {
+                    bad->points += h.points;
+                    if (h.flags & IMX_SPOOL_MAYBE) {
+                        bad->maybe += h.points;
+                    }
+                }
             }
             else {
                 slog(log, log_ctx, IMX_LOG_ERR, "spool file %s/%s is %s, and cannot be "

@@ -156,6 +156,11 @@ void imx_spool_release(imx_spool_t *sp, imx_spool_file_t *f, int maybe);
 /* Request points in the spool now (the shared gauge, never negative). */
 uint64_t imx_spool_pending(const imx_spool_t *sp);
 
+/* The size the writer should keep a file under when it gathers batches into
+ * one: a quarter of max_bytes (so that eviction frees room in steps, not
+ * the whole spool at once), at most 16 MiB. */
+size_t imx_spool_file_max(const imx_spool_t *sp);
+
 /* Spool files now (the shared gauge): 0 means there is nothing to scan for. */
 uint64_t imx_spool_files(const imx_spool_t *sp);
 
@@ -164,10 +169,13 @@ int imx_spool_writable(const imx_spool_t *sp);
 
 /* At startup, in the parent, with no child running: sets the gauges from
  * the directory's files, removes the temporary files of writers that died,
- * and renames to *.bad the files whose header is bad, that are not regular
- * files, or that are not owned by `uid` (the children could not read them,
- * or should not trust them). Returns 0, or an errno value. */
+ * and renames to *.bad the files whose header is bad or does not match
+ * their size, that are not regular files, or that are not owned by `uid`
+ * (the children could not read them, or should not trust them); the points
+ * of those whose header was whole are added to *bad. Only headers are read
+ * here: payload checksums are checked by the process that sends a file.
+ * Returns 0, or an errno value. */
 int imx_spool_recount(const char *dir, uid_t uid, imx_spool_shared_t *sh,
-                      imx_log_fn *log, void *log_ctx);
+                      imx_spool_drop_t *bad, imx_log_fn *log, void *log_ctx);
 
 #endif /* IMX_SPOOL_H */

@@ -1391,7 +1391,7 @@ static void test_spool_recount(void)
           "gauges after writing: %lld points %lld files", (long long)atomic_load(&sh.points),
           (long long)atomic_load(&sh.files));
     memset(&sh2, 0, sizeof(sh2));
-    CHECK(imx_spool_recount(dir, geteuid(), &sh2, quiet_log, NULL) == 0, "recount");
+    CHECK(imx_spool_recount(dir, geteuid(), &sh2, &ev, quiet_log, NULL) == 0, "recount");
     CHECK(atomic_load(&sh2.points) == 4 && atomic_load(&sh2.files) == 2
           && atomic_load(&sh2.bytes) == atomic_load(&sh.bytes)
           && atomic_load(&sh2.bad_files) == 1,
