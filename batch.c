@@ -126,7 +126,6 @@ _Static_assert(sizeof(cell_t) == CACHE_LINE, "cell must fill one cache line");
 /* Repeated failures are logged at most once per this interval. */
 #define FAIL_LOG_INTERVAL apr_time_from_sec(10)
 
-
 /* With a spool, the directory is scanned at least this often even when the
  * shared gauge says it holds no file (files put there by hand, a gauge left
  * low by a process killed mid-way). */

@@ -1316,13 +1316,15 @@ static int spool_init(apr_pool_t *pconf, server_rec *s, const char *dir)
         return HTTP_INTERNAL_SERVER_ERROR;
     }
     imx_status_add_dropped_spool(bad.points, bad.maybe);
-    if (atomic_load(&sh->files)) {
+    /* Both numbers: together they are where the spool's identity starts. */
+    if (atomic_load(&sh->files) || bad.points) {
         ap_log_error(APLOG_MARK, APLOG_NOTICE, 0, s, "IMX0015: the spool %s holds %"
                      APR_INT64_T_FMT " points in %" APR_INT64_T_FMT " files (%"
-                     APR_INT64_T_FMT " bytes); they are sent once the backend takes "
-                     "writes", dir, (apr_int64_t)atomic_load(&sh->points),
+                     APR_INT64_T_FMT " bytes), sent once the backend takes writes; %"
+                     APR_UINT64_T_FMT " more points were in files found bad "
+                     "(dropped_spool)", dir, (apr_int64_t)atomic_load(&sh->points),
                      (apr_int64_t)atomic_load(&sh->files),
-                     (apr_int64_t)atomic_load(&sh->bytes));
+                     (apr_int64_t)atomic_load(&sh->bytes), bad.points);
     }
     return OK;
 }
