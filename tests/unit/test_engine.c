@@ -1635,6 +1635,95 @@ static void test_spool_spill(void)
     rm_tree(dir);
 }
 
+/* Writes a spool file of the points id0 .. id0 + n - 1, in the shape the
+ * recorder parses. */
+static void spool_ids(imx_spool_t *sp, int id0, int n)
+{
+    char *buf = malloc((size_t)n * 128), err[256];
+    imx_spool_drop_t ev = { 0, 0 };
+    size_t len = 0;
+
+    for (int i = id0; i < id0 + n; i++) {
+        len += (size_t)sprintf(buf + len, "apache_request,host=test,vhost=test "
+                               "duration_us=%di,bytes_sent=13i %lld\n", i,
+                               1700000000000000000LL + i);
+    }
+    CHECK(imx_spool_write(sp, buf, len, (uint32_t)n, 0, 0, 0, &ev, err, sizeof(err)) == 0,
+          "write: %s", err);
+    free(buf);
+}
+
+/* A spooled file too large for the backend goes in halves, every point
+ * once; one the backend refuses is deleted and counted in dropped_spool;
+ * one that fails stays, marked "maybe stored" when the POST may have
+ * reached the backend, and goes once the backend is back. */
+static void test_spool_send_outcomes(void)
+{
+    char dir[] = "/tmp/imx-unit-spool-XXXXXX";
+    imx_spool_shared_t sh;
+    imx_spool_file_t f;
+    imx_spool_drop_t bad = { 0, 0 };
+    apr_pool_t *p;
+    recorder_t *rc;
+    imx_engine_t *e;
+    imx_stats_t st;
+    imx_spool_t *sp;
+
+    CHECK(mkdtemp(dir) != NULL, "mkdtemp");
+    memset(&sh, 0, sizeof(sh));
+    apr_pool_create(&p, NULL);
+    sp = open_spool(p, dir, &sh, 1 << 20);
+
+    spool_ids(sp, 0, 100);
+    rc = recorder_new();
+    rc->max_lines = 30;
+    test_spool = sp;
+    e = make_engine(p, rc, 1024, 100, 0);
+    imx_engine_flush_now(e);
+    imx_engine_stats(e, &st);
+    CHECK(st.unspooled == 100 && atomic_load(&rc->lines) == 100 && atomic_load(&rc->dups) == 0
+          && count_names(dir, "") == 0, "413: unspooled %llu lines %llu dups %llu",
+          (unsigned long long)st.unspooled, (unsigned long long)atomic_load(&rc->lines),
+          (unsigned long long)atomic_load(&rc->dups));
+    imx_engine_stop(e);
+    recorder_free(rc);
+
+    spool_ids(sp, 100, 10);
+    rc = recorder_new();
+    rc->reject_first = 1;
+    e = make_engine(p, rc, 1024, 100, 0);
+    imx_engine_flush_now(e);
+    imx_engine_stats(e, &st);
+    CHECK(st.dropped_spool == 10 && st.unspooled == 0 && count_names(dir, "") == 0
+          && atomic_load(&sh.points) == 0, "reject: dropped_spool %llu",
+          (unsigned long long)st.dropped_spool);
+    imx_engine_stop(e);
+    recorder_free(rc);
+
+    spool_ids(sp, 200, 10);
+    rc = recorder_new();
+    rc->always_fail = 1;
+    rc->maybe = 1;
+    e = make_engine(p, rc, 1024, 100, 0);
+    imx_engine_flush_now(e);
+    imx_engine_stats(e, &st);
+    CHECK(st.unspooled == 0 && st.retries == 1 && count_names(dir, "") == 1
+          && atomic_load(&sh.points) == 10, "retry: the file must stay");
+    CHECK(imx_spool_claim(sp, &f, &bad) && (f.h.flags & IMX_SPOOL_MAYBE),
+          "a POST that may have been stored is not noted in the file");
+    imx_spool_release(sp, &f, 0);
+    rc->always_fail = 0;
+    imx_engine_flush_now(e);
+    imx_engine_stats(e, &st);
+    CHECK(st.unspooled == 10 && atomic_load(&rc->lines) == 10 && count_names(dir, "") == 0,
+          "after the retry: unspooled %llu", (unsigned long long)st.unspooled);
+    test_spool = NULL;
+    imx_engine_stop(e);
+    recorder_free(rc);
+    apr_pool_destroy(p);
+    rm_tree(dir);
+}
+
 /* A write that fails (here RLIMIT_FSIZE: EFBIG, the same path as ENOSPC
  * and EDQUOT) gives its reservation back, leaves no file, and is counted
  * dropped_spool; the identity holds. */
@@ -1687,6 +1776,86 @@ static void test_spool_write_fails(void)
     sigaction(SIGXFSZ, &prev, NULL);
     apr_pool_destroy(p);
     recorder_free(rc);
+    rm_tree(dir);
+}
+
+/* Producers push while the flusher, its backend down, spills its small
+ * retry buffer to the spool; at stop the rest goes there too. A second
+ * engine then sends the spool: every point accepted arrives exactly once,
+ * and the identities hold on both sides. Runs under TSan too. */
+static void stress_spool(void)
+{
+    char dir[] = "/tmp/imx-unit-spool-XXXXXX";
+    imx_spool_shared_t sh;
+    apr_pool_t *p;
+    recorder_t *rc = recorder_new();
+    unsigned char *accepted = calloc(MAX_IDS, 1);
+    producer_t pr[4];
+    pthread_t th[4];
+    imx_engine_t *e;
+    imx_stats_t st, st2;
+    uint64_t produced = 0, ok = 0, mismatch = 0;
+
+    CHECK(mkdtemp(dir) != NULL, "mkdtemp");
+    memset(&sh, 0, sizeof(sh));
+    rc->always_fail = 1;
+    apr_pool_create(&p, NULL);
+    test_spool = open_spool(p, dir, &sh, 1 << 30);
+    test_retry_buffer = 64 << 10;
+    e = make_engine(p, rc, 1024, 256, 0);
+    test_retry_buffer = 64 << 20;
+    test_spool = NULL;
+    CHECK(imx_engine_start(e) == APR_SUCCESS, "start");
+    for (unsigned i = 0; i < 4; i++) {
+        pr[i] = (producer_t){ e, i, 20000, apr_time_now() + apr_time_from_sec(20),
+                              accepted, 0, 0, 200 };
+        pthread_create(&th[i], NULL, producer_main, &pr[i]);
+    }
+    for (unsigned i = 0; i < 4; i++) {
+        pthread_join(th[i], NULL);
+        produced += pr[i].produced;
+        ok += pr[i].ok;
+    }
+    imx_engine_stop(e);
+    imx_engine_stats(e, &st);
+    check_identity(e, produced, "stress spool");
+    CHECK(st.sent == 0 && st.dropped_retry == 0 && st.dropped_spool == 0
+          && st.to_spool + st.dropped_exit == ok && (uint64_t)atomic_load(&sh.points) == st.to_spool,
+          "spooling: to_spool %llu dropped_exit %llu accepted %llu spooled %lld",
+          (unsigned long long)st.to_spool, (unsigned long long)st.dropped_exit,
+          (unsigned long long)ok, (long long)atomic_load(&sh.points));
+    apr_pool_destroy(p);
+    recorder_free(rc);
+
+    rc = recorder_new();
+    apr_pool_create(&p, NULL);
+    test_spool = open_spool(p, dir, &sh, 1 << 30);
+    e = make_engine(p, rc, 1024, 256, 0);
+    test_spool = NULL;
+    CHECK(imx_engine_start(e) == APR_SUCCESS, "start");
+    for (int i = 0; i < 2000 && atomic_load(&sh.files); i++) {
+        apr_sleep(apr_time_from_msec(5));
+    }
+    imx_engine_stop(e);
+    imx_engine_stats(e, &st2);
+    CHECK(st2.unspooled == st.to_spool && atomic_load(&rc->lines) == st.to_spool
+          && atomic_load(&rc->dups) == 0 && atomic_load(&rc->bad) == 0
+          && count_names(dir, "") == 0,
+          "resend: unspooled %llu of %llu, lines %llu, dups %llu",
+          (unsigned long long)st2.unspooled, (unsigned long long)st.to_spool,
+          (unsigned long long)atomic_load(&rc->lines),
+          (unsigned long long)atomic_load(&rc->dups));
+    for (uint64_t id = 0; id < 4 * 20000; id++) {
+        mismatch += !!rc->seen[id] != !!accepted[id];
+    }
+    CHECK(st.dropped_exit || mismatch == 0, "%llu ids spooled but not accepted or vice versa",
+          (unsigned long long)mismatch);
+    printf("stress spool 4 threads x 20000: accepted %llu to_spool %llu dropped_exit %llu "
+           "unspooled %llu\n", (unsigned long long)ok, (unsigned long long)st.to_spool,
+           (unsigned long long)st.dropped_exit, (unsigned long long)st2.unspooled);
+    apr_pool_destroy(p);
+    recorder_free(rc);
+    free(accepted);
     rm_tree(dir);
 }
 
@@ -1850,6 +2019,7 @@ int main(int argc, char **argv)
         test_spool_claim_race();
         test_spool_exit_and_resend();
         test_spool_spill();
+        test_spool_send_outcomes();
         test_spool_write_fails();
         test_hist_buckets();
         test_hist_merge_and_percentiles();
@@ -1859,6 +2029,7 @@ int main(int argc, char **argv)
     stress(8, 20000, 1024, 256, 0, 1000);
     stress(4, 20000, 64, 16, 1, 500);
     stress(32, 10000, 65536, 5000, 0, 20);
+    stress_spool();
     apr_terminate();
     printf("%d checks, %d failures\n", checks, failures);
     return failures ? 1 : 0;
