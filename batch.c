@@ -1121,7 +1121,7 @@ static int spool_post(imx_engine_t *e, const char *data, size_t len, uint32_t n,
         *stored += n - info->dropped;
         *refused += info->dropped;
         atomic_fetch_add_explicit(&e->c->batches, 1, memory_order_relaxed);
-        note_failure(e, "backend stored part of a spooled batch; of", n, info->err);
+        note_failure(e, "spooled: backend stored part of", n, info->err);
         e->attempt = 0;
         return 1;
     case IMX_SEND_TOO_LARGE: {
@@ -1150,13 +1150,13 @@ static int spool_post(imx_engine_t *e, const char *data, size_t len, uint32_t n,
         __attribute__((fallthrough));
     case IMX_SEND_REJECT:
         *refused += n;
-        note_failure(e, "backend rejected a spooled batch; of", n, info->err);
+        note_failure(e, "spooled: backend rejected", n, info->err);
         e->attempt = 0;
         return 1;
     default:
         atomic_fetch_add_explicit(&e->c->retries, 1, memory_order_relaxed);
         e->attempt++;
-        note_failure(e, "will retry a spooled batch; of", n, info->err);
+        note_failure(e, "spooled: will retry", n, info->err);
         e->retry_at = apr_time_now() + backoff(e, info);
         return 0;
     }

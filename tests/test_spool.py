@@ -24,7 +24,7 @@ PATH = "/small.txt"
 DROPS = ("dropped_full", "dropped_retry", "dropped_exit", "dropped_spool", "rejected")
 # While InfluxDB is down, every POST fails and is logged (at most once per
 # 10 s per child).
-OUTAGE_ERRORS = (r"IMX0100: will retry",)
+OUTAGE_ERRORS = (r"IMX0100: will retry", r"IMX0100: spooled: will retry")
 
 
 def spool_conf(url, spool, extra=""):
@@ -335,7 +335,7 @@ def test_full_spool_drops_the_oldest(module_built, private_influx, httpd_factory
     wait_until(lambda: imx_status(h)["sent"] == 300, 10)
     ix.stop()
     t_down = time.time_ns()
-    peak = 0
+    peak = gauge_peak = 0
 
     def on_disk():
         total = 0
@@ -349,7 +349,11 @@ def test_full_spool_drops_the_oldest(module_built, private_influx, httpd_factory
     with LoadLoop(lambda: ab(url, 300, 4, keepalive=False, timeout=30), max_s=30):
         end = time.monotonic() + 7
         while time.monotonic() < end:
-            peak = max(peak, imx_status(h)["spool_bytes"], on_disk())
+            # The gauge includes what a writer reserved before it makes room:
+            # above the bound for a moment, by the files being written. The
+            # disk never.
+            gauge_peak = max(gauge_peak, imx_status(h)["spool_bytes"])
+            peak = max(peak, on_disk())
             time.sleep(0.1)
     during = imx_status(h)
     t_up = time.time_ns()
@@ -357,10 +361,12 @@ def test_full_spool_drops_the_oldest(module_built, private_influx, httpd_factory
     st = wait_settled(h)
     h.stop()
     n, stored = served(h), ix.count("spool", "apache_request")
-    print("served %d stored %d, peak %d bytes, status %s" % (n, stored, peak, {
+    print("served %d stored %d, peak %d bytes (gauge %d), status %s" % (n, stored, peak,
+                                                                        gauge_peak, {
         k: st[k] for k in ("to_spool", "unspooled", "dropped_spool", "dropped",
                            "maybe_stored")}))
-    assert during["dropped_spool"] > 0 and peak <= limit, (during, peak)
+    assert during["dropped_spool"] > 0 and 0 < peak <= limit, (during, peak)
+    assert gauge_peak <= limit + limit // 2, gauge_peak
     assert st["dropped"] == st["dropped_spool"], st
     assert n <= stored + st["dropped_spool"] <= n + st["maybe_stored"], (n, stored, st)
     assert st["to_spool"] == st["unspooled"] + st["dropped_spool"], st
