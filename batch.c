@@ -65,9 +65,33 @@
  *
  *   At stop it sends what is left within shutdown_timeout, and counts what it
  *   could not send as dropped_exit. So, at any time:
- *     recorded == sent + rejected + dropped_retry + dropped_exit + buffered.
+ *     recorded == sent + rejected + dropped_retry + dropped_exit + to_spool
+ *                 + buffered.
  *   The counters live where the caller says (imx_counters_t, shared memory in
  *   the module), so this holds even for a process that died.
+ *
+ * The spool (optional, spool.c)
+ *   With a spool, nothing is dropped for want of memory or time: batches the
+ *   retry buffer cannot keep (full, older than retry_max_time, larger than
+ *   it) are written to the spool instead, oldest first, gathered into files
+ *   of up to batch_size points. At exit the flusher sends for the first half
+ *   of shutdown_timeout (and does not wait out a backoff that ends later),
+ *   then writes the retry buffer and the rest of the ring, encoded, to the
+ *   spool in the second half; only what is left at the deadline is
+ *   dropped_exit. Points are counted in to_spool once their write is over,
+ *   whether it succeeded or not (a failed write is dropped_spool too), so a
+ *   process killed mid-write still holds them: lost_in_crash, not to_spool.
+ *
+ *   Sending spooled files: once per flush interval, after the ring's batches,
+ *   while the backend is healthy (the retry buffer empty, no backoff under
+ *   way) and no full batch of new points waits, for at most half the
+ *   interval (at least one file). A file is one POST (split in halves on a
+ *   413, and settled only when every part is), deleted once the backend
+ *   acknowledged it; then its points are counted in unspooled (or, refused,
+ *   in dropped_spool). A file that fails stays for later, marked "maybe
+ *   stored" when the POST may have reached the backend. Its parts already
+ *   stored are sent again with it then; InfluxDB overwrites them with the
+ *   same points, and nothing is counted twice.
  */
 #include <stdarg.h>
 #include <stdatomic.h>
@@ -76,6 +100,7 @@
 #include <string.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <poll.h>
 #include <signal.h>
 #include <pthread.h>
@@ -86,6 +111,7 @@
 #include <zlib.h>
 
 #include "batch.h"
+#include "spool.h"
 
 #define CACHE_LINE 64
 
@@ -99,6 +125,11 @@ _Static_assert(sizeof(cell_t) == CACHE_LINE, "cell must fill one cache line");
 
 /* Repeated failures are logged at most once per this interval. */
 #define FAIL_LOG_INTERVAL apr_time_from_sec(10)
+
+/* With a spool, the directory is scanned at least this often even when the
+ * shared gauge says it holds no file (files put there by hand, a gauge left
+ * low by a process killed mid-way). */
+#define SPOOL_RESCAN apr_time_from_sec(5)
 
 /* A batch waiting in the retry buffer. */
 typedef struct rbatch {
@@ -152,6 +183,12 @@ struct imx_engine {
     uint32_t xlines;
     uint32_t rng;
     apr_time_t next_flush;
+    char *sacc;                 /* batches gathered for one spool file */
+    size_t sacc_len, sacc_cap;
+    uint32_t sacc_n, sacc_extra;
+    int sacc_maybe;
+    apr_time_t spool_log_at, spool_scan_at;
+    unsigned long spool_unlogged;
 
     char last_error[200];       /* under mu */
     apr_thread_mutex_t *mu;
@@ -159,6 +196,8 @@ struct imx_engine {
     _Atomic int has_thread;
     _Atomic int finished;       /* the flusher has ended (or never ran) */
     _Atomic apr_time_t stop_deadline;   /* 0 until imx_engine_stop() */
+    _Atomic apr_time_t send_deadline;   /* sends end here: stop_deadline, or
+                                         * earlier to leave time for the spool */
 
     imx_counters_t own;
 };
@@ -195,6 +234,9 @@ static void free_buffers(imx_engine_t *e)
     free(e->xbuf);
     free(e->body);
     free(e->gz);
+    free(e->sacc);
+    e->sacc = NULL;
+    e->sacc_cap = e->sacc_len = 0;
     e->xbuf = e->body = NULL;
     e->gz = NULL;
     e->xcap = e->xlen = e->body_cap = e->body_len = e->gz_cap = 0;
@@ -259,7 +301,7 @@ uint64_t imx_counters_held(const imx_counters_t *c)
      * them before it never yields more settled than recorded. */
     uint64_t settled = atomic_load(&c->sent) + atomic_load(&c->rejected)
                        + atomic_load(&c->dropped_retry) + atomic_load(&c->dropped_exit)
-                       + atomic_load(&c->lost);
+                       + atomic_load(&c->lost) + atomic_load(&c->to_spool);
     uint64_t rec = atomic_load(&c->recorded) - c->base + atomic_load(&c->late)
                    - atomic_load(&c->moved);
 
@@ -276,6 +318,9 @@ void imx_counters_read(const imx_counters_t *c, imx_stats_t *st)
     st->rejected = atomic_load(&c->rejected);
     st->dropped_retry = atomic_load(&c->dropped_retry);
     st->dropped_exit = atomic_load(&c->dropped_exit);
+    st->to_spool = atomic_load(&c->to_spool);
+    st->unspooled = atomic_load(&c->unspooled);
+    st->dropped_spool = atomic_load(&c->dropped_spool);
     /* Points moved to another engine count as that one's. */
     st->recorded = atomic_load(&c->recorded) - c->base + late - atomic_load(&c->moved);
     st->lost = atomic_load(&c->lost);
@@ -436,7 +481,7 @@ static int grow_body(imx_engine_t *e, size_t need)
     return 1;
 }
 
-#define SELF_FIELDS 10
+#define SELF_FIELDS 14
 #define SELF_MAX (SELF_FIELDS * (16 + 21) + 24)
 
 /* The module's own counters as one line, so dashboards can watch delivery. */
@@ -444,7 +489,8 @@ static size_t encode_self(imx_engine_t *e, char *out)
 {
     static const char *const names[SELF_FIELDS] = {
         " recorded=", ",sent=", ",rejected=", ",dropped_full=", ",dropped_retry=",
-        ",dropped_exit=", ",retries=", ",buffered=", ",retry_bytes=", ",batches="
+        ",dropped_exit=", ",retries=", ",buffered=", ",retry_bytes=", ",batches=",
+        ",to_spool=", ",unspooled=", ",dropped_spool=", ",spooled="
     };
     imx_stats_t st;
     uint64_t v[SELF_FIELDS];
@@ -455,6 +501,8 @@ static size_t encode_self(imx_engine_t *e, char *out)
     v[0] = st.recorded; v[1] = st.sent; v[2] = st.rejected; v[3] = st.dropped_full;
     v[4] = st.dropped_retry; v[5] = st.dropped_exit; v[6] = st.retries;
     v[7] = st.buffered; v[8] = st.retry_bytes; v[9] = st.batches;
+    v[10] = st.to_spool; v[11] = st.unspooled; v[12] = st.dropped_spool;
+    v[13] = st.spooled;
     memcpy(o, e->conf.self_prefix, pl);
     o += pl;
     for (int i = 0; i < SELF_FIELDS; i++) {
@@ -633,7 +681,7 @@ static void rq_publish(imx_engine_t *e)
 /* Counts n points of a batch given up on. If a POST of it may have reached
  * the backend, they are also counted as maybe_stored: the counters cannot
  * know, and say so instead of guessing. */
-static void count_drop(imx_engine_t *e, _Atomic uint64_t *counter, uint32_t n, int maybe)
+static void count_drop(imx_engine_t *e, _Atomic uint64_t *counter, uint64_t n, int maybe)
 {
     /* maybe_stored first: a reader then never sees the drop without it. */
     if (maybe) {
@@ -677,8 +725,125 @@ static void rq_pop(imx_engine_t *e)
     free(rb);
 }
 
-/* Appends a copy of data to the retry buffer, evicting the oldest batches to
- * make room. */
+/* ------------------------------------------------------------------------- */
+/* Writing to the spool                                                       */
+
+/* Spool trouble is logged at most once per FAIL_LOG_INTERVAL: a full disk
+ * would otherwise log every batch. */
+static void spool_note(imx_engine_t *e, int level, const char *what, uint64_t n,
+                       const char *err)
+{
+    apr_time_t now = apr_time_now();
+
+    if (level <= IMX_LOG_ERR) {
+        set_error(e, err);
+    }
+    if (e->spool_log_at && now - e->spool_log_at < FAIL_LOG_INTERVAL) {
+        e->spool_unlogged++;
+        return;
+    }
+    logf_(e, level, "%s %llu points%s%s (%lu more since the last report)", what,
+          (unsigned long long)n, *err ? ": " : "", err, e->spool_unlogged);
+    e->spool_log_at = now;
+    e->spool_unlogged = 0;
+}
+
+/* Writes one spool file. Its points leave this process's account (to_spool)
+ * once the write is over, not before: a process killed mid-write still
+ * holds them. A failed write, and older files deleted to make room, are
+ * dropped_spool. */
+static void spool_write(imx_engine_t *e, const char *data, size_t len, uint32_t n,
+                        uint32_t extra, int maybe)
+{
+    imx_spool_drop_t ev = { 0, 0 };
+    char err[256];
+    int rv;
+
+    err[0] = '\0';
+    rv = imx_spool_write(e->conf.spool, data, len, n, extra, maybe, 0, &ev, err, sizeof(err));
+    if (ev.points) {
+        count_drop(e, &e->c->dropped_spool, ev.points, 0);
+        atomic_fetch_add(&e->c->maybe_stored, ev.maybe);
+        spool_note(e, IMX_LOG_WARNING, "spool full (InfluxMetricsSpoolSize): deleted the "
+                   "oldest files, dropped", ev.points, "");
+    }
+    if (rv) {
+        count_drop(e, &e->c->dropped_spool, n, maybe);
+    }
+    atomic_fetch_add(&e->c->to_spool, n);
+    if (rv) {
+        spool_note(e, IMX_LOG_ERR, "could not spool, dropped", n, err);
+    }
+}
+
+/* Writes the gathered batches, if any. */
+static void spool_flush(imx_engine_t *e)
+{
+    if (e->sacc_len) {
+        spool_write(e, e->sacc, e->sacc_len, e->sacc_n, e->sacc_extra, e->sacc_maybe);
+    }
+    e->sacc_len = 0;
+    e->sacc_n = e->sacc_extra = 0;
+    e->sacc_maybe = 0;
+}
+
+/* Gathers a batch for the spool: batches go to disk together, up to
+ * batch_size points a file, so that an outage's many small batches make few
+ * files (and few fsyncs, and later few POSTs). */
+static void spool_put(imx_engine_t *e, const char *data, size_t len, uint32_t n,
+                      uint32_t extra, int maybe)
+{
+    /* Up to batch_size points and imx_spool_file_max() bytes a file; a
+     * larger batch gets a file of its own. */
+    if (e->sacc_len && ((uint64_t)e->sacc_n + n > e->conf.batch_size
+                        || e->sacc_len + len > imx_spool_file_max(e->conf.spool))) {
+        spool_flush(e);
+    }
+    if (e->sacc_len + len > e->sacc_cap) {
+        /* Grown in steps: most files are small. */
+        size_t cap = e->sacc_cap ? e->sacc_cap : 65536;
+        char *nb;
+
+        while (cap < e->sacc_len + len) {
+            cap *= 2;
+        }
+        nb = realloc(e->sacc, cap);
+        if (!nb) {
+            /* Out of memory: this batch goes out on its own. */
+            spool_flush(e);
+            spool_write(e, data, len, n, extra, maybe);
+            return;
+        }
+        e->sacc = nb;
+        e->sacc_cap = cap;
+    }
+    memcpy(e->sacc + e->sacc_len, data, len);
+    e->sacc_len += len;
+    e->sacc_n += n;
+    e->sacc_extra += extra;
+    e->sacc_maybe |= maybe;
+}
+
+/* With a spool: moves the oldest batches of the retry buffer to it until
+ * `need` more bytes fit. */
+static void spill(imx_engine_t *e, size_t need)
+{
+    uint64_t moved = 0;
+
+    while (e->rq_head && e->rq_bytes + need > e->conf.retry_buffer) {
+        rbatch_t *rb = e->rq_head;
+
+        spool_put(e, rb->data, rb->len, rb->n, rb->extra, rb->maybe_stored);
+        moved += rb->n;
+        rq_pop(e);
+    }
+    spool_flush(e);
+    imx_spool_sync(e->conf.spool);
+    spool_note(e, IMX_LOG_NOTICE, "retry buffer full: moved to the spool", moved, "");
+}
+
+/* Appends a copy of data to the retry buffer, making room by moving the
+ * oldest batches to the spool, or without a spool by dropping them. */
 static void rq_add(imx_engine_t *e, const char *data, size_t len, uint32_t n,
                    uint32_t extra, apr_time_t first_fail, int maybe)
 {
@@ -686,9 +851,17 @@ static void rq_add(imx_engine_t *e, const char *data, size_t len, uint32_t n,
     size_t need = sizeof(*rb) + len;
 
     if (need > e->conf.retry_buffer || !(rb = malloc(need))) {
+        if (e->conf.spool) {
+            spool_write(e, data, len, n, extra, maybe);
+            imx_spool_sync(e->conf.spool);
+            return;
+        }
         count_drop(e, &e->c->dropped_retry, n, maybe);
         note_failure(e, "dropped (retry buffer too small for it)", n, "");
         return;
+    }
+    if (e->conf.spool && e->rq_head && e->rq_bytes + need > e->conf.retry_buffer) {
+        spill(e, need);
     }
     while (e->rq_head && e->rq_bytes + need > e->conf.retry_buffer) {
         uint32_t old = e->rq_head->n;
@@ -775,7 +948,7 @@ static int send_data(imx_engine_t *e, const char *data, size_t len, uint32_t n,
     /* Each send is bounded by the sender's own timeout; at shutdown also by
      * what is left of shutdown_timeout. */
     atomic_store_explicit(&e->c->sending, n, memory_order_relaxed);
-    res = e->conf.send(e->conf.send_ctx, body, blen, gz, atomic_load(&e->stop_deadline), info);
+    res = e->conf.send(e->conf.send_ctx, body, blen, gz, atomic_load(&e->send_deadline), info);
     atomic_store_explicit(&e->c->sending, 0, memory_order_relaxed);
     switch (res) {
     case IMX_SEND_OK:
@@ -823,15 +996,31 @@ static int send_data(imx_engine_t *e, const char *data, size_t len, uint32_t n,
     }
 }
 
-/* Drops retry-buffer batches that have failed for longer than allowed. */
+/* Drops retry-buffer batches that have failed for longer than allowed, or
+ * moves them to the spool: there they wait for the backend without a time
+ * limit, and without taking memory. */
 static void expire(imx_engine_t *e, apr_time_t now)
 {
+    uint64_t moved = 0;
+
     while (e->conf.retry_max_time && e->rq_head
            && now - e->rq_head->first_fail > e->conf.retry_max_time) {
         uint32_t n = e->rq_head->n;
+        if (e->conf.spool) {
+            spool_put(e, e->rq_head->data, e->rq_head->len, n, e->rq_head->extra,
+                      e->rq_head->maybe_stored);
+            moved += n;
+            rq_pop(e);
+            continue;
+        }
         count_drop(e, &e->c->dropped_retry, n, e->rq_head->maybe_stored);
         rq_pop(e);
         note_failure(e, "gave up retrying", n, "retry time exceeded");
+    }
+    if (moved) {
+        spool_flush(e);
+        imx_spool_sync(e->conf.spool);
+        spool_note(e, IMX_LOG_NOTICE, "retry time exceeded: moved to the spool", moved, "");
     }
 }
 
@@ -856,7 +1045,7 @@ static void drain(imx_engine_t *e, int final, uint64_t until)
 
     for (;;) {
         apr_time_t now = apr_time_now();
-        apr_time_t stop_at = atomic_load(&e->stop_deadline);
+        apr_time_t stop_at = atomic_load(&e->send_deadline);
 
         if (stop_at && now >= stop_at) {
             return;
@@ -875,6 +1064,11 @@ static void drain(imx_engine_t *e, int final, uint64_t until)
                     continue;
                 }
                 if (!final) {
+                    return;
+                }
+                /* With a spool, a backoff that outlasts the time for
+                 * sending is not waited for: the spool takes the rest. */
+                if (e->conf.spool && e->retry_at >= stop_at) {
                     return;
                 }
                 /* At exit, wait out the backoff if the budget allows. */
@@ -907,6 +1101,184 @@ static void drain(imx_engine_t *e, int final, uint64_t until)
         }
         work_done(e);
     }
+}
+
+/* ------------------------------------------------------------------------- */
+/* Sending from the spool                                                     */
+
+/* POSTs (part of) a spooled file. Returns 1 when every part is settled,
+ * adding to *stored and *refused; 0 when it must be tried again, with the
+ * backoff set. The caller counts only a settled file, so the parts of a
+ * file tried again are never counted twice. */
+static int spool_post(imx_engine_t *e, const char *data, size_t len, uint32_t n,
+                      uint32_t extra, uint64_t *stored, uint64_t *refused,
+                      imx_send_info_t *info)
+{
+    const char *body = data;
+    size_t blen = len;
+    int gz = 0;
+    imx_send_result_t res;
+
+    memset(info, 0, sizeof(*info));
+    if (e->conf.gzip) {
+        size_t zl = gzip_data(e, data, len);
+        if (zl) {
+            body = (const char *)e->gz;
+            blen = zl;
+            gz = 1;
+        }
+    }
+    res = e->conf.send(e->conf.send_ctx, body, blen, gz, atomic_load(&e->send_deadline), info);
+    switch (res) {
+    case IMX_SEND_OK:
+        *stored += n;
+        atomic_fetch_add_explicit(&e->c->batches, 1, memory_order_relaxed);
+        atomic_fetch_add_explicit(&e->c->bytes, blen, memory_order_relaxed);
+        atomic_store(&e->c->last_ok, apr_time_now());
+        if (e->attempt) {
+            logf_(e, IMX_LOG_NOTICE, "backend accepts writes again after %u failed attempts",
+                  e->attempt);
+            e->last_fail_log = 0;
+        }
+        e->attempt = 0;
+        return 1;
+    case IMX_SEND_PARTIAL:
+        if (info->dropped > n) {
+            info->dropped = n;
+        }
+        *stored += n - info->dropped;
+        *refused += info->dropped;
+        atomic_fetch_add_explicit(&e->c->batches, 1, memory_order_relaxed);
+        note_failure(e, "spooled: backend stored part of", n, info->err);
+        e->attempt = 0;
+        return 1;
+    case IMX_SEND_TOO_LARGE: {
+        /* In halves (cut at a line boundary, the other lines first), each
+         * split again if need be; the file is settled only when all are. */
+        uint32_t lines = n + extra, half = lines / 2, seen = 0;
+        uint32_t extra1 = extra < half ? extra : half;
+        size_t cut = 0;
+
+        while (lines >= 2 && seen < half) {
+            const char *nl = memchr(data + cut, '\n', len - cut);
+            if (!nl) {
+                break;
+            }
+            cut = (size_t)(nl - data) + 1;
+            seen++;
+        }
+        if (lines >= 2 && seen == half) {
+            logf_(e, IMX_LOG_WARNING, "backend refused %zu bytes of spooled points as too "
+                  "large; sending them in halves", blen);
+            return spool_post(e, data, cut, half - extra1, extra1, stored, refused, info)
+                   && spool_post(e, data + cut, len - cut, n - (half - extra1),
+                                 extra - extra1, stored, refused, info);
+        }
+    }
+        __attribute__((fallthrough));
+    case IMX_SEND_REJECT:
+        *refused += n;
+        note_failure(e, "spooled: backend rejected", n, info->err);
+        e->attempt = 0;
+        return 1;
+    default:
+        atomic_fetch_add_explicit(&e->c->retries, 1, memory_order_relaxed);
+        e->attempt++;
+        note_failure(e, "spooled: will retry", n, info->err);
+        e->retry_at = apr_time_now() + backoff(e, info);
+        return 0;
+    }
+}
+
+/* Sends spooled files, oldest first, while the backend is healthy (nothing
+ * in the retry buffer, no backoff under way) and no full batch of new
+ * points waits: at least one file when there is one, and more until
+ * `until`. */
+static void spool_round(imx_engine_t *e, apr_time_t until, unsigned max_files)
+{
+    imx_spool_t *sp = e->conf.spool;
+    int warned = 0;
+
+    for (unsigned i = 0; sp && i < max_files; i++) {
+        apr_time_t now = apr_time_now();
+        imx_spool_drop_t bad = { 0, 0 };
+        imx_spool_file_t f;
+        imx_send_info_t info;
+        uint64_t stored = 0, refused = 0;
+        int got;
+
+        if (atomic_load(&e->stopping) || e->rq_head || now < e->retry_at
+            || (i && now >= until)
+            || atomic_load_explicit(&e->c->recorded, memory_order_relaxed) - e->tail
+               >= e->conf.batch_size) {
+            return;
+        }
+        if (!imx_spool_files(sp) && now < e->spool_scan_at) {
+            return;
+        }
+        /* A file is deleted once sent: without that right, sending would
+         * send the same points again and again. */
+        if (!imx_spool_writable(sp)) {
+            if (!warned++) {
+                spool_note(e, IMX_LOG_ERR, "spool directory not writable; not sending the "
+                           "spooled", imx_spool_pending(sp), "");
+            }
+            return;
+        }
+        got = imx_spool_claim(sp, &f, &bad);
+        if (bad.points) {
+            atomic_fetch_add(&e->c->maybe_stored, bad.maybe);
+            atomic_fetch_add(&e->c->dropped_spool, bad.points);
+        }
+        if (!got) {
+            e->spool_scan_at = now + SPOOL_RESCAN;
+            return;
+        }
+        if (spool_post(e, f.data, (size_t)f.h.len, f.h.points, f.h.extra, &stored, &refused,
+                       &info)) {
+            /* Deleted first, counted then: a process killed in between
+             * leaves the points stored but uncounted, never counted twice. */
+            imx_spool_done(sp, &f);
+            atomic_fetch_add(&e->c->unspooled, stored);
+            atomic_fetch_add(&e->c->dropped_spool, refused);
+        }
+        else {
+            imx_spool_release(sp, &f, info.maybe_stored);
+        }
+    }
+}
+
+/* At exit, in the second half of the budget: the retry buffer (oldest
+ * first), the batch at hand and the rest of the ring, encoded, go to the
+ * spool until the deadline. What is left then is counted by
+ * count_leftovers. */
+static void spool_leftovers(imx_engine_t *e)
+{
+    apr_time_t end = atomic_load(&e->stop_deadline);
+
+    while (e->rq_head && now_safe() < end) {
+        spool_put(e, e->rq_head->data, e->rq_head->len, e->rq_head->n, e->rq_head->extra,
+                  e->rq_head->maybe_stored);
+        rq_pop(e);
+    }
+    if (!e->rq_head && e->body_len && now_safe() < end) {
+        spool_put(e, e->body, e->body_len, e->work_n, e->work_extra, 0);
+        work_done(e);
+    }
+    while (!e->rq_head && !e->body_len && now_safe() < end && fill_batch(e)) {
+        spool_put(e, e->body, e->body_len, e->work_n, e->work_extra, 0);
+        work_done(e);
+    }
+    if (e->sacc_len && now_safe() < end) {
+        spool_flush(e);
+    }
+    if (e->sacc_len) {
+        count_drop(e, &e->c->dropped_exit, e->sacc_n, e->sacc_maybe);
+        e->sacc_len = 0;
+        e->sacc_n = e->sacc_extra = 0;
+        e->sacc_maybe = 0;
+    }
+    imx_spool_sync(e->conf.spool);
 }
 
 void imx_engine_submit(imx_engine_t *e, const char *data, size_t len, uint32_t lines)
@@ -951,7 +1323,8 @@ static void self_tick(imx_engine_t *e)
     }
     imx_engine_stats(e, &st);
     sum = st.recorded + st.sent + st.rejected + st.dropped_full + st.dropped_retry
-          + st.dropped_exit + st.retries + st.buffered;
+          + st.dropped_exit + st.retries + st.buffered + st.to_spool + st.unspooled
+          + st.dropped_spool + st.spooled;
     if (sum != e->self_last_sum) {
         e->self_last_sum = sum;
         e->self_due = 1;
@@ -989,15 +1362,17 @@ static void log_exit(imx_engine_t *e)
 
     imx_engine_stats(e, &st);
     logf_(e, st.dropped_full || st.dropped_exit || st.dropped_retry || st.rejected
-          ? IMX_LOG_WARNING : IMX_LOG_INFO,
+          || st.dropped_spool ? IMX_LOG_WARNING : IMX_LOG_INFO,
           "flusher exit: recorded=%llu sent=%llu rejected=%llu dropped_full=%llu "
           "dropped_exit=%llu retries=%llu batches=%llu bytes=%llu dropped_retry=%llu "
-          "maybe_stored=%llu",
+          "maybe_stored=%llu to_spool=%llu unspooled=%llu dropped_spool=%llu",
           (unsigned long long)st.recorded, (unsigned long long)st.sent,
           (unsigned long long)st.rejected, (unsigned long long)st.dropped_full,
           (unsigned long long)st.dropped_exit, (unsigned long long)st.retries,
           (unsigned long long)st.batches, (unsigned long long)st.bytes,
-          (unsigned long long)st.dropped_retry, (unsigned long long)st.maybe_stored);
+          (unsigned long long)st.dropped_retry, (unsigned long long)st.maybe_stored,
+          (unsigned long long)st.to_spool, (unsigned long long)st.unspooled,
+          (unsigned long long)st.dropped_spool);
 }
 
 /* The flusher's last steps, in its own thread (or in imx_engine_stop's
@@ -1008,6 +1383,9 @@ static void finish(imx_engine_t *e)
         e->conf.on_tick(e->conf.tick_ctx, e, 1);
     }
     drain(e, 1, UINT64_MAX);
+    if (e->conf.spool) {
+        spool_leftovers(e);
+    }
     count_leftovers(e);
     publish_stats(e);
     log_exit(e);
@@ -1026,17 +1404,22 @@ static void *flusher_main(void *data)
         apr_time_t now = apr_time_now(), wake;
         uint64_t until = 0, avail;
         struct pollfd pfd;
-        int ms;
+        int ms, ticked = 0;
 
         if (now >= e->next_flush) {
             e->next_flush = now + e->conf.flush_interval;
             until = atomic_load_explicit(&e->c->recorded, memory_order_relaxed);
+            ticked = 1;
             self_tick(e);
             if (e->conf.on_tick) {
                 e->conf.on_tick(e->conf.tick_ctx, e, 0);
             }
         }
         drain(e, 0, until);
+        if (ticked && e->conf.spool) {
+            /* Current points first; then old ones for half an interval. */
+            spool_round(e, now + e->conf.flush_interval / 2, UINT_MAX);
+        }
         publish_stats(e);
 
         now = apr_time_now();
@@ -1116,10 +1499,15 @@ int imx_engine_stop(imx_engine_t *e)
         deadline = atomic_load(&e->stop_deadline);
     }
     else {
+        apr_time_t send_by;
+
         deadline = now_safe() + e->conf.shutdown_timeout;
+        /* With a spool, the second half is for writing what was not sent. */
+        send_by = deadline - (e->conf.spool ? e->conf.shutdown_timeout / 2 : 0);
+        atomic_store(&e->send_deadline, send_by);
         atomic_store(&e->stop_deadline, deadline);
         if (e->conf.send_limit) {
-            e->conf.send_limit(e->conf.send_ctx, deadline);
+            e->conf.send_limit(e->conf.send_ctx, send_by);
         }
         if (!atomic_load(&e->has_thread)) {
             finish(e);          /* no flusher: not in a signal handler (tests) */
@@ -1187,6 +1575,8 @@ uint64_t imx_engine_flush_now(imx_engine_t *e)
 
     e->retry_at = 0;
     drain(e, 0, UINT64_MAX);
+    e->spool_scan_at = 0;
+    spool_round(e, (apr_time_t)INT64_MAX, 100000);
     return atomic_load(&e->c->sent) - before;
 }
 
@@ -1194,6 +1584,9 @@ void imx_engine_stats(imx_engine_t *e, imx_stats_t *st)
 {
     memset(st, 0, sizeof(*st));
     imx_counters_read(e->c, st);
+    if (e->conf.spool) {
+        st->spooled = imx_spool_pending(e->conf.spool);
+    }
     apr_thread_mutex_lock(e->mu);
     memcpy(st->last_error, e->last_error, sizeof(st->last_error));
     apr_thread_mutex_unlock(e->mu);

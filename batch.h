@@ -125,13 +125,20 @@ typedef struct imx_engine imx_engine_t;
 
 typedef struct imx_stats imx_stats_t;
 
+/* The on-disk spool (spool.h). */
+typedef struct imx_spool imx_spool_t;
+
 /* The engine's counters, in memory the caller provides: shared memory in the
  * module, so that they stay exact and readable when the process dies without
  * warning. Every recorded point ends as exactly one of sent, rejected,
- * dropped_retry or dropped_exit, or is still held: held = recorded - those
- * four, at any instant, because each of them changes with one atomic add at
- * the moment the point's fate is decided. Zero-filled memory is a valid
- * empty set of counters. */
+ * dropped_retry, dropped_exit or to_spool, or is still held: held = recorded
+ * - those five, at any instant, because each of them changes with one atomic
+ * add at the moment the point's fate is decided. Points handed to the spool
+ * leave this process's account there; what becomes of spooled points (of
+ * any process, of this generation or an earlier one) is counted by the
+ * process that settles them, in unspooled or dropped_spool, which are not
+ * terms of its own identity. Zero-filled memory is a valid empty set of
+ * counters. */
 typedef struct imx_counters {
     _Alignas(64) _Atomic uint64_t recorded;     /* the ring's head: a position */
     _Alignas(64) _Atomic uint64_t dropped_full; /* refused: ring full (never recorded) */
@@ -139,6 +146,11 @@ typedef struct imx_counters {
     _Atomic uint64_t rejected;
     _Atomic uint64_t dropped_retry;
     _Atomic uint64_t dropped_exit;
+    _Atomic uint64_t to_spool;      /* recorded here, handed to the spool */
+    _Atomic uint64_t unspooled;     /* spooled points this process sent */
+    _Atomic uint64_t dropped_spool; /* spooled points this process gave up on:
+                                     * deleted for room, a failed write, a
+                                     * bad file, refused by the backend */
     _Atomic uint64_t maybe_stored;
     _Atomic uint64_t retries;
     _Atomic uint64_t batches;
@@ -218,6 +230,13 @@ typedef struct imx_engine_conf {
     void *tick_ctx;
     imx_exit_fn *on_exit;       /* may be NULL */
     void *exit_ctx;
+    /* Optional (NULL: none). What cannot be sent before the exit deadline
+     * is written there instead of dropped (the last half of
+     * shutdown_timeout is kept for writing), and so are the batches the
+     * retry buffer cannot keep (full, too old, too large); the flusher sends
+     * spooled files while the backend is healthy, for at most half of each
+     * flush interval. Owned by the caller; used by the flusher only. */
+    imx_spool_t *spool;
 } imx_engine_conf_t;
 
 struct imx_stats {
@@ -229,9 +248,14 @@ struct imx_stats {
                                  * buffer or retried for longer than allowed */
     uint64_t dropped_exit;      /* points still unsent when the flusher gave up at
                                  * exit, or recorded after it stopped */
-    uint64_t maybe_stored;      /* of the dropped_retry and dropped_exit points,
-                                 * those whose POST failed after the body was
-                                 * sent: the backend may hold them after all */
+    uint64_t to_spool;          /* points handed to the spool */
+    uint64_t unspooled;         /* spooled points sent by this process */
+    uint64_t dropped_spool;     /* spooled points this process gave up on */
+    uint64_t spooled;           /* points in the spool now, all processes */
+    uint64_t maybe_stored;      /* of the dropped_retry, dropped_exit and
+                                 * dropped_spool points, those whose POST failed
+                                 * after the body was sent: the backend may
+                                 * hold them after all */
     uint64_t retries;           /* failed sends that will be tried again */
     uint64_t batches;           /* successful sends */
     uint64_t bytes;             /* body bytes of successful sends */

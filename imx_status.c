@@ -44,17 +44,20 @@
 
 APLOG_USE_MODULE(influx_metrics);
 
-/* Counters summed over children, in the order of names[] below. */
+/* Counters summed over children, in the order of names[] below. The last
+ * three are the spool's gauges, server-wide (never in a slot). */
 enum {
     C_RECORDED, C_SENT, C_REJECTED, C_DROPPED_FULL, C_DROPPED_RETRY,
     C_DROPPED_EXIT, C_RETRIES, C_BATCHES, C_BYTES, C_BUFFERED, C_RETRY_BYTES,
-    C_LOST, C_MAYBE, NCOUNTERS
+    C_LOST, C_MAYBE, C_TO_SPOOL, C_UNSPOOLED, C_DROPPED_SPOOL,
+    C_SPOOLED, C_SPOOL_BYTES, C_SPOOL_BAD, NCOUNTERS
 };
 
 static const char *const names[NCOUNTERS] = {
     "recorded", "sent", "rejected", "dropped_full", "dropped_retry",
     "dropped_exit", "retries", "batches", "bytes", "buffered", "retry_bytes",
-    "lost_in_crash", "maybe_stored"
+    "lost_in_crash", "maybe_stored", "to_spool", "unspooled", "dropped_spool",
+    "spooled", "spool_bytes", "spool_bad_files"
 };
 
 enum { SLOT_FREE = 0, SLOT_ACTIVE = 1, SLOT_EXITED = 2 };
@@ -85,6 +88,10 @@ typedef struct {
     apr_time_t j_last_ok;
     apr_time_t retired_error_time;
     char retired_error[200];
+    /* The spool's gauges: in the directory, not in any child, so they
+     * outlive every generation (and are counted again from the files when
+     * httpd starts). */
+    _Alignas(64) imx_spool_shared_t spool;
     _Alignas(64) slot_t slots[];
 } shm_t;
 
@@ -97,7 +104,7 @@ static uint64_t monitor_ring_id;
 
 #define USERDATA_KEY "imx_status_shm"
 /* Bump when the layout of any segment changes. */
-#define SHM_VERSION 3
+#define SHM_VERSION 4
 #define SHM_MAGIC 0x494d5853u   /* "IMXS" */
 
 typedef struct {
@@ -214,6 +221,10 @@ static void slot_vec(const slot_t *sl, uint64_t v[NCOUNTERS], apr_time_t *last_o
     v[C_RETRY_BYTES] = st.retry_bytes;
     v[C_LOST] = 0;
     v[C_MAYBE] = st.maybe_stored;
+    v[C_TO_SPOOL] = st.to_spool;
+    v[C_UNSPOOLED] = st.unspooled;
+    v[C_DROPPED_SPOOL] = st.dropped_spool;
+    v[C_SPOOLED] = v[C_SPOOL_BYTES] = v[C_SPOOL_BAD] = 0;
     if (last_ok) {
         *last_ok = st.last_ok;
     }
@@ -416,7 +427,7 @@ void imx_status_rescue(imx_engine_t *e, int64_t gen, char *rings, uint32_t capac
         }
         imx_shmlock_unlock(&sl->owner);
         if (moved) {
-            ap_log_error(APLOG_MARK, APLOG_NOTICE, 0, NULL, "IMX0014: took over %"
+            ap_log_error(APLOG_MARK, APLOG_NOTICE, 0, NULL, "IMX0017: took over %"
                          APR_UINT64_T_FMT " points that a child that is gone had left "
                          "in its buffer; they are sent with this child's", moved);
         }
@@ -426,6 +437,25 @@ void imx_status_rescue(imx_engine_t *e, int64_t gen, char *rings, uint32_t capac
 uint32_t imx_status_nslots(void)
 {
     return shm ? shm->nslots : 0;
+}
+
+void imx_status_add_dropped_spool(uint64_t points, uint64_t maybe)
+{
+    if (!shm || (!points && !maybe)) {
+        return;
+    }
+    /* Like a fold: readers see the totals before or after, never half. */
+    lock_totals();
+    atomic_fetch_add(&shm->fold_seq, 1);
+    atomic_fetch_add(&shm->retired[C_MAYBE], maybe);
+    atomic_fetch_add(&shm->retired[C_DROPPED_SPOOL], points);
+    atomic_fetch_add(&shm->fold_seq, 1);
+    imx_shmlock_unlock(&shm->lock);
+}
+
+imx_spool_shared_t *imx_status_spool(void)
+{
+    return shm ? &shm->spool : NULL;
 }
 
 imx_counters_t *imx_status_counters(void)
@@ -556,6 +586,12 @@ static void totals_once(totals_t *t)
             read_error(sl, t->last_error, sizeof(t->last_error));
         }
     }
+    {
+        int64_t pts = atomic_load(&shm->spool.points), by = atomic_load(&shm->spool.bytes);
+        t->tot[C_SPOOLED] = pts > 0 ? (uint64_t)pts : 0;
+        t->tot[C_SPOOL_BYTES] = by > 0 ? (uint64_t)by : 0;
+        t->tot[C_SPOOL_BAD] = atomic_load(&shm->spool.bad_files);
+    }
 }
 
 /* The totals as of one moment: not while a slot is being folded. */
@@ -587,7 +623,8 @@ static void totals(totals_t *t)
 
 static uint64_t dropped(const uint64_t *v)
 {
-    return v[C_DROPPED_FULL] + v[C_DROPPED_RETRY] + v[C_DROPPED_EXIT] + v[C_LOST];
+    return v[C_DROPPED_FULL] + v[C_DROPPED_RETRY] + v[C_DROPPED_EXIT] + v[C_LOST]
+           + v[C_DROPPED_SPOOL];
 }
 
 /* Length of the valid UTF-8 sequence at s (at most n bytes), or 0. */
@@ -768,7 +805,8 @@ static void page_html(request_rec *r, const totals_t *t)
     }
     ap_rputs("</table>\n<h2>Children</h2>\n<table border=\"1\"><tr><th>slot</th>"
              "<th>pid</th><th>recorded</th><th>sent</th><th>dropped</th><th>buffered</th>"
-             "<th>buffer fill</th><th>retries</th></tr>\n", r);
+             "<th>buffer fill</th><th>retries</th><th>to spool</th><th>unspooled</th>"
+             "</tr>\n", r);
     for (uint32_t i = 0; i < shm->nslots; i++) {
         const slot_t *sl = &shm->slots[i];
         uint32_t pid = atomic_load(&sl->pid);
@@ -781,10 +819,11 @@ static void page_html(request_rec *r, const totals_t *t)
         ap_rprintf(r, "<tr><td>%u</td><td>%u</td><td>%" APR_UINT64_T_FMT "</td><td>%"
                    APR_UINT64_T_FMT "</td><td>%" APR_UINT64_T_FMT "</td><td>%"
                    APR_UINT64_T_FMT "</td><td>%.1f%%</td><td>%" APR_UINT64_T_FMT
+                   "</td><td>%" APR_UINT64_T_FMT "</td><td>%" APR_UINT64_T_FMT
                    "</td></tr>\n", i, pid, v[C_RECORDED], v[C_SENT], dropped(v),
                    v[C_BUFFERED],
                    sl->capacity ? 100.0 * (double)v[C_BUFFERED] / sl->capacity : 0.0,
-                   v[C_RETRIES]);
+                   v[C_RETRIES], v[C_TO_SPOOL], v[C_UNSPOOLED]);
     }
     ap_rputs("</table></body></html>\n", r);
 }

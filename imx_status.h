@@ -12,6 +12,7 @@
 
 #include "httpd.h"
 #include "batch.h"
+#include "spool.h"
 
 /* The anonymous shared segment `key`, made once per parent in its process
  * pool, so that children of every generation share it across graceful
@@ -46,6 +47,13 @@ void imx_status_ring_id(uint64_t ring_id);
 
 /* Slots of the segment (as first made; 0 without one). */
 uint32_t imx_status_nslots(void);
+
+/* Points of spool files found bad by the parent at startup: added to the
+ * totals' dropped_spool (and maybe_stored). */
+void imx_status_add_dropped_spool(uint64_t points, uint64_t maybe);
+
+/* The spool's gauges in the shared segment (NULL without one). */
+imx_spool_shared_t *imx_status_spool(void);
 
 /* The claimed slot's counters, zeroed, for the engine to write into. */
 imx_counters_t *imx_status_counters(void);

@@ -9,6 +9,9 @@
  */
 #include <signal.h>
 #include <stdatomic.h>
+#include <sys/stat.h>
+#include <sys/statvfs.h>
+#include <unistd.h>
 
 #include "httpd.h"
 #include "http_config.h"
@@ -18,6 +21,7 @@
 #include "http_request.h"
 #include "ap_mpm.h"
 #include "mpm_common.h"
+#include "unixd.h"
 
 #include "apr_strings.h"
 #include "apr_lib.h"
@@ -33,6 +37,7 @@
 #include "imx_summary.h"
 #include "imx_tags.h"
 #include "mod_status.h"
+#include "spool.h"
 
 static void *create_dir_conf(apr_pool_t *p, char *dir);
 static void *merge_dir_conf(apr_pool_t *p, void *basev, void *addv);
@@ -84,6 +89,7 @@ AP_DECLARE_MODULE(influx_metrics) = {
 #define DEF_TLS_VERIFY      1
 #define DEF_SUMMARY_SERIES  64
 #define DEF_MAX_TAG_VALUES  100
+#define DEF_SPOOL_SIZE      ((apr_off_t)1 << 30)
 
 /* InfluxMetricsMode: bits of what is written. */
 #define MODE_RAW            1
@@ -120,6 +126,8 @@ typedef struct {
     int mode;
     int summary_series;
     int max_tag_values;
+    const char *spool_dir;      /* absolute; NULL: no spool */
+    apr_off_t spool_size;
     /* Per server, merged into virtual hosts. */
     apr_array_header_t *tags;   /* imx_tag_t, raw */
     imx_series_t *series;       /* by route index: tag text built in post_config */
@@ -191,6 +199,7 @@ static void *create_srv_conf(apr_pool_t *p, server_rec *s)
     c->mode = UNSET;
     c->summary_series = UNSET;
     c->max_tag_values = UNSET;
+    c->spool_size = UNSET;
     c->tags = apr_array_make(p, 2, sizeof(imx_tag_t));
     return c;
 }
@@ -219,6 +228,8 @@ static void *merge_srv_conf(apr_pool_t *p, void *basev, void *addv)
     MERGE(mode, UNSET);
     MERGE(summary_series, UNSET);
     MERGE(max_tag_values, UNSET);
+    MERGE(spool_dir, NULL);
+    MERGE(spool_size, UNSET);
     /* A vhost's tags add to the server's; the same key in the vhost wins. */
     c->tags = apr_array_copy(p, add->tags);
     for (i = 0; i < base->tags->nelts; i++) {
@@ -634,21 +645,18 @@ static const char *set_gzip(cmd_parms *cmd, void *dc, int on)
     return NULL;
 }
 
-/* "64M", "512K", "1G" or bytes. */
-static const char *set_retry_buffer(cmd_parms *cmd, void *dc, const char *arg)
+/* "64M", "512K", "1G" or bytes, from min to max (range: the text of both). */
+static const char *parse_size(cmd_parms *cmd, const char *arg, apr_int64_t min,
+                              apr_int64_t max, const char *range, apr_off_t *out)
 {
-    const char *err = ap_check_cmd_context(cmd, GLOBAL_ONLY);
     char *end;
     apr_int64_t n;
 
-    (void)dc;
-    if (err) {
-        return err;
-    }
     errno = 0;
     n = apr_strtoi64(arg, &end, 10);
-    if (!apr_isdigit(*arg) || errno) {
-        return bad(cmd, arg, "expected a size such as 64M");
+    if (!apr_isdigit(*arg) || errno || n > max) {
+        return bad(cmd, arg, apr_psprintf(cmd->pool, "expected a size from %s, such as 64M",
+                                          range));
     }
     switch (apr_toupper(*end)) {
     case 'G': n <<= 10;
@@ -663,11 +671,51 @@ static const char *set_retry_buffer(cmd_parms *cmd, void *dc, const char *arg)
     default:
         return bad(cmd, arg, "unit must be K, M or G");
     }
-    if (*end || n > ((apr_int64_t)16 << 30)) {
-        return bad(cmd, arg, "expected a size from 0 to 16G, such as 64M");
+    if (*end || n < min || n > max) {
+        return bad(cmd, arg, apr_psprintf(cmd->pool, "expected a size from %s, such as 64M",
+                                          range));
     }
-    CMD_SC(cmd)->retry_buffer = (apr_off_t)n;
+    *out = (apr_off_t)n;
     return NULL;
+}
+
+static const char *set_retry_buffer(cmd_parms *cmd, void *dc, const char *arg)
+{
+    const char *err = ap_check_cmd_context(cmd, GLOBAL_ONLY);
+
+    (void)dc;
+    return err ? err : parse_size(cmd, arg, 0, (apr_int64_t)16 << 30, "0 to 16G",
+                                  &CMD_SC(cmd)->retry_buffer);
+}
+
+static const char *set_spool_dir(cmd_parms *cmd, void *dc, const char *arg)
+{
+    const char *err = ap_check_cmd_context(cmd, GLOBAL_ONLY);
+    const char *path;
+
+    (void)dc;
+    if (err) {
+        return err;
+    }
+    if (!strcasecmp(arg, "none")) {
+        CMD_SC(cmd)->spool_dir = NULL;
+        return NULL;
+    }
+    path = ap_server_root_relative(cmd->pool, arg);
+    if (!path || !*arg) {
+        return bad(cmd, arg, "not a valid path");
+    }
+    CMD_SC(cmd)->spool_dir = path;
+    return NULL;
+}
+
+static const char *set_spool_size(cmd_parms *cmd, void *dc, const char *arg)
+{
+    const char *err = ap_check_cmd_context(cmd, GLOBAL_ONLY);
+
+    (void)dc;
+    return err ? err : parse_size(cmd, arg, (apr_int64_t)64 << 10, (apr_int64_t)16384 << 30,
+                                  "64K to 16384G", &CMD_SC(cmd)->spool_size);
 }
 
 static const char *set_retry_max_time(cmd_parms *cmd, void *dc, const char *arg)
@@ -1070,6 +1118,13 @@ static const command_rec imx_cmds[] = {
     AP_INIT_TAKE1("InfluxMetricsMaxTagValues", set_max_tag_values, NULL, RSRC_CONF,
                   "values each InfluxMetricsTagFrom tag may take server-wide before new "
                   "ones are written as 'other' (default 100)"),
+    AP_INIT_TAKE1("InfluxMetricsSpoolDir", set_spool_dir, NULL, RSRC_CONF,
+                  "directory where points that cannot be sent (at exit, or beyond the "
+                  "retry buffer) are kept until they can, e.g. "
+                  "/var/cache/apache2/influx_metrics; none: no spool (the default)"),
+    AP_INIT_TAKE1("InfluxMetricsSpoolSize", set_spool_size, NULL, RSRC_CONF,
+                  "bytes the spool's files may take together, e.g. 1G (default 1G); "
+                  "beyond it the oldest files are deleted"),
     { NULL }
 };
 
@@ -1102,17 +1157,228 @@ static int default_buffer_size(void)
     return n < DEF_BUFFER_MIN ? DEF_BUFFER_MIN : n;
 }
 
+/* ------------------------------------------------------------------------- */
+/* The spool directory                                                        */
+
+/* The user the children run as: httpd's User when it starts as root,
+ * otherwise the user it runs as (it cannot change users then). */
+static void spool_owner(uid_t *uid, gid_t *gid)
+{
+    if (geteuid() == 0) {
+        *uid = ap_unixd_config.user_id;
+        *gid = ap_unixd_config.group_id;
+    }
+    else {
+        *uid = geteuid();
+        *gid = getegid();
+    }
+}
+
+static int read_only_fs(const char *path)
+{
+    struct statvfs v;
+
+    return statvfs(path, &v) == 0 && (v.f_flag & ST_RDONLY);
+}
+
+/* For check_config (configtest too, so no changes here): can post_config
+ * make `dir` a directory owned by uid, mode 0700? NULL if so, else why not. */
+static const char *spool_dir_problem(apr_pool_t *p, const char *dir, uid_t uid)
+{
+    char *path = apr_pstrdup(p, dir), *slash;
+    struct stat st;
+
+    if (stat(dir, &st) == 0) {
+        if (!S_ISDIR(st.st_mode)) {
+            return "it exists and is not a directory";
+        }
+        if (st.st_uid == uid && (st.st_mode & 07777) == 0700) {
+            return NULL;
+        }
+        if (geteuid() != 0 && st.st_uid != geteuid()) {
+            return apr_psprintf(p, "it is owned by uid %u, not by uid %u, and only root "
+                                "can change that", (unsigned)st.st_uid, (unsigned)uid);
+        }
+        if (read_only_fs(dir)) {
+            return apr_psprintf(p, "it has owner uid %u and mode %04o instead of uid %u "
+                                "and 0700, and is on a read-only file system",
+                                (unsigned)st.st_uid, (unsigned)(st.st_mode & 07777),
+                                (unsigned)uid);
+        }
+        return NULL;
+    }
+    if (errno == ENOTDIR) {
+        return "a part of its path is a file, not a directory";
+    }
+    if (errno != ENOENT) {
+        return apr_psprintf(p, "cannot look it up: %s", strerror(errno));
+    }
+    /* Missing: post_config creates it in its nearest existing ancestor. */
+    for (;;) {
+        slash = strrchr(path, '/');
+        if (!slash || slash == path) {
+            path = "/";
+            break;
+        }
+        *slash = '\0';
+        if (stat(path, &st) == 0) {
+            break;
+        }
+        if (errno == ENOTDIR) {
+            return "a part of its path is a file, not a directory";
+        }
+        if (errno != ENOENT) {
+            return apr_psprintf(p, "cannot look up '%s': %s", path, strerror(errno));
+        }
+    }
+    if (stat(path, &st) != 0 || !S_ISDIR(st.st_mode)) {
+        return apr_psprintf(p, "'%s' is not a directory", path);
+    }
+    if (read_only_fs(path)) {
+        return apr_psprintf(p, "it does not exist and cannot be created: '%s' is on a "
+                            "read-only file system", path);
+    }
+    if (geteuid() != 0 && access(path, W_OK | X_OK) != 0) {
+        return apr_psprintf(p, "it does not exist and cannot be created in '%s': %s",
+                            path, strerror(errno));
+    }
+    return NULL;
+}
+
+/* post_config, in the parent (root when httpd starts as root): creates the
+ * directory and its missing parents (0755), and gives it to the children's
+ * user with mode 0700, as mod_cache_disk does for its cache. */
+static const char *spool_dir_make(apr_pool_t *p, const char *dir, uid_t uid, gid_t gid)
+{
+    char *path = apr_pstrdup(p, dir);
+    struct stat st;
+    int fd;
+
+    for (char *c = path + 1; *c; c++) {
+        if (*c != '/') {
+            continue;
+        }
+        *c = '\0';
+        if (mkdir(path, 0755) == 0) {
+            if (chmod(path, 0755) != 0) {
+                return apr_psprintf(p, "cannot make '%s' mode 0755: %s", path,
+                                    strerror(errno));
+            }
+        }
+        else if (errno != EEXIST) {
+            return apr_psprintf(p, "cannot create '%s': %s", path, strerror(errno));
+        }
+        *c = '/';
+    }
+    if (mkdir(dir, 0700) != 0 && errno != EEXIST) {
+        return apr_psprintf(p, "cannot create it: %s", strerror(errno));
+    }
+    /* Changed through the descriptor: the name cannot be swapped meanwhile. */
+    fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0 || fstat(fd, &st) != 0) {
+        const char *why = apr_psprintf(p, "cannot open it: %s", strerror(errno));
+        if (fd >= 0) {
+            close(fd);
+        }
+        return why;
+    }
+    if ((st.st_uid != uid || st.st_gid != gid) && geteuid() == 0
+        && fchown(fd, uid, gid) != 0) {
+        const char *why = apr_psprintf(p, "cannot give it to uid %u: %s", (unsigned)uid,
+                                       strerror(errno));
+        close(fd);
+        return why;
+    }
+    if ((st.st_mode & 07777) != 0700 && fchmod(fd, 0700) != 0) {
+        const char *why = apr_psprintf(p, "cannot make it mode 0700: %s", strerror(errno));
+        close(fd);
+        return why;
+    }
+    close(fd);
+    if (stat(dir, &st) != 0 || st.st_uid != uid || (st.st_mode & 07777) != 0700) {
+        return apr_psprintf(p, "it is not owned by uid %u with mode 0700", (unsigned)uid);
+    }
+    return NULL;
+}
+
+static void log_spool_cb(void *ctx, int level, const char *msg)
+{
+    ap_log_error(APLOG_MARK, level, 0, ctx, "IMX0101: %s", msg);
+}
+
+/* post_config: the directory made ready, and the spool's gauges counted
+ * from its files when this parent has not counted them yet (it just
+ * started, or the directory changed): files outlive httpd, the gauges in
+ * shared memory do not. */
+static int spool_init(apr_pool_t *pconf, server_rec *s, const char *dir)
+{
+    imx_spool_shared_t *sh = imx_status_spool();
+    imx_spool_drop_t bad = { 0, 0 };
+    const char *why;
+    struct stat st;
+    uid_t uid;
+    gid_t gid;
+    int rv;
+
+    spool_owner(&uid, &gid);
+    why = spool_dir_make(pconf, dir, uid, gid);
+    if (why) {
+        ap_log_error(APLOG_MARK, APLOG_STARTUP | APLOG_EMERG, 0, s,
+                     "IMX0014: InfluxMetricsSpoolDir: cannot use '%s': %s", dir, why);
+        return HTTP_INTERNAL_SERVER_ERROR;
+    }
+    if (!sh) {
+        return OK;              /* IMX0005 said so: the children do without */
+    }
+    if (stat(dir, &st) == 0 && sh->dir_dev == (uint64_t)st.st_dev
+        && sh->dir_ino == (uint64_t)st.st_ino) {
+        return OK;
+    }
+    rv = imx_spool_recount(dir, uid, sh, &bad, log_spool_cb, s);
+    if (rv) {
+        ap_log_error(APLOG_MARK, APLOG_STARTUP | APLOG_EMERG, rv, s,
+                     "IMX0014: InfluxMetricsSpoolDir: cannot read '%s'", dir);
+        return HTTP_INTERNAL_SERVER_ERROR;
+    }
+    imx_status_add_dropped_spool(bad.points, bad.maybe);
+    /* Both numbers: together they are where the spool's identity starts. */
+    if (atomic_load(&sh->files) || bad.points) {
+        ap_log_error(APLOG_MARK, APLOG_NOTICE, 0, s, "IMX0015: the spool %s holds %"
+                     APR_INT64_T_FMT " points in %" APR_INT64_T_FMT " files (%"
+                     APR_INT64_T_FMT " bytes), sent once the backend takes writes; %"
+                     APR_UINT64_T_FMT " more points were in files found bad "
+                     "(dropped_spool)", dir, (apr_int64_t)atomic_load(&sh->points),
+                     (apr_int64_t)atomic_load(&sh->files),
+                     (apr_int64_t)atomic_load(&sh->bytes), bad.points);
+    }
+    return OK;
+}
+
 /* Runs for `apachectl configtest` too: settings that are each valid but
- * wrong together. */
+ * wrong together, and a spool directory that cannot be made right. */
 static int imx_check_config(apr_pool_t *pconf, apr_pool_t *plog, apr_pool_t *ptemp,
                             server_rec *s)
 {
     imx_srv_conf_t *mc = srv_conf(s);
     int cap = mc->buffer_size != UNSET ? mc->buffer_size : default_buffer_size();
 
-    (void)plog; (void)ptemp;
+    (void)plog;
     if (check_tag_values(pconf) != OK) {
         return HTTP_INTERNAL_SERVER_ERROR;
+    }
+    if (mc->urls && mc->spool_dir) {
+        uid_t uid;
+        gid_t gid;
+        const char *why;
+
+        spool_owner(&uid, &gid);
+        why = spool_dir_problem(ptemp, mc->spool_dir, uid);
+        if (why) {
+            ap_log_error(APLOG_MARK, APLOG_STARTUP | APLOG_EMERG, 0, s,
+                         "IMX0014: InfluxMetricsSpoolDir: cannot use '%s': %s",
+                         mc->spool_dir, why);
+            return !OK;
+        }
     }
     /* A batch larger than the buffer never completes, so the flusher would
      * only send once per interval and the buffer would overflow between. */
@@ -1174,7 +1440,7 @@ static void ring_init(server_rec *s, const imx_srv_conf_t *mc)
     ring_shm = imx_shm_once(s, apr_psprintf(s->process->pool, "imx_ring_shm_%u", ring_cap),
                             (apr_size_t)nslots * ring_cap * 64, &created);
     if (!ring_shm) {
-        ap_log_error(APLOG_MARK, APLOG_WARNING, 0, s, "IMX0015: cannot create the "
+        ap_log_error(APLOG_MARK, APLOG_WARNING, 0, s, "IMX0018: cannot create the "
                      "shared memory for the buffers (%u x %u records); each child keeps "
                      "its own, and what a killed child held is lost", nslots, ring_cap);
     }
@@ -1224,7 +1490,11 @@ static int imx_post_config(apr_pool_t *pconf, apr_pool_t *plog, apr_pool_t *ptem
     }
     else {
         ap_log_error(APLOG_MARK, APLOG_WARNING, 0, s, "IMX0005: cannot create the "
-                     "shared memory for counters; the status page will be empty");
+                     "shared memory for counters; the status page will be empty%s",
+                     mc->spool_dir ? ", and nothing is spooled" : "");
+    }
+    if (mc->spool_dir && spool_init(pconf, s, mc->spool_dir) != OK) {
+        return HTTP_INTERNAL_SERVER_ERROR;
     }
     i = 0;
     {
@@ -1421,6 +1691,23 @@ static void imx_child_init(apr_pool_t *pchild, server_rec *s)
     ec.log_ctx = s;
     ec.on_exit = flusher_exit;
     ec.exit_ctx = fpool;
+    if (mc->spool_dir && imx_status_spool()) {
+        imx_spool_conf_t sc;
+
+        memset(&sc, 0, sizeof(sc));
+        sc.dir = mc->spool_dir;
+        sc.max_bytes = (uint64_t)(mc->spool_size != UNSET ? mc->spool_size : DEF_SPOOL_SIZE);
+        sc.shared = imx_status_spool();
+        sc.log = log_spool_cb;
+        sc.log_ctx = s;
+        /* From the flusher's pool: only the flusher uses it, and it goes
+         * with it. */
+        ec.spool = imx_spool_open(fpool, &sc, err, sizeof(err));
+        if (!ec.spool) {
+            ap_log_error(APLOG_MARK, APLOG_ERR, 0, s, "IMX0016: %s; this child drops "
+                         "what it cannot send instead of spooling it", err);
+        }
+    }
     /* The ring and the engine come from the process pool, not pchild: a
      * worker thread still logging a request while the child is torn down
      * (mod_http2 joins its workers after this module's cleanup) then finds

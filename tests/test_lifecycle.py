@@ -171,7 +171,7 @@ def test_sigkill_lost_in_crash_is_exact(module_built, influx, influx_db, httpd_f
     served_by_then = served_paths(h, "/small.txt")["/small.txt"]
     # httpd replaces the child (prefork: at its next maintenance, about a
     # second); the new one takes over the dead one's ring.
-    wait_until(lambda: "IMX0014" in h.error_log_text(), 15, 0.1,
+    wait_until(lambda: "IMX0017" in h.error_log_text(), 15, 0.1,
                "no child took over the dead one's ring")
 
     # The run goes on; then a graceful restart makes new children, the first
@@ -209,7 +209,7 @@ def test_sigkill_lost_in_crash_is_exact(module_built, influx, influx_db, httpd_f
     # The ring lives in shared memory: a new child of the same generation
     # took over what the killed one had recorded and not sent, and sent it.
     # Nothing was in flight at the kill (wait_quiet), so nothing is lost.
-    assert "IMX0014" in h.error_log_text(), "no child took over the dead one's ring"
+    assert "IMX0017" in h.error_log_text(), "no child took over the dead one's ring"
     assert lost == 0 and stored == served, counters
 
 

@@ -14,7 +14,15 @@
 #include <stdlib.h>
 #include <string.h>
 #include <pthread.h>
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <unistd.h>
 #include <sys/mman.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
 
 #include <apr_general.h>
 #include <apr_strings.h>
@@ -22,6 +30,7 @@
 #include <zlib.h>
 
 #include "batch.h"
+#include "spool.h"
 #include "summary.h"
 
 #include "check.h"
@@ -470,6 +479,7 @@ static void fill_point(imx_point_t *pt, uint64_t id)
 }
 
 static size_t test_retry_buffer = 64 << 20;
+static imx_spool_t *test_spool;     /* handed to the next make_engine() */
 
 /* The tests' engine configuration: fast intervals, the recording sender. */
 static void base_conf(imx_engine_conf_t *c, recorder_t *rc, uint32_t cap, uint32_t batch)
@@ -499,6 +509,7 @@ static imx_engine_t *make_engine(apr_pool_t *p, recorder_t *rc, uint32_t cap,
 
     base_conf(&c, rc, cap, batch);
     c.gzip = gzip;
+    c.spool = test_spool;
     e = imx_engine_create(p, &c, err, sizeof(err));
     CHECK(e != NULL, "create: %s", err);
     return e;
@@ -514,12 +525,13 @@ static void check_identity(imx_engine_t *e, uint64_t produced, const char *what)
           (unsigned long long)st.recorded, (unsigned long long)st.dropped_full,
           (unsigned long long)produced);
     CHECK(st.recorded == st.sent + st.rejected + st.dropped_retry + st.dropped_exit
-          + st.buffered,
+          + st.to_spool + st.buffered,
           "%s: recorded %llu != sent %llu + rejected %llu + dropped_retry %llu + "
-          "dropped_exit %llu + buffered %llu",
+          "dropped_exit %llu + to_spool %llu + buffered %llu",
           what, (unsigned long long)st.recorded, (unsigned long long)st.sent,
           (unsigned long long)st.rejected, (unsigned long long)st.dropped_retry,
-          (unsigned long long)st.dropped_exit, (unsigned long long)st.buffered);
+          (unsigned long long)st.dropped_exit, (unsigned long long)st.to_spool,
+          (unsigned long long)st.buffered);
 }
 
 /* Stops the engine, checks the accounting identity, frees everything. */
@@ -1178,6 +1190,718 @@ static void test_retry_after(void)
 }
 
 /* ------------------------------------------------------------------------- */
+/* The spool                                                                  */
+
+static void rm_tree(const char *dir)
+{
+    DIR *d = opendir(dir);
+    struct dirent *de;
+
+    if (!d) {
+        return;
+    }
+    while ((de = readdir(d))) {
+        char path[512];
+        if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, "..")) {
+            continue;
+        }
+        snprintf(path, sizeof(path), "%s/%s", dir, de->d_name);
+        if (unlink(path) != 0) {
+            rm_tree(path);
+        }
+    }
+    closedir(d);
+    rmdir(dir);
+}
+
+/* Names in dir ending in `suffix` ("" for spool files only). */
+static int count_names(const char *dir, const char *suffix)
+{
+    DIR *d = opendir(dir);
+    struct dirent *de;
+    int n = 0;
+
+    while (d && (de = readdir(d))) {
+        size_t l = strlen(de->d_name), sl = strlen(suffix);
+        if (*suffix ? (l > sl && !strcmp(de->d_name + l - sl, suffix))
+                    : (l > 6 && !strcmp(de->d_name + l - 6, ".spool"))) {
+            n++;
+        }
+    }
+    if (d) {
+        closedir(d);
+    }
+    return n;
+}
+
+static imx_spool_t *open_spool(apr_pool_t *p, const char *dir, imx_spool_shared_t *sh,
+                               uint64_t max)
+{
+    imx_spool_conf_t sc;
+    char err[256];
+    imx_spool_t *sp;
+
+    memset(&sc, 0, sizeof(sc));
+    sc.dir = dir;
+    sc.max_bytes = max;
+    sc.shared = sh;
+    sc.log = quiet_log;
+    sp = imx_spool_open(p, &sc, err, sizeof(err));
+    CHECK(sp != NULL, "spool open: %s", err);
+    return sp;
+}
+
+/* A valid file in memory: the lines of `payload`, the first `extra` of them
+ * other points. */
+static unsigned char *make_file(const char *payload, uint32_t points, uint32_t extra,
+                                size_t *size)
+{
+    imx_spool_hdr_t h;
+    size_t len = strlen(payload);
+    unsigned char *buf = malloc(IMX_SPOOL_HDR + len);
+
+    memset(&h, 0, sizeof(h));
+    h.points = points;
+    h.extra = extra;
+    h.len = len;
+    h.created = 1700000000000000LL;
+    imx_spool_encode_header(buf, &h, payload);
+    memcpy(buf + IMX_SPOOL_HDR, payload, len);
+    *size = IMX_SPOOL_HDR + len;
+    return buf;
+}
+
+/* Every truncation point of a valid file is refused as truncated (in a
+ * buffer of exactly that size, so ASan sees any read past it); every
+ * flipped byte, trailing garbage, another version and wrong counts are
+ * refused too. */
+static void test_spool_format(void)
+{
+    const char *payload = "apache_influx_metrics,host=h sent=1i 1\n"
+                          "apache_request,host=h,vhost=v duration_us=1i,bytes_sent=2i 2\n"
+                          "apache_request,host=h,vhost=v duration_us=3i,bytes_sent=4i 3\n";
+    imx_spool_hdr_t h;
+    size_t size;
+    unsigned char *file = make_file(payload, 2, 1, &size);
+    unsigned char *b;
+
+    CHECK(imx_spool_check(file, size, &h) == IMX_SPOOL_VALID && h.points == 2
+          && h.extra == 1 && h.len == strlen(payload), "valid file refused");
+    for (size_t len = 0; len < size; len++) {
+        imx_spool_check_t c;
+        b = malloc(len ? len : 1);
+        memcpy(b, file, len);
+        c = imx_spool_check(b, len, &h);
+        CHECK(c == IMX_SPOOL_TRUNCATED, "cut at %zu of %zu: %s", len, size,
+              imx_spool_check_text(c));
+        free(b);
+    }
+    for (size_t i = 0; i < size; i++) {
+        for (int bit = 0; bit < 8; bit += 3) {
+            imx_spool_check_t c;
+            b = malloc(size);
+            memcpy(b, file, size);
+            b[i] ^= (unsigned char)(1 << bit);
+            c = imx_spool_check(b, size, &h);
+            CHECK(c == IMX_SPOOL_CORRUPT || c == IMX_SPOOL_FOREIGN,
+                  "byte %zu bit %d flipped: %s", i, bit, imx_spool_check_text(c));
+            if (i < 12) {
+                CHECK(c == IMX_SPOOL_FOREIGN, "magic/version byte %zu: %s", i,
+                      imx_spool_check_text(c));
+            }
+            free(b);
+        }
+    }
+    b = malloc(size + 1);
+    memcpy(b, file, size);
+    b[size] = '\n';
+    CHECK(imx_spool_check(b, size + 1, &h) == IMX_SPOOL_CORRUPT, "trailing byte accepted");
+    free(b);
+    {
+        /* Another version, its header checksum right. */
+        unsigned char v2[IMX_SPOOL_HDR];
+        memcpy(v2, file, sizeof(v2));
+        v2[8] = 2;
+        CHECK(imx_spool_check_header(v2, sizeof(v2), &h) == IMX_SPOOL_FOREIGN, "version 2");
+        CHECK(imx_spool_check_header("GIF89a..", 8, &h) == IMX_SPOOL_FOREIGN, "foreign");
+        CHECK(imx_spool_check_header("IMXS", 4, &h) == IMX_SPOOL_TRUNCATED, "prefix");
+    }
+    free(file);
+    /* Counts that do not match the lines, checksums right. */
+    file = make_file(payload, 3, 1, &size);
+    CHECK(imx_spool_check(file, size, &h) == IMX_SPOOL_CORRUPT, "wrong count accepted");
+    free(file);
+    file = make_file("no newline at the end 1", 1, 0, &size);
+    CHECK(imx_spool_check(file, size, &h) == IMX_SPOOL_CORRUPT, "unterminated accepted");
+    free(file);
+}
+
+static void write_raw(const char *dir, const char *name, const void *data, size_t len)
+{
+    char path[512];
+    int fd;
+
+    snprintf(path, sizeof(path), "%s/%s", dir, name);
+    fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+    CHECK(fd >= 0 && write(fd, data, len) == (ssize_t)len, "write %s", path);
+    if (fd >= 0) {
+        close(fd);
+    }
+}
+
+/* Files on disk: each truncation of a valid file, a corrupt one, a foreign
+ * one, a directory and a FIFO under spool names are moved aside (never
+ * claimed, never crash, never block), and the one valid file is claimed. */
+static void test_spool_bad_files(void)
+{
+    char dir[] = "/tmp/imx-unit-spool-XXXXXX";
+    imx_spool_shared_t sh;
+    imx_spool_file_t f;
+    imx_spool_drop_t bad = { 0, 0 };
+    apr_pool_t *p;
+    imx_spool_t *sp;
+    size_t size;
+    unsigned char *file = make_file("m a=1i 1\nm a=2i 2\n", 2, 0, &size);
+    char name[64], path[512];
+    int claimed = 0, nbad;
+
+    CHECK(mkdtemp(dir) != NULL, "mkdtemp");
+    memset(&sh, 0, sizeof(sh));
+    apr_pool_create(&p, NULL);
+    for (size_t len = 0; len < size; len++) {
+        snprintf(name, sizeof(name), "imx-%016zx-00000001-00000000.spool", len);
+        write_raw(dir, name, file, len);
+    }
+    file[size - 3] ^= 1;            /* payload: CRC */
+    write_raw(dir, "imx-1000000000000000-00000001-00000000.spool", file, size);
+    write_raw(dir, "imx-1000000000000001-00000001-00000000.spool", "GIF89a\0\0", 8);
+    snprintf(path, sizeof(path), "%s/imx-1000000000000002-00000001-00000000.spool", dir);
+    CHECK(mkdir(path, 0700) == 0, "mkdir");
+    snprintf(path, sizeof(path), "%s/imx-1000000000000003-00000001-00000000.spool", dir);
+    CHECK(mkfifo(path, 0600) == 0, "mkfifo");
+    write_raw(dir, "not-a-spool-file", "x", 1);
+    file[size - 3] ^= 1;
+    write_raw(dir, "imx-2000000000000000-00000001-00000000.spool", file, size);
+    nbad = (int)size + 4;
+    sp = open_spool(p, dir, &sh, 1 << 20);
+    for (int round = 0; round < 100; round++) {
+        if (!imx_spool_claim(sp, &f, &bad)) {
+            break;
+        }
+        claimed++;
+        CHECK(!strcmp(f.name, "imx-2000000000000000-00000001-00000000.spool")
+              && f.h.points == 2 && f.h.len == size - IMX_SPOOL_HDR, "claimed %s", f.name);
+        imx_spool_done(sp, &f);
+    }
+    CHECK(claimed == 1, "claimed %d files", claimed);
+    CHECK(atomic_load(&sh.bad_files) == (uint64_t)nbad, "bad_files %llu, want %d",
+          (unsigned long long)atomic_load(&sh.bad_files), nbad);
+    CHECK(count_names(dir, ".bad") == nbad && count_names(dir, "") == 0,
+          "%d .bad files, %d spool files left", count_names(dir, ".bad"),
+          count_names(dir, ""));
+    /* Truncated payloads whose header was whole, and the corrupt one, say
+     * how many points they held. */
+    CHECK(bad.points == 2 * (size - IMX_SPOOL_HDR) + 2, "bad points %llu",
+          (unsigned long long)bad.points);
+    apr_pool_destroy(p);
+    free(file);
+    rm_tree(dir);
+}
+
+/* A writer killed mid-write leaves a temporary file; a bad header is moved
+ * aside; the gauges come from the valid files. */
+static void test_spool_recount(void)
+{
+    char dir[] = "/tmp/imx-unit-spool-XXXXXX";
+    imx_spool_shared_t sh, sh2;
+    imx_spool_drop_t ev = { 0, 0 };
+    apr_pool_t *p;
+    imx_spool_t *sp;
+    char err[256];
+
+    CHECK(mkdtemp(dir) != NULL, "mkdtemp");
+    memset(&sh, 0, sizeof(sh));
+    apr_pool_create(&p, NULL);
+    sp = open_spool(p, dir, &sh, 1 << 20);
+    CHECK(imx_spool_write(sp, "m a=1i 1\nm a=2i 2\n", 18, 2, 0, 0, 0, &ev, err,
+                          sizeof(err)) == 0, "write: %s", err);
+    CHECK(imx_spool_write(sp, "s a=1i 1\nm a=2i 2\nm a=3i 3\n", 27, 2, 1, 0, 0, &ev, err,
+                          sizeof(err)) == 0, "write: %s", err);
+    write_raw(dir, ".imx-1000000000000000-00000001-00000000.spool.tmp", "IMXSPO", 6);
+    write_raw(dir, "imx-1000000000000001-00000001-00000000.spool", "IMXSPOOLxxxx", 12);
+    CHECK(atomic_load(&sh.points) == 4 && atomic_load(&sh.files) == 2,
+          "gauges after writing: %lld points %lld files", (long long)atomic_load(&sh.points),
+          (long long)atomic_load(&sh.files));
+    memset(&sh2, 0, sizeof(sh2));
+    CHECK(imx_spool_recount(dir, geteuid(), &sh2, &ev, quiet_log, NULL) == 0, "recount");
+    CHECK(atomic_load(&sh2.points) == 4 && atomic_load(&sh2.files) == 2
+          && atomic_load(&sh2.bytes) == atomic_load(&sh.bytes)
+          && atomic_load(&sh2.bad_files) == 1,
+          "recount: %lld points %lld files %lld bytes (want %lld), %llu bad",
+          (long long)atomic_load(&sh2.points), (long long)atomic_load(&sh2.files),
+          (long long)atomic_load(&sh2.bytes), (long long)atomic_load(&sh.bytes),
+          (unsigned long long)atomic_load(&sh2.bad_files));
+    CHECK(count_names(dir, ".tmp") == 0 && count_names(dir, ".bad") == 1,
+          "tmp %d bad %d", count_names(dir, ".tmp"), count_names(dir, ".bad"));
+    apr_pool_destroy(p);
+    rm_tree(dir);
+}
+
+/* InfluxMetricsSpoolSize: the oldest files make room, counted; the newest
+ * stay; a file larger than the spool is refused. */
+static void test_spool_bound(void)
+{
+    char dir[] = "/tmp/imx-unit-spool-XXXXXX";
+    imx_spool_shared_t sh;
+    imx_spool_drop_t ev = { 0, 0 };
+    imx_spool_file_t f;
+    apr_pool_t *p;
+    imx_spool_t *sp;
+    char err[256], line[64];
+    uint64_t max = 3 * (IMX_SPOOL_HDR + 20) + 10;
+    int first = -1, kept = 0;
+
+    CHECK(mkdtemp(dir) != NULL, "mkdtemp");
+    memset(&sh, 0, sizeof(sh));
+    apr_pool_create(&p, NULL);
+    sp = open_spool(p, dir, &sh, max);
+    for (int i = 0; i < 10; i++) {
+        snprintf(line, sizeof(line), "m a=%05di %010d\n", i, i);    /* 20 bytes */
+        CHECK(imx_spool_write(sp, line, strlen(line), 1, 0, i == 0, 0, &ev, err,
+                              sizeof(err)) == 0, "write %d: %s", i, err);
+        CHECK((uint64_t)atomic_load(&sh.bytes) <= max, "bytes %lld over %llu",
+              (long long)atomic_load(&sh.bytes), (unsigned long long)max);
+    }
+    CHECK(ev.points == 7 && ev.maybe == 1 && atomic_load(&sh.points) == 3
+          && count_names(dir, "") == 3, "evicted %llu (maybe %llu), left %lld",
+          (unsigned long long)ev.points, (unsigned long long)ev.maybe,
+          (long long)atomic_load(&sh.points));
+    memset(&ev, 0, sizeof(ev));
+    while (imx_spool_claim(sp, &f, &ev)) {
+        int id = atoi(strchr(f.data, '=') + 1);
+        if (first < 0) {
+            first = id;
+        }
+        kept++;
+        imx_spool_done(sp, &f);
+    }
+    CHECK(first == 7 && kept == 3, "kept %d from id %d", kept, first);
+    CHECK(atomic_load(&sh.bytes) == 0 && atomic_load(&sh.points) == 0, "gauges not back to 0");
+    {
+        char big[400];
+        memset(big, 'x', sizeof(big) - 1);
+        big[sizeof(big) - 1] = '\n';
+        CHECK(imx_spool_write(sp, big, sizeof(big), 1, 0, 0, 0, &ev, err, sizeof(err))
+              == EFBIG && atomic_load(&sh.bytes) == 0, "a file larger than the spool");
+    }
+    apr_pool_destroy(p);
+    rm_tree(dir);
+}
+
+/* Several processes claim the same files at once, and one dies holding one:
+ * every file is sent by exactly one, and deleted once. */
+static void test_spool_claim_race(void)
+{
+    enum { NFILES = 300, NPROC = 4 };
+    char dir[] = "/tmp/imx-unit-spool-XXXXXX";
+    imx_spool_shared_t *sh = mmap(NULL, sizeof(*sh), PROT_READ | PROT_WRITE,
+                                  MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    _Atomic int *sent = mmap(NULL, NFILES * sizeof(*sent), PROT_READ | PROT_WRITE,
+                             MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    imx_spool_drop_t ev = { 0, 0 };
+    apr_pool_t *p;
+    imx_spool_t *sp;
+    char err[256], line[64];
+    pid_t pids[NPROC + 1];
+    int dup = 0, missing = 0, status;
+
+    CHECK(mkdtemp(dir) != NULL, "mkdtemp");
+    apr_pool_create(&p, NULL);
+    sp = open_spool(p, dir, sh, 1 << 30);
+    for (int i = 0; i < NFILES; i++) {
+        snprintf(line, sizeof(line), "m a=%di %d\n", i, i);
+        CHECK(imx_spool_write(sp, line, strlen(line), 1, 0, 0, 0, &ev, err, sizeof(err)) == 0,
+              "write: %s", err);
+    }
+    /* The crash: claims the oldest file and dies holding it. */
+    if ((pids[NPROC] = fork()) == 0) {
+        apr_pool_t *cp;
+        imx_spool_file_t f;
+        apr_pool_create(&cp, NULL);
+        sp = open_spool(cp, dir, sh, 1 << 30);
+        _exit(imx_spool_claim(sp, &f, &ev) ? 0 : 1);
+    }
+    waitpid(pids[NPROC], &status, 0);
+    CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0, "the crashing claimer claimed nothing");
+    for (int k = 0; k < NPROC; k++) {
+        if ((pids[k] = fork()) == 0) {
+            apr_pool_t *cp;
+            imx_spool_file_t f;
+            unsigned seed = (unsigned)getpid();
+            apr_pool_create(&cp, NULL);
+            sp = open_spool(cp, dir, sh, 1 << 30);
+            for (int idle = 0; idle < 3; ) {
+                if (!imx_spool_claim(sp, &f, &ev)) {
+                    idle++;
+                    usleep(1000);
+                    continue;
+                }
+                idle = 0;
+                atomic_fetch_add(&sent[atoi(strchr(f.data, '=') + 1)], 1);
+                if (rand_r(&seed) % 4 == 0) {
+                    usleep(rand_r(&seed) % 200);    /* hold it a while */
+                }
+                imx_spool_done(sp, &f);
+            }
+            _exit(0);
+        }
+    }
+    for (int k = 0; k < NPROC; k++) {
+        waitpid(pids[k], &status, 0);
+        CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0, "claimer %d failed", k);
+    }
+    for (int i = 0; i < NFILES; i++) {
+        dup += atomic_load(&sent[i]) > 1;
+        missing += atomic_load(&sent[i]) == 0;
+    }
+    CHECK(dup == 0 && missing == 0, "%d files sent twice, %d never", dup, missing);
+    CHECK(count_names(dir, "") == 0 && atomic_load(&sh->points) == 0
+          && atomic_load(&sh->files) == 0 && atomic_load(&sh->bytes) == 0,
+          "left: %d files, gauges %lld/%lld/%lld", count_names(dir, ""),
+          (long long)atomic_load(&sh->points), (long long)atomic_load(&sh->files),
+          (long long)atomic_load(&sh->bytes));
+    apr_pool_destroy(p);
+    munmap(sh, sizeof(*sh));
+    munmap((void *)sent, NFILES * sizeof(*sent));
+    rm_tree(dir);
+}
+
+/* The backend is down through the exit: the retry buffer and the ring go to
+ * the spool, nothing is dropped; a later engine sends every point once, with
+ * its own timestamp, and empties the spool. */
+static void test_spool_exit_and_resend(void)
+{
+    char dir[] = "/tmp/imx-unit-spool-XXXXXX";
+    imx_spool_shared_t sh;
+    apr_pool_t *p;
+    recorder_t *rc = recorder_new();
+    imx_engine_t *e;
+    imx_stats_t st;
+    imx_point_t pt;
+
+    CHECK(mkdtemp(dir) != NULL, "mkdtemp");
+    memset(&sh, 0, sizeof(sh));
+    rc->always_fail = 1;
+    apr_pool_create(&p, NULL);
+    test_spool = open_spool(p, dir, &sh, 1 << 30);
+    e = make_engine(p, rc, 4096, 100, 0);
+    test_spool = NULL;
+    for (int i = 0; i < 700; i++) {
+        fill_point(&pt, (uint64_t)i);
+        imx_push(e, &pt);
+    }
+    imx_engine_flush_now(e);            /* into the retry buffer */
+    for (int i = 700; i < 1000; i++) {  /* and some left in the ring */
+        fill_point(&pt, (uint64_t)i);
+        imx_push(e, &pt);
+    }
+    imx_engine_stop(e);
+    imx_engine_stats(e, &st);
+    check_identity(e, 1000, "spool exit");
+    CHECK(st.to_spool == 1000 && st.dropped_exit == 0 && st.dropped_spool == 0
+          && st.sent == 0 && atomic_load(&sh.points) == 1000,
+          "exit: to_spool %llu dropped_exit %llu spooled %lld",
+          (unsigned long long)st.to_spool, (unsigned long long)st.dropped_exit,
+          (long long)atomic_load(&sh.points));
+    CHECK(count_names(dir, "") == 10, "%d files for 10 batches of 100", count_names(dir, ""));
+    apr_pool_destroy(p);
+    recorder_free(rc);
+
+    rc = recorder_new();
+    apr_pool_create(&p, NULL);
+    test_spool = open_spool(p, dir, &sh, 1 << 30);
+    e = make_engine(p, rc, 4096, 100, 1);
+    test_spool = NULL;
+    imx_engine_flush_now(e);
+    imx_engine_stats(e, &st);
+    CHECK(st.unspooled == 1000 && atomic_load(&rc->lines) == 1000
+          && atomic_load(&rc->dups) == 0 && rc->seen[0] && rc->seen[999],
+          "resend: unspooled %llu, recorder saw %llu, dups %llu",
+          (unsigned long long)st.unspooled, (unsigned long long)atomic_load(&rc->lines),
+          (unsigned long long)atomic_load(&rc->dups));
+    CHECK(count_names(dir, "") == 0 && atomic_load(&sh.points) == 0
+          && atomic_load(&sh.bytes) == 0, "spool not empty after resending");
+    finish(e, p, rc, 0, "spool resend");
+    rm_tree(dir);
+}
+
+/* The backend is down and the retry buffer small: it spills to the spool
+ * instead of evicting; when the backend is back, the retry buffer goes
+ * first, then the spool; every point arrives once. */
+static void test_spool_spill(void)
+{
+    char dir[] = "/tmp/imx-unit-spool-XXXXXX";
+    imx_spool_shared_t sh;
+    apr_pool_t *p;
+    recorder_t *rc = recorder_new();
+    imx_engine_t *e;
+    imx_stats_t st;
+
+    CHECK(mkdtemp(dir) != NULL, "mkdtemp");
+    memset(&sh, 0, sizeof(sh));
+    rc->always_fail = 1;
+    rc->maybe = 1;
+    apr_pool_create(&p, NULL);
+    test_spool = open_spool(p, dir, &sh, 1 << 30);
+    p = NULL;
+    e = push_n(&p, rc, 1024, 100, 1000, 2 * 100 * 80);
+    test_spool = NULL;
+    imx_engine_flush_now(e);
+    imx_engine_stats(e, &st);
+    CHECK(st.dropped_retry == 0 && st.to_spool >= 700 && st.to_spool % 100 == 0
+          && st.buffered == 1000 - st.to_spool && (uint64_t)atomic_load(&sh.points) == st.to_spool,
+          "spill: to_spool %llu dropped_retry %llu buffered %llu",
+          (unsigned long long)st.to_spool, (unsigned long long)st.dropped_retry,
+          (unsigned long long)st.buffered);
+    check_identity(e, 1000, "spill");
+    rc->always_fail = 0;
+    imx_engine_flush_now(e);
+    imx_engine_stats(e, &st);
+    CHECK(st.sent + st.unspooled == 1000 && st.unspooled == st.to_spool
+          && atomic_load(&rc->lines) == 1000 && atomic_load(&rc->dups) == 0,
+          "after recovery: sent %llu unspooled %llu lines %llu dups %llu",
+          (unsigned long long)st.sent, (unsigned long long)st.unspooled,
+          (unsigned long long)atomic_load(&rc->lines),
+          (unsigned long long)atomic_load(&rc->dups));
+    finish(e, p, rc, 1000, "spill");
+    rm_tree(dir);
+}
+
+/* Writes a spool file of the points id0 .. id0 + n - 1, in the shape the
+ * recorder parses. */
+static void spool_ids(imx_spool_t *sp, int id0, int n)
+{
+    char *buf = malloc((size_t)n * 128), err[256];
+    imx_spool_drop_t ev = { 0, 0 };
+    size_t len = 0;
+
+    for (int i = id0; i < id0 + n; i++) {
+        len += (size_t)sprintf(buf + len, "apache_request,host=test,vhost=test "
+                               "duration_us=%di,bytes_sent=13i %lld\n", i,
+                               1700000000000000000LL + i);
+    }
+    CHECK(imx_spool_write(sp, buf, len, (uint32_t)n, 0, 0, 0, &ev, err, sizeof(err)) == 0,
+          "write: %s", err);
+    free(buf);
+}
+
+/* A spooled file too large for the backend goes in halves, every point
+ * once; one the backend refuses is deleted and counted in dropped_spool;
+ * one that fails stays, marked "maybe stored" when the POST may have
+ * reached the backend, and goes once the backend is back. */
+static void test_spool_send_outcomes(void)
+{
+    char dir[] = "/tmp/imx-unit-spool-XXXXXX";
+    imx_spool_shared_t sh;
+    imx_spool_file_t f;
+    imx_spool_drop_t bad = { 0, 0 };
+    apr_pool_t *p;
+    recorder_t *rc;
+    imx_engine_t *e;
+    imx_stats_t st;
+    imx_spool_t *sp;
+
+    CHECK(mkdtemp(dir) != NULL, "mkdtemp");
+    memset(&sh, 0, sizeof(sh));
+    apr_pool_create(&p, NULL);
+    sp = open_spool(p, dir, &sh, 1 << 20);
+
+    spool_ids(sp, 0, 100);
+    rc = recorder_new();
+    rc->max_lines = 30;
+    test_spool = sp;
+    e = make_engine(p, rc, 1024, 100, 0);
+    imx_engine_flush_now(e);
+    imx_engine_stats(e, &st);
+    CHECK(st.unspooled == 100 && atomic_load(&rc->lines) == 100 && atomic_load(&rc->dups) == 0
+          && count_names(dir, "") == 0, "413: unspooled %llu lines %llu dups %llu",
+          (unsigned long long)st.unspooled, (unsigned long long)atomic_load(&rc->lines),
+          (unsigned long long)atomic_load(&rc->dups));
+    imx_engine_stop(e);
+    recorder_free(rc);
+
+    spool_ids(sp, 100, 10);
+    rc = recorder_new();
+    rc->reject_first = 1;
+    e = make_engine(p, rc, 1024, 100, 0);
+    imx_engine_flush_now(e);
+    imx_engine_stats(e, &st);
+    CHECK(st.dropped_spool == 10 && st.unspooled == 0 && count_names(dir, "") == 0
+          && atomic_load(&sh.points) == 0, "reject: dropped_spool %llu",
+          (unsigned long long)st.dropped_spool);
+    imx_engine_stop(e);
+    recorder_free(rc);
+
+    spool_ids(sp, 200, 10);
+    rc = recorder_new();
+    rc->always_fail = 1;
+    rc->maybe = 1;
+    e = make_engine(p, rc, 1024, 100, 0);
+    imx_engine_flush_now(e);
+    imx_engine_stats(e, &st);
+    CHECK(st.unspooled == 0 && st.retries == 1 && count_names(dir, "") == 1
+          && atomic_load(&sh.points) == 10, "retry: the file must stay");
+    CHECK(imx_spool_claim(sp, &f, &bad) && (f.h.flags & IMX_SPOOL_MAYBE),
+          "a POST that may have been stored is not noted in the file");
+    imx_spool_release(sp, &f, 0);
+    rc->always_fail = 0;
+    imx_engine_flush_now(e);
+    imx_engine_stats(e, &st);
+    CHECK(st.unspooled == 10 && atomic_load(&rc->lines) == 10 && count_names(dir, "") == 0,
+          "after the retry: unspooled %llu", (unsigned long long)st.unspooled);
+    test_spool = NULL;
+    imx_engine_stop(e);
+    recorder_free(rc);
+    apr_pool_destroy(p);
+    rm_tree(dir);
+}
+
+/* A write that fails (here RLIMIT_FSIZE: EFBIG, the same path as ENOSPC
+ * and EDQUOT) gives its reservation back, leaves no file, and is counted
+ * dropped_spool; the identity holds. */
+static void test_spool_write_fails(void)
+{
+    char dir[] = "/tmp/imx-unit-spool-XXXXXX";
+    imx_spool_shared_t sh;
+    imx_spool_drop_t ev = { 0, 0 };
+    struct rlimit old, lim;
+    struct sigaction ign, prev;
+    apr_pool_t *p;
+    recorder_t *rc = recorder_new();
+    imx_engine_t *e;
+    imx_stats_t st;
+    imx_point_t pt;
+    char err[256], big[1000];
+
+    CHECK(mkdtemp(dir) != NULL, "mkdtemp");
+    memset(&sh, 0, sizeof(sh));
+    memset(big, 'x', sizeof(big));
+    big[sizeof(big) - 1] = '\n';
+    memset(&ign, 0, sizeof(ign));
+    ign.sa_handler = SIG_IGN;
+    sigaction(SIGXFSZ, &ign, &prev);
+    getrlimit(RLIMIT_FSIZE, &old);
+    lim = old;
+    lim.rlim_cur = 200;
+    setrlimit(RLIMIT_FSIZE, &lim);
+
+    apr_pool_create(&p, NULL);
+    test_spool = open_spool(p, dir, &sh, 1 << 20);
+    CHECK(imx_spool_write(test_spool, big, sizeof(big), 1, 0, 0, 0, &ev, err, sizeof(err))
+          == EFBIG && strstr(err, "cannot write"), "write past the limit: %s", err);
+    CHECK(atomic_load(&sh.bytes) == 0 && atomic_load(&sh.points) == 0
+          && count_names(dir, "") == 0 && count_names(dir, ".tmp") == 0,
+          "a failed write left something");
+    rc->always_fail = 1;
+    e = make_engine(p, rc, 4096, 100, 0);
+    test_spool = NULL;
+    for (int i = 0; i < 300; i++) {
+        fill_point(&pt, (uint64_t)i);
+        imx_push(e, &pt);
+    }
+    imx_engine_stop(e);
+    imx_engine_stats(e, &st);
+    CHECK(st.to_spool == 300 && st.dropped_spool == 300, "to_spool %llu dropped_spool %llu",
+          (unsigned long long)st.to_spool, (unsigned long long)st.dropped_spool);
+    check_identity(e, 300, "spool write fails");
+    setrlimit(RLIMIT_FSIZE, &old);
+    sigaction(SIGXFSZ, &prev, NULL);
+    apr_pool_destroy(p);
+    recorder_free(rc);
+    rm_tree(dir);
+}
+
+/* Producers push while the flusher, its backend down, spills its small
+ * retry buffer to the spool; at stop the rest goes there too. A second
+ * engine then sends the spool: every point accepted arrives exactly once,
+ * and the identities hold on both sides. Runs under TSan too. */
+static void stress_spool(void)
+{
+    char dir[] = "/tmp/imx-unit-spool-XXXXXX";
+    imx_spool_shared_t sh;
+    apr_pool_t *p;
+    recorder_t *rc = recorder_new();
+    unsigned char *accepted = calloc(MAX_IDS, 1);
+    producer_t pr[4];
+    pthread_t th[4];
+    imx_engine_t *e;
+    imx_stats_t st, st2;
+    uint64_t produced = 0, ok = 0, mismatch = 0;
+
+    CHECK(mkdtemp(dir) != NULL, "mkdtemp");
+    memset(&sh, 0, sizeof(sh));
+    rc->always_fail = 1;
+    apr_pool_create(&p, NULL);
+    test_spool = open_spool(p, dir, &sh, 1 << 30);
+    test_retry_buffer = 64 << 10;
+    e = make_engine(p, rc, 1024, 256, 0);
+    test_retry_buffer = 64 << 20;
+    test_spool = NULL;
+    CHECK(imx_engine_start(e) == APR_SUCCESS, "start");
+    for (unsigned i = 0; i < 4; i++) {
+        pr[i] = (producer_t){ e, i, 20000, apr_time_now() + apr_time_from_sec(20),
+                              accepted, 0, 0, 200 };
+        pthread_create(&th[i], NULL, producer_main, &pr[i]);
+    }
+    for (unsigned i = 0; i < 4; i++) {
+        pthread_join(th[i], NULL);
+        produced += pr[i].produced;
+        ok += pr[i].ok;
+    }
+    imx_engine_stop(e);
+    imx_engine_stats(e, &st);
+    check_identity(e, produced, "stress spool");
+    CHECK(st.sent == 0 && st.dropped_retry == 0 && st.dropped_spool == 0
+          && st.to_spool + st.dropped_exit == ok && (uint64_t)atomic_load(&sh.points) == st.to_spool,
+          "spooling: to_spool %llu dropped_exit %llu accepted %llu spooled %lld",
+          (unsigned long long)st.to_spool, (unsigned long long)st.dropped_exit,
+          (unsigned long long)ok, (long long)atomic_load(&sh.points));
+    apr_pool_destroy(p);
+    recorder_free(rc);
+
+    rc = recorder_new();
+    apr_pool_create(&p, NULL);
+    test_spool = open_spool(p, dir, &sh, 1 << 30);
+    e = make_engine(p, rc, 1024, 256, 0);
+    test_spool = NULL;
+    CHECK(imx_engine_start(e) == APR_SUCCESS, "start");
+    for (int i = 0; i < 2000 && atomic_load(&sh.files); i++) {
+        apr_sleep(apr_time_from_msec(5));
+    }
+    imx_engine_stop(e);
+    imx_engine_stats(e, &st2);
+    CHECK(st2.unspooled == st.to_spool && atomic_load(&rc->lines) == st.to_spool
+          && atomic_load(&rc->dups) == 0 && atomic_load(&rc->bad) == 0
+          && count_names(dir, "") == 0,
+          "resend: unspooled %llu of %llu, lines %llu, dups %llu",
+          (unsigned long long)st2.unspooled, (unsigned long long)st.to_spool,
+          (unsigned long long)atomic_load(&rc->lines),
+          (unsigned long long)atomic_load(&rc->dups));
+    for (uint64_t id = 0; id < 4 * 20000; id++) {
+        mismatch += !!rc->seen[id] != !!accepted[id];
+    }
+    CHECK(st.dropped_exit || mismatch == 0, "%llu ids spooled but not accepted or vice versa",
+          (unsigned long long)mismatch);
+    printf("stress spool 4 threads x 20000: accepted %llu to_spool %llu dropped_exit %llu "
+           "unspooled %llu\n", (unsigned long long)ok, (unsigned long long)st.to_spool,
+           (unsigned long long)st.dropped_exit, (unsigned long long)st2.unspooled);
+    apr_pool_destroy(p);
+    recorder_free(rc);
+    free(accepted);
+    rm_tree(dir);
+}
+
+/* ------------------------------------------------------------------------- */
 /* Summaries                                                                  */
 
 static int cmp_u64(const void *a, const void *b)
@@ -1643,6 +2367,15 @@ int main(int argc, char **argv)
         test_partial_write();
         test_retry_buffer_eviction();
         test_retry_after();
+        test_spool_format();
+        test_spool_bad_files();
+        test_spool_recount();
+        test_spool_bound();
+        test_spool_claim_race();
+        test_spool_exit_and_resend();
+        test_spool_spill();
+        test_spool_send_outcomes();
+        test_spool_write_fails();
         test_hist_buckets();
         test_hist_merge_and_percentiles();
         test_hist_counters_64bit();
@@ -1658,6 +2391,7 @@ int main(int argc, char **argv)
     stress(8, 20000, 1024, 256, 0, 1000);
     stress(4, 20000, 64, 16, 1, 500);
     stress(32, 10000, 65536, 5000, 0, 20);
+    stress_spool();
     apr_terminate();
     printf("%d checks, %d failures\n", checks, failures);
     return failures ? 1 : 0;
