@@ -938,6 +938,45 @@ static void test_tick_under_full_batches(void)
     recorder_free(rc);
 }
 
+static _Atomic int mask_seen, mask_ok;
+
+static void mask_tick(void *ctx, imx_engine_t *e, int final)
+{
+    sigset_t cur;
+
+    (void)ctx; (void)e; (void)final;
+    pthread_sigmask(SIG_BLOCK, NULL, &cur);
+    atomic_store(&mask_ok, !sigismember(&cur, SIGSEGV) && !sigismember(&cur, SIGBUS)
+                           && !sigismember(&cur, SIGILL) && !sigismember(&cur, SIGFPE)
+                           && sigismember(&cur, SIGTERM) && sigismember(&cur, SIGHUP));
+    atomic_store(&mask_seen, 1);
+}
+
+/* The flusher blocks process-directed signals (httpd's threads take them)
+ * but not synchronous faults: a fault in it must reach httpd's crash
+ * handling, not kill the process silently. */
+static void test_flusher_signal_mask(void)
+{
+    apr_pool_t *p;
+    recorder_t *rc = recorder_new();
+    imx_engine_conf_t c;
+    imx_engine_t *e;
+    char err[128];
+
+    apr_pool_create(&p, NULL);
+    base_conf(&c, rc, 64, 16);
+    c.on_tick = mask_tick;
+    e = imx_engine_create(p, &c, err, sizeof(err));
+    CHECK(imx_engine_start(e) == APR_SUCCESS, "start");
+    for (int i = 0; i < 200 && !atomic_load(&mask_seen); i++) {
+        apr_sleep(apr_time_from_msec(5));
+    }
+    CHECK(atomic_load(&mask_seen) && atomic_load(&mask_ok),
+          "flusher mask: seen %d, faults unblocked and SIGTERM/SIGHUP blocked %d",
+          atomic_load(&mask_seen), atomic_load(&mask_ok));
+    finish(e, p, rc, 0, "mask");
+}
+
 /* prefork calls the child's cleanups from its SIGTERM handler: stopping the
  * engine there must work and flush everything, the handler doing only
  * async-signal-safe work while the flusher sends. */
@@ -2364,6 +2403,7 @@ int main(int argc, char **argv)
         test_stop_in_signal_handler();
         test_ts_unique();
         test_ring_rescue();
+        test_flusher_signal_mask();
         test_partial_write();
         test_retry_buffer_eviction();
         test_retry_after();
