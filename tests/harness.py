@@ -736,10 +736,15 @@ BAD_PATTERNS = [
     r"double free|free\(\): invalid|malloc\(\)|stack smashing|Aborted",
 ]
 BAD_LEVELS = ("error", "crit", "alert", "emerg")
+# httpd's event MPM, stopping a child (restart, stop) under keep-alive load,
+# can log that it could not add a finished connection to its pollset, which
+# is being torn down (EBADF). The request was served and logged; seen with
+# and without this module, under CPU contention. Not a failure of the module.
+EVENT_SHUTDOWN_RACES = [r"\(9\)Bad file descriptor: AH0309[23]: process_"]
+
 # Lines tolerated from an httpd that does not load this module (see
 # Httpd.check_error_log).
-STOCK_HTTPD_CRASHES = [r"AH00052: child pid \d+ exit signal Segmentation fault",
-                       r"AH03092: process_lingering_close: apr_pollset_add failure"]
+STOCK_HTTPD_CRASHES = [r"AH00052: child pid \d+ exit signal Segmentation fault"]
 # "[Tue Nov 25 11:44:19.123456 2026] [module:level] [pid ...] ..."
 _LOG_LINE = re.compile(r"^\[[^\]]*\] \[(?:[^:\]]*:)?(\w+)\]")
 
@@ -1153,7 +1158,7 @@ MaxKeepAliveRequests 0
         unless it matches one of `allowed` or self.allowed_errors (regexes,
         re.search). Harness problems (forced kills) are appended as
         "[harness] ..." lines. Empty means clean."""
-        allowed = list(allowed) + list(self.allowed_errors)
+        allowed = list(allowed) + list(self.allowed_errors) + EVENT_SHUTDOWN_RACES
         if not self.load_module:
             # Without this module, a child's crash is httpd's own business:
             # Debian's 2.4 event MPM was seen to segfault a child stopped
