@@ -4,9 +4,13 @@ APR_CFG  ?= apr-1-config
 PYTHON   ?= /usr/bin/python3
 CC       ?= cc
 
-SRCS     = mod_influx_metrics.c imx_status.c imx_summary.c imx_tags.c batch.c lineproto.c http_send.c summary.c shmlock.c spool.c
-ENGINE   = batch.c lineproto.c http_send.c summary.c shmlock.c spool.c
-HDRS     = batch.h imx_status.h imx_summary.h imx_tags.h summary.h shmlock.h spool.h
+# The httpd glue (mod_influx_metrics*.c) and the engine (ENGINE: no httpd headers).
+GLUE     = mod_influx_metrics.c mod_influx_metrics_status.c mod_influx_metrics_summary.c \
+           mod_influx_metrics_tags.c
+ENGINE   = batch.c lineproto.c http_send.c histogram.c shmlock.c spool.c
+SRCS     = $(GLUE) $(ENGINE)
+HDRS     = mod_influx_metrics_status.h mod_influx_metrics_summary.h mod_influx_metrics_tags.h \
+           batch.h histogram.h shmlock.h spool.h
 MODULE   = .libs/mod_influx_metrics.so
 WARN     = -Wall -Wextra
 APR_INC  = $(shell $(APR_CFG) --includes --cppflags)

@@ -33,9 +33,9 @@
 #include <curl/curl.h>
 
 #include "batch.h"
-#include "imx_status.h"
-#include "imx_summary.h"
-#include "imx_tags.h"
+#include "mod_influx_metrics_status.h"
+#include "mod_influx_metrics_summary.h"
+#include "mod_influx_metrics_tags.h"
 #include "mod_status.h"
 #include "spool.h"
 
@@ -132,7 +132,8 @@ typedef struct {
     apr_array_header_t *tags;   /* imx_tag_t, raw */
     imx_series_t *series;       /* by route index: tag text built in post_config */
     int index;                  /* position in the server list */
-    int sum_server;             /* summary id of vhost and tags (imx_summary.h) */
+    int sum_server;             /* summary id of vhost and tags
+                                 * (mod_influx_metrics_summary.h) */
     const int *sum_routes;      /* summary id by route index */
 } imx_srv_conf_t;
 
@@ -147,7 +148,7 @@ typedef struct {
     const char *tag_name;       /* the variable, note or header */
     const char *tag_key;        /* escaped tag key */
     const char *tag_other;      /* ",key=other" */
-    int tag_idx;                /* its table (imx_tags.c) */
+    int tag_idx;                /* its table (mod_influx_metrics_tags.c) */
     apr_hash_t *tag_allow;      /* escaped tag key -> apr_hash_t * of the values
                                  * InfluxMetricsTagValues allows; NULL: none */
 } imx_dir_conf_t;

@@ -10,8 +10,8 @@ bench/callgrind.py, bench/wsgi.py) and leaves JSON in bench/out/; this script
 then writes bench/out/results.md (Markdown tables, targets met or missed),
 bench/out/ratios.png (gnuplot bar chart of the throughput ratios), prints the
 Markdown, and copies both to bench/RESULTS.md and bench/ratios.png (the
-copies the README shows). A benchmark that fails is reported as failed; the
-others still run.
+copies docs/benchmarks.md shows). A benchmark that fails is reported as
+failed; the others still run.
 """
 
 import argparse

@@ -30,8 +30,8 @@
 #include <zlib.h>
 
 #include "batch.h"
+#include "histogram.h"
 #include "spool.h"
-#include "summary.h"
 
 #include "check.h"
 

@@ -1,5 +1,5 @@
 /*
- * imx_status.c: counters in shared memory and the status pages.
+ * mod_influx_metrics_status.c: counters in shared memory and the status pages.
  *
  * Layout: a header with the totals of children that are gone, then one slot
  * per child. The slot holds the engine's counters themselves (imx_counters_t:
@@ -39,7 +39,7 @@
 #include "apr_strings.h"
 #include "apr_lib.h"
 
-#include "imx_status.h"
+#include "mod_influx_metrics_status.h"
 #include "shmlock.h"
 
 APLOG_USE_MODULE(influx_metrics);

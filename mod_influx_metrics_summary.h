@@ -1,6 +1,6 @@
 /*
- * imx_summary.h: httpd glue of InfluxMetricsMode summary|both, and of the
- * per-interval capacity point (apache_process).
+ * mod_influx_metrics_summary.h: httpd glue of InfluxMetricsMode summary|both,
+ * and of the per-interval capacity point (apache_process).
  *
  * Each child records into its own histogram table in shared memory (lock-
  * free, no contention between children). Once per flush interval one child,

@@ -1,5 +1,6 @@
 /*
- * imx_tags.c: interned request tags in shared memory (see imx_tags.h).
+ * mod_influx_metrics_tags.c: interned request tags in shared memory (see
+ * mod_influx_metrics_tags.h).
  *
  * Each table is open-addressed by a hash of the escaped text. An entry is
  * claimed with a CAS of its state from EMPTY to WRITING by the first thread
@@ -42,8 +43,8 @@
 #include "apr_shm.h"
 
 #include "batch.h"
-#include "imx_status.h"
-#include "imx_tags.h"
+#include "mod_influx_metrics_status.h"
+#include "mod_influx_metrics_tags.h"
 
 APLOG_USE_MODULE(influx_metrics);
 

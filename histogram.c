@@ -1,5 +1,5 @@
 /*
- * summary.c: mergeable duration histograms (see summary.h).
+ * histogram.c: mergeable duration histograms (see histogram.h).
  *
  * Concurrency: a table is written by request threads with relaxed atomic
  * adds; the bucket is added last, with release, so that whoever takes the
@@ -20,7 +20,7 @@
 #include <string.h>
 
 #include "batch.h"
-#include "summary.h"
+#include "histogram.h"
 
 #define BUSY 0xffffffffu
 

@@ -1,8 +1,10 @@
 /*
- * imx_summary.c: summaries and the capacity point (see imx_summary.h).
+ * mod_influx_metrics_summary.c: summaries and the capacity point (see
+ * mod_influx_metrics_summary.h).
  *
  * Shared segment, created once per parent from its process pool (so it
- * outlives graceful restarts, like the counters in imx_status.c):
+ * outlives graceful restarts, like the counters in
+ * mod_influx_metrics_status.c):
  *   header (lock, election, owner of each slot's table) | pending table |
  *   one table per child slot
  * each part page aligned. Children record into their slot's table. The
@@ -19,7 +21,7 @@
  * and the next holder repairs what it may have left half done.
  *
  * Memory: readers walk only the claimed series of claimed tables (see
- * summary.h), so what is resident follows the series in use, not the size
+ * histogram.h), so what is resident follows the series in use, not the size
  * of the segment.
  */
 #include <errno.h>
@@ -39,10 +41,10 @@
 #include "apr_shm.h"
 #include "apr_strings.h"
 
-#include "imx_status.h"
-#include "imx_summary.h"
+#include "histogram.h"
+#include "mod_influx_metrics_status.h"
+#include "mod_influx_metrics_summary.h"
 #include "shmlock.h"
-#include "summary.h"
 
 APLOG_USE_MODULE(influx_metrics);
 
@@ -83,7 +85,7 @@ static size_t tagcap;
 /* ------------------------------------------------------------------------- */
 /* Names                                                                      */
 
-/* The registry of vhost and route texts (summary.h), its own segment. Its
+/* The registry of vhost and route texts (histogram.h), its own segment. Its
  * arena is only backed where texts are. Full: "other", and IMX0020. */
 #define NAMES_KEY "imx_summary_names"
 #define NAMES_ARENA (4u << 20)

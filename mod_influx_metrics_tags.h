@@ -1,13 +1,15 @@
 /*
- * imx_tags.h: tags taken from the request (InfluxMetricsTagFrom), with a
- * server-wide cap on their number of values (InfluxMetricsMaxTagValues).
+ * mod_influx_metrics_tags.h: tags taken from the request
+ * (InfluxMetricsTagFrom), with a server-wide cap on their number of values
+ * (InfluxMetricsMaxTagValues).
  *
  * Values are escaped and interned in shared memory, one table per
  * InfluxMetricsTagFrom, so a point can carry a pointer to its tag text that
  * stays valid for the life of the process, and every child sees the same set
  * of admitted values: once a table is full, new values are written as
  * "other", in every child alike. Each restart starts from empty tables, once
- * no child that may still point into them is left (see imx_tags.c).
+ * no child that may still point into them is left (see
+ * mod_influx_metrics_tags.c).
  */
 #ifndef IMX_TAGS_H
 #define IMX_TAGS_H

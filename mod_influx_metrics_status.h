@@ -1,6 +1,7 @@
 /*
- * imx_status.h: the module's counters in shared memory, and the pages that
- * show them (SetHandler influx-metrics-status, and mod_status's page).
+ * mod_influx_metrics_status.h: the module's counters in shared memory, and
+ * the pages that show them (SetHandler influx-metrics-status, and
+ * mod_status's page).
  *
  * httpd glue like mod_influx_metrics.c, kept apart because it is a unit of
  * its own: one segment per httpd parent, created before the first fork and

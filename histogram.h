@@ -1,5 +1,5 @@
 /*
- * summary.h: per-interval summaries of request durations, mergeable across
+ * histogram.h: per-interval summaries of request durations, mergeable across
  * children (the engine side of InfluxMetricsMode summary|both).
  *
  * A table holds up to `cap` series, each a log-linear histogram of durations
@@ -26,8 +26,8 @@
  * within 1/128 (0.8%) of any value in it: percentiles read from the merged
  * histogram are within 1% of the exact ones.
  */
-#ifndef IMX_SUMMARY_H
-#define IMX_SUMMARY_H
+#ifndef IMX_HISTOGRAM_H
+#define IMX_HISTOGRAM_H
 
 #include <stdatomic.h>
 #include <stddef.h>

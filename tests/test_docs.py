@@ -1,0 +1,17 @@
+"""The documentation's links and its directive reference (tests/check_docs.py).
+
+No server, no build: reads README.md, docs/*.md, bench/*.md and the command
+table of mod_influx_metrics.c.
+"""
+
+import check_docs
+
+
+def test_links_resolve():
+    problems = check_docs.check_links(check_docs.REPO_ROOT)
+    assert not problems, "\n".join(problems)
+
+
+def test_every_directive_has_its_section():
+    problems = check_docs.check_directives(check_docs.REPO_ROOT)
+    assert not problems, "\n".join(problems)
