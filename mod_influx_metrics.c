@@ -1074,7 +1074,8 @@ static const command_rec imx_cmds[] = {
                   "maximum points per POST (default 5000)"),
     AP_INIT_TAKE1("InfluxMetricsBufferSize", set_buffer_size, NULL, RSRC_CONF,
                   "points held per child process before new ones are dropped "
-                  "(default 65536, rounded up to a power of two)"),
+                  "(default 1024 per thread, 4096 to 65536; rounded up to a power "
+                  "of two)"),
     AP_INIT_TAKE1("InfluxMetricsTimeout", set_timeout, NULL, RSRC_CONF,
                   "time limit of one POST, e.g. 5s (default 5s)"),
     AP_INIT_FLAG("InfluxMetricsGzip", set_gzip, NULL, RSRC_CONF,
