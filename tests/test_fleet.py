@@ -18,7 +18,6 @@ import time
 
 import pytest
 
-import harness
 from harness import Imx, LoadLoop, Vmagent, VictoriaMetrics, ab, flusher_exits, wait_until
 
 METRIC = "apache_request_duration_us"
