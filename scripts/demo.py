@@ -12,6 +12,10 @@ module first), or directly with the system Python once the module is built:
 
     /usr/bin/python3 scripts/demo.py [--requests N] [--concurrency C]
                                      [--mpm event|worker|prefork] [--keep]
+                                     [--png FILE | --no-png]
+
+It also draws the run (request rate, p50/p95/p99 of duration_us over time,
+from the points in InfluxDB) with gnuplot into demo-run/demo.png.
 
 Exit status: 0 when every check passed, 1 when a check failed, 2 when the
 demo could not run (a server did not start, the module is not built, ...).
@@ -23,6 +27,7 @@ import argparse
 import os
 import re
 import signal
+import subprocess
 import sys
 import time
 
@@ -54,6 +59,9 @@ FLUSHER_EXIT = re.compile(r"IMX0100: flusher exit: (.*)$")
 # summed and shown too.
 STAT_FIELDS = ("recorded", "sent", "rejected", "dropped_full", "dropped_exit",
                "retries", "batches", "bytes")
+
+GNUPLOT = "/usr/bin/gnuplot"
+DEFAULT_PNG = os.path.join(REPO_ROOT, "demo-run", "demo.png")
 
 
 class Stop(Exception):
@@ -120,6 +128,93 @@ def influx_groups(influx):
     return (overall[0] if overall else None), groups
 
 
+def plot_interval(seconds):
+    """GROUP BY time() interval: 1s, or finer for a short run, so that the
+    picture has at least about 20 intervals."""
+    for name, length in (("1s", 1.0), ("500ms", 0.5), ("200ms", 0.2), ("100ms", 0.1)):
+        if seconds / length >= 20:
+            return name, length
+    return "50ms", 0.05
+
+
+def parse_interval(text):
+    """'1s', '500ms', '100ms' ... -> (text, seconds), for GROUP BY time()."""
+    m = re.match(r"^(\d+)(ms|s|m)$", text or "")
+    if not m or int(m.group(1)) == 0:
+        raise ValueError("interval %r: want e.g. 1s, 500ms or 1m" % text)
+    return text, int(m.group(1)) * {"ms": 0.001, "s": 1.0, "m": 60.0}[m.group(2)]
+
+
+def plot_run(influx, png, t_start_ns, t_end_ns, title, interval=None):
+    """Request rate and p50/p95/p99 of duration_us over the run, computed by
+    InfluxDB from the raw points (count() and percentile() GROUP BY
+    time()), drawn by gnuplot into png. t_start_ns/t_end_ns: when the
+    traffic started and ended (wall clock). Returns a line to print."""
+    if not os.path.exists(GNUPLOT):
+        return "no picture: gnuplot is not installed (apt-get install gnuplot-nox)"
+    if interval:
+        name, length = parse_interval(interval)
+    else:
+        name, length = plot_interval((t_end_ns - t_start_ns) / 1e9)
+    # A second either side: every point of the run, whatever its timestamp.
+    q = ("SELECT count(duration_us) AS n, percentile(duration_us, 50) AS p50, "
+         "percentile(duration_us, 95) AS p95, percentile(duration_us, 99) AS p99 "
+         "FROM %s WHERE time >= %d AND time <= %d GROUP BY time(%s) fill(none)"
+         % (harness.quote_ident(MEASUREMENT), t_start_ns - 10 ** 9,
+            t_end_ns + 10 ** 9, name))
+    res = influx.query(q, db=DB, epoch="ms")
+    series = res["results"][0].get("series") or []
+    if not series:
+        return "no picture: InfluxDB returned no intervals"
+    cols = series[0]["columns"]
+    rows = [dict(zip(cols, v)) for v in series[0]["values"]]
+    os.makedirs(os.path.dirname(os.path.abspath(png)), exist_ok=True)
+    dat = os.path.splitext(png)[0] + ".dat"
+    t0_ms = t_start_ns / 1e6
+    xs = [(r["time"] - t0_ms) / 1000.0 + length / 2 for r in rows]
+    with open(dat, "w") as f:
+        f.write("# seconds since the traffic started (middle of the interval), "
+                "requests/s, p50 p95 p99 (ms) per %s interval, from: %s\n" % (name, q))
+        for x, r in zip(xs, rows):
+            f.write("%.3f %.1f %.3f %.3f %.3f\n" % (
+                x, r["n"] / length, r["p50"] / 1000.0, r["p95"] / 1000.0,
+                r["p99"] / 1000.0))
+    xlo = min(0.0, xs[0] - length / 2)
+    xhi = max((t_end_ns - t_start_ns) / 1e9, xs[-1] + length / 2)
+    script = [
+        "set terminal pngcairo noenhanced size 1000,640 font 'DejaVu Sans,10'",
+        "set output '%s'" % png.replace("'", "''"),
+        "set multiplot layout 2,1 title '%s'" % title.replace("'", "''"),
+        "set grid ytics",
+        "set key top right",
+        "set xrange [%g:%g]" % (xlo, xhi),
+        "set lmargin 12",
+        "set ylabel 'requests/s'",
+        "set yrange [0:*]",
+        "set offsets 0, 0, graph 0.2, 0",       # room for the key
+        "set style fill solid 0.6 border -1",
+        "set boxwidth %g absolute" % (length * 0.9),
+        "plot '%s' using 1:2 with boxes lc rgb '#2a7ab0' title 'count(duration_us) / %s'"
+        % (dat, name),
+        "set ylabel 'duration (ms)'",
+        "set xlabel 'seconds since the traffic started'",
+        "set logscale y",
+        "set yrange [*:*]",
+        "set key top center horizontal",
+        "set offsets 0, 0, graph 0.15, 0",      # room for the key
+        "plot '%s' using 1:5 with linespoints pt 7 ps 0.5 lc rgb '#cc3333' title 'p99', "
+        "'' using 1:4 with linespoints pt 7 ps 0.5 lc rgb '#e69f00' title 'p95', "
+        "'' using 1:3 with linespoints pt 7 ps 0.5 lc rgb '#009e73' title 'p50'" % dat,
+        "unset multiplot",
+    ]
+    p = subprocess.run([GNUPLOT], input="\n".join(script).encode(),
+                       stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=60)
+    if p.returncode != 0:
+        return "no picture: gnuplot failed: %s" % p.stdout.decode(errors="replace")[-500:]
+    return "picture: %s (%d intervals of %s; data in %s)" % (
+        os.path.relpath(png), len(rows), name, os.path.relpath(dat))
+
+
 def fmt_us(v):
     return "-" if v is None else "%d" % v
 
@@ -138,12 +233,25 @@ def main():
                          "URLs, at least 1 each (default 20)")
     ap.add_argument("--mpm", choices=sorted(harness.DEFAULT_MPM_CONF), default="event",
                     help="Apache's multi-processing module (default event)")
+    ap.add_argument("--png", default=DEFAULT_PNG, metavar="FILE",
+                    help="where to draw the run: request rate and p50/p95/p99 "
+                         "over time, from InfluxDB (default demo-run/demo.png)")
+    ap.add_argument("--png-interval", metavar="DURATION",
+                    help="GROUP BY time() of the picture, e.g. 1s or 200ms "
+                         "(default 1s, finer when the traffic lasted less than "
+                         "20 s)")
+    ap.add_argument("--no-png", action="store_true", help="draw nothing")
     ap.add_argument("--keep", action="store_true",
                     help="after the report, start Apache again and keep both "
                          "servers running until Ctrl-C, printing their URLs")
     args = ap.parse_args()
     if args.requests < 1 or args.concurrency < 1:
         ap.error("--requests and --concurrency must be at least 1")
+    if args.png_interval:
+        try:
+            parse_interval(args.png_interval)
+        except ValueError as e:
+            ap.error(str(e))
 
     if not os.path.exists(harness.MODULE_SO):
         print("demo: %s is missing: run `make` first (scripts/demo.sh does)"
@@ -193,6 +301,7 @@ def main():
               % (args.requests, sum(min(c, n) for c, n in zip(cs, ns) if n)))
         base = httpd.url.rstrip("/")
         t0 = time.monotonic()
+        traffic_start_ns = time.time_ns()
         for (share, opts, path, what), n, c in zip(MIX, ns, cs):
             if n == 0:
                 continue
@@ -211,6 +320,7 @@ def main():
                                                       harness._tail(res.output, 10)))
         runs = []
         elapsed = time.monotonic() - t0
+        traffic_end_ns = time.time_ns()
         print("  ab: %d complete, %d failed, in %.1f s (%.0f req/s)"
               % (completed, failed, elapsed, completed / elapsed if elapsed else 0))
         # A request is logged just after its response went out.
@@ -302,6 +412,15 @@ def main():
         keep_dirs = not ok
         for name, passed, detail in checks:
             print("%s: %s" % (name, "OK" if passed else "FAIL (%s)" % detail))
+        if not args.no_png:
+            try:
+                print(plot_run(
+                    influx, args.png, traffic_start_ns, traffic_end_ns,
+                    "mod_influx_metrics demo: %d requests served (%s MPM), "
+                    "from the %d points in InfluxDB" % (served, args.mpm, stored),
+                    args.png_interval))
+            except Exception as e:  # noqa: BLE001 - the report above stands
+                print("no picture: %s: %s" % (type(e).__name__, e))
         print("demo %s in %.1f s" % ("passed" if ok else "FAILED",
                                      time.monotonic() - t_start))
 

@@ -4,9 +4,10 @@
 # then runs scripts/demo.py: a private InfluxDB 1.x and a private Apache
 # (event MPM) with the module on 127.0.0.1, real traffic from ab, a graceful
 # stop, and a report of requests served vs. points sent vs. points stored,
-# with p50/p95/p99 computed by InfluxDB from the raw points.
+# with p50/p95/p99 computed by InfluxDB from the raw points, drawn over time
+# into demo-run/demo.png (gnuplot).
 #
-#   ./scripts/demo.sh [--requests N] [--concurrency C] [--keep]
+#   ./scripts/demo.sh [--requests N] [--concurrency C] [--keep] [--png FILE]
 #
 # Exit status 0 when every check passed. Everything started is stopped by PID.
 set -eu
@@ -17,7 +18,7 @@ for a in "$@"; do
             if [ -x /usr/bin/python3 ]; then
                 exec /usr/bin/python3 scripts/demo.py --help
             fi
-            sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'
+            sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'
             exit 0 ;;
     esac
 done
