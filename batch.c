@@ -890,6 +890,7 @@ static void rq_add(imx_engine_t *e, const char *data, size_t len, uint32_t n,
 
 static int send_data(imx_engine_t *e, const char *data, size_t len, uint32_t n,
                      uint32_t extra, apr_time_t first_fail, imx_send_info_t *info);
+static size_t cut_half(const char *data, size_t len, uint32_t half);
 
 /* 413: sends the two halves (cut at a line boundary) at once, each split
  * again if need be. They are not queued: a small retry buffer would evict one
@@ -899,21 +900,13 @@ static int send_data(imx_engine_t *e, const char *data, size_t len, uint32_t n,
 static int send_halves(imx_engine_t *e, const char *data, size_t len, uint32_t n,
                        uint32_t extra, apr_time_t first_fail)
 {
-    uint32_t lines = n + extra, half = lines / 2, seen = 0;
+    uint32_t lines = n + extra, half = lines / 2;
     uint32_t extra1 = extra < half ? extra : half;  /* extra lines come first */
-    size_t cut = 0;
+    size_t cut;
     imx_send_info_t info;
 
-    if (lines < 2) {
+    if (lines < 2 || !(cut = cut_half(data, len, half))) {
         return 0;
-    }
-    while (seen < half) {
-        const char *nl = memchr(data + cut, '\n', len - cut);
-        if (!nl) {
-            return 0;           /* fewer lines than counted: refuse, don't guess */
-        }
-        cut = (size_t)(nl - data) + 1;
-        seen++;
     }
     if (!send_data(e, data, cut, half - extra1, extra1, first_fail, &info)) {
         rq_add(e, data, cut, half - extra1, extra1, first_fail, info.maybe_stored);
@@ -926,10 +919,14 @@ static int send_halves(imx_engine_t *e, const char *data, size_t len, uint32_t n
     return 1;
 }
 
-/* Sends one batch. Returns 1 when it is settled (stored, refused or split),
- * 0 when it must be retried (the caller keeps it). */
-static int send_data(imx_engine_t *e, const char *data, size_t len, uint32_t n,
-                     uint32_t extra, apr_time_t first_fail, imx_send_info_t *info)
+/* POSTs data (gzipped if configured) and keeps what every answer means for
+ * the engine as a whole: successes reset the failure streak, failures set
+ * the backoff. `sending`: points of this engine's own the POST carries (for
+ * the status page); `what`: the subject of failure messages. The caller
+ * counts the points by the result. */
+static imx_send_result_t post_body(imx_engine_t *e, const char *data, size_t len,
+                                   uint32_t n, uint32_t sending, const char *what,
+                                   imx_send_info_t *info, size_t *blen_out)
 {
     const char *body = data;
     size_t blen = len;
@@ -947,37 +944,82 @@ static int send_data(imx_engine_t *e, const char *data, size_t len, uint32_t n,
     }
     /* Each send is bounded by the sender's own timeout; at shutdown also by
      * what is left of shutdown_timeout. */
-    atomic_store_explicit(&e->c->sending, n, memory_order_relaxed);
+    atomic_store_explicit(&e->c->sending, sending, memory_order_relaxed);
     res = e->conf.send(e->conf.send_ctx, body, blen, gz, atomic_load(&e->send_deadline), info);
     atomic_store_explicit(&e->c->sending, 0, memory_order_relaxed);
+    *blen_out = blen;
     switch (res) {
     case IMX_SEND_OK:
-        atomic_fetch_add_explicit(&e->c->sent, n, memory_order_relaxed);
+    case IMX_SEND_PARTIAL:
         atomic_fetch_add_explicit(&e->c->batches, 1, memory_order_relaxed);
-        atomic_fetch_add_explicit(&e->c->bytes, blen, memory_order_relaxed);
-        atomic_store(&e->c->last_ok, apr_time_now());
-        if (e->attempt) {
-            logf_(e, IMX_LOG_NOTICE, "backend accepts writes again after %u failed attempts",
-                  e->attempt);
-            e->last_fail_log = 0;
+        if (res == IMX_SEND_OK) {
+            atomic_fetch_add_explicit(&e->c->bytes, blen, memory_order_relaxed);
+            atomic_store(&e->c->last_ok, apr_time_now());
+            if (e->attempt) {
+                logf_(e, IMX_LOG_NOTICE, "backend accepts writes again after %u failed "
+                      "attempts", e->attempt);
+                e->last_fail_log = 0;
+            }
+        }
+        else {
+            if (info->dropped > n) {
+                info->dropped = n;
+            }
+            note_failure(e, what, n, info->err);   /* "... stored part of" */
         }
         e->attempt = 0;
+        break;
+    case IMX_SEND_TOO_LARGE:
+        break;
+    case IMX_SEND_REJECT:
+        e->attempt = 0;
+        break;
+    default:
+        atomic_fetch_add_explicit(&e->c->retries, 1, memory_order_relaxed);
+        e->attempt++;
+        e->retry_at = apr_time_now() + backoff(e, info);
+        break;
+    }
+    return res;
+}
+
+/* Where to cut `lines` lines of data in two (after the first `half`), or 0
+ * when there are fewer lines than counted: refuse, don't guess. */
+static size_t cut_half(const char *data, size_t len, uint32_t half)
+{
+    size_t cut = 0;
+
+    for (uint32_t seen = 0; seen < half; seen++) {
+        const char *nl = memchr(data + cut, '\n', len - cut);
+        if (!nl) {
+            return 0;
+        }
+        cut = (size_t)(nl - data) + 1;
+    }
+    return cut;
+}
+
+/* Sends one batch. Returns 1 when it is settled (stored, refused or split),
+ * 0 when it must be retried (the caller keeps it). */
+static int send_data(imx_engine_t *e, const char *data, size_t len, uint32_t n,
+                     uint32_t extra, apr_time_t first_fail, imx_send_info_t *info)
+{
+    size_t blen;
+
+    switch (post_body(e, data, len, n, n, "backend stored part of", info, &blen)) {
+    case IMX_SEND_OK:
+        atomic_fetch_add_explicit(&e->c->sent, n, memory_order_relaxed);
         return 1;
     case IMX_SEND_PARTIAL:
-        if (info->dropped > n) {
-            info->dropped = n;
-        }
         atomic_fetch_add_explicit(&e->c->sent, n - info->dropped, memory_order_relaxed);
         atomic_fetch_add_explicit(&e->c->rejected, info->dropped, memory_order_relaxed);
-        atomic_fetch_add_explicit(&e->c->batches, 1, memory_order_relaxed);
-        note_failure(e, "backend stored part of", n, info->err);
-        e->attempt = 0;
         return 1;
     case IMX_SEND_TOO_LARGE:
         logf_(e, IMX_LOG_WARNING, "backend refused %zu bytes as too large; "
               "sending the batch in halves (consider a smaller InfluxMetricsBatchSize)",
               blen);
         if (send_halves(e, data, len, n, extra, first_fail)) {
+            e->attempt = 0;
             return 1;
         }
         /* a single line too large is refused for good */
@@ -988,10 +1030,7 @@ static int send_data(imx_engine_t *e, const char *data, size_t len, uint32_t n,
         e->attempt = 0;
         return 1;
     default:
-        atomic_fetch_add_explicit(&e->c->retries, 1, memory_order_relaxed);
-        e->attempt++;
         note_failure(e, "will retry", n, info->err);
-        e->retry_at = apr_time_now() + backoff(e, info);
         return 0;
     }
 }
@@ -1114,60 +1153,24 @@ static int spool_post(imx_engine_t *e, const char *data, size_t len, uint32_t n,
                       uint32_t extra, uint64_t *stored, uint64_t *refused,
                       imx_send_info_t *info)
 {
-    const char *body = data;
-    size_t blen = len;
-    int gz = 0;
-    imx_send_result_t res;
+    size_t blen;
 
-    memset(info, 0, sizeof(*info));
-    if (e->conf.gzip) {
-        size_t zl = gzip_data(e, data, len);
-        if (zl) {
-            body = (const char *)e->gz;
-            blen = zl;
-            gz = 1;
-        }
-    }
-    res = e->conf.send(e->conf.send_ctx, body, blen, gz, atomic_load(&e->send_deadline), info);
-    switch (res) {
+    switch (post_body(e, data, len, n, 0, "spooled: backend stored part of", info, &blen)) {
     case IMX_SEND_OK:
         *stored += n;
-        atomic_fetch_add_explicit(&e->c->batches, 1, memory_order_relaxed);
-        atomic_fetch_add_explicit(&e->c->bytes, blen, memory_order_relaxed);
-        atomic_store(&e->c->last_ok, apr_time_now());
-        if (e->attempt) {
-            logf_(e, IMX_LOG_NOTICE, "backend accepts writes again after %u failed attempts",
-                  e->attempt);
-            e->last_fail_log = 0;
-        }
-        e->attempt = 0;
         return 1;
     case IMX_SEND_PARTIAL:
-        if (info->dropped > n) {
-            info->dropped = n;
-        }
         *stored += n - info->dropped;
         *refused += info->dropped;
-        atomic_fetch_add_explicit(&e->c->batches, 1, memory_order_relaxed);
-        note_failure(e, "spooled: backend stored part of", n, info->err);
-        e->attempt = 0;
         return 1;
     case IMX_SEND_TOO_LARGE: {
-        /* In halves (cut at a line boundary, the other lines first), each
-         * split again if need be; the file is settled only when all are. */
-        uint32_t lines = n + extra, half = lines / 2, seen = 0;
+        /* In halves (the other lines first), each split again if need be;
+         * the file is settled only when all are. */
+        uint32_t lines = n + extra, half = lines / 2;
         uint32_t extra1 = extra < half ? extra : half;
-        size_t cut = 0;
+        size_t cut;
 
-        while (lines >= 2 && seen < half) {
-            const char *nl = memchr(data + cut, '\n', len - cut);
-            if (!nl) {
-                break;
-            }
-            cut = (size_t)(nl - data) + 1;
-            seen++;
-        }
-        if (lines >= 2 && seen == half) {
+        if (lines >= 2 && (cut = cut_half(data, len, half))) {
             logf_(e, IMX_LOG_WARNING, "backend refused %zu bytes of spooled points as too "
                   "large; sending them in halves", blen);
             return spool_post(e, data, cut, half - extra1, extra1, stored, refused, info)
@@ -1182,10 +1185,7 @@ static int spool_post(imx_engine_t *e, const char *data, size_t len, uint32_t n,
         e->attempt = 0;
         return 1;
     default:
-        atomic_fetch_add_explicit(&e->c->retries, 1, memory_order_relaxed);
-        e->attempt++;
         note_failure(e, "spooled: will retry", n, info->err);
-        e->retry_at = apr_time_now() + backoff(e, info);
         return 0;
     }
 }

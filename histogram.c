@@ -15,6 +15,7 @@
  * request is counted in exactly one summary, whatever the timing, and the
  * child tables never grow stale sums to compare against.
  */
+#include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -138,11 +139,20 @@ static imx_hist_series_t *find(imx_hist_table_t *t, uint32_t key, int create)
         uint32_t e = atomic_load_explicit(&index[h], memory_order_acquire), i;
         imx_hist_series_t *s;
 
-        for (int spin = 0; e == BUSY && spin < 1000; spin++) {
+        /* Its claimer publishes within a few instructions, unless it was
+         * preempted: then wait, yielding, rather than claim a second body
+         * for what may be the same key (enough of those fill the table and
+         * push requests into overflow). A claim happens once per series and
+         * process, so this wait is rare; bounded (about a few ms) for a
+         * claimer that died. */
+        for (int spin = 0; e == BUSY && spin < 100000; spin++) {
+            if ((spin & 63) == 63) {
+                sched_yield();
+            }
             e = atomic_load_explicit(&index[h], memory_order_acquire);
         }
         if (e == BUSY) {
-            continue;           /* its claimer is slow, or died: look further */
+            continue;           /* its claimer died: look further */
         }
         if (e) {
             if (e - 1 < t->cap && atomic_load_explicit(&keys[e - 1], memory_order_relaxed) == key) {
