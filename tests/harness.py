@@ -836,6 +836,8 @@ BAD_PATTERNS = [
     r"double free|free\(\): invalid|malloc\(\)|stack smashing|Aborted",
 ]
 BAD_LEVELS = ("error", "crit", "alert", "emerg")
+# Pause before stopping a threaded MPM (see Httpd.stop).
+STOP_SETTLE_S = 0.15
 # httpd's event MPM, stopping a child (restart, stop) under keep-alive load,
 # can log that it could not add a finished connection to its pollset, which
 # is being torn down (EBADF). The request was served and logged; seen with
@@ -1183,6 +1185,15 @@ MaxKeepAliveRequests 0
         Returns the parent's exit status."""
         if self.proc is not None:
             if self.proc.poll() is None:
+                if self.mpm != "prefork":
+                    # httpd 2.4's threaded MPMs can crash a child whose main
+                    # thread closes worker sockets (ungraceful stop) while a
+                    # worker frees a connection the client just closed (a
+                    # core showed event's main thread in apr_os_sock_get,
+                    # workers destroying their allocators; seen without this
+                    # module too). Tests close their last connection and stop
+                    # at once; a moment lets the workers finish first.
+                    time.sleep(STOP_SETTLE_S)
                 self._remember_children()
                 self.proc.send_signal(signal.SIGTERM)
                 deadline = time.monotonic() + timeout

@@ -176,7 +176,8 @@ def test_httpd_graceful_under_load(httpd_factory, mpm):
     run = AbBackground(h.url + "small.txt", 3000, 4, keepalive=False)
     wait_until(lambda: h.access_log_count() >= 300, 20)
     h.graceful()
-    assert set(h.child_pids()) - old, "no new generation of children"
+    # The new generation answers before all its children show in /proc.
+    wait_until(lambda: set(h.child_pids()) - old, 10, message="no new generation of children")
     res = run.wait(timeout=120)
     assert res.complete == 3000 and res.failed == 0 and res.non2xx == 0, res.output
     assert h.wait_access_log_count(3000) == 3000
