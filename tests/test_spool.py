@@ -382,6 +382,7 @@ def test_full_spool_drops_the_oldest(module_built, private_influx, httpd_factory
 # --------------------------------------------------------------------------
 # The directives
 
+@pytest.mark.allowed_errors(*OUTAGE_ERRORS)
 def test_spool_dir_configtest(module_built, httpd_factory):
     """configtest refuses a spool directory that cannot be made right,
     naming the directive and the reason; a bad InfluxMetricsSpoolSize is
