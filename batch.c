@@ -324,16 +324,11 @@ void imx_counters_read(const imx_counters_t *c, imx_stats_t *st)
     /* Points moved to another engine count as that one's. */
     st->recorded = atomic_load(&c->recorded) - c->base + late - atomic_load(&c->moved);
     st->lost = atomic_load(&c->lost);
-    {
-        uint64_t head = atomic_load(&c->recorded), taken = atomic_load(&c->taken);
-        st->in_ring = head > taken ? head - taken : 0;
-    }
     st->dropped_full = atomic_load(&c->dropped_full);
     st->maybe_stored = atomic_load(&c->maybe_stored);
     st->retries = atomic_load(&c->retries);
     st->batches = atomic_load(&c->batches);
     st->bytes = atomic_load(&c->bytes);
-    st->sending = atomic_load(&c->sending);
     st->retry_bytes = atomic_load(&c->retry_bytes);
     st->last_ok = atomic_load(&c->last_ok);
     st->last_error_time = atomic_load(&c->last_error_time);
@@ -921,8 +916,9 @@ static int send_halves(imx_engine_t *e, const char *data, size_t len, uint32_t n
 
 /* POSTs data (gzipped if configured) and keeps what every answer means for
  * the engine as a whole: successes reset the failure streak, failures set
- * the backoff. `sending`: points of this engine's own the POST carries (for
- * the status page); `what`: the subject of failure messages. The caller
+ * the backoff. `sending`: points of this engine's own the POST carries (if
+ * the process dies meanwhile, they may have been stored: maybe_stored);
+ * `what`: the subject of failure messages. The caller
  * counts the points by the result. */
 static imx_send_result_t post_body(imx_engine_t *e, const char *data, size_t len,
                                    uint32_t n, uint32_t sending, const char *what,

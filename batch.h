@@ -260,8 +260,6 @@ struct imx_stats {
     uint64_t batches;           /* successful sends */
     uint64_t bytes;             /* body bytes of successful sends */
     uint64_t buffered;          /* points held: recorded and not settled */
-    uint64_t sending;           /* of those, in the POST under way */
-    uint64_t in_ring;           /* of those, still in the ring */
     uint64_t lost;              /* half-written cells found after it died */
     uint64_t retry_bytes;       /* bytes held in the retry buffer */
     apr_time_t last_ok;         /* last successful send, or 0 */

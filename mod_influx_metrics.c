@@ -1436,9 +1436,7 @@ static void ring_init(server_rec *s, const imx_srv_conf_t *mc)
     int created;
 
     sizes(mc, &cap, &batch);
-    for (ring_cap = 2; ring_cap < cap; ring_cap <<= 1) {
-        ;
-    }
+    ring_cap = cap;
     ring_shm = imx_shm_once(s, apr_psprintf(s->process->pool, "imx_ring_shm_%u", ring_cap),
                             (apr_size_t)nslots * ring_cap * 64, &created);
     if (!ring_shm) {
@@ -1602,10 +1600,17 @@ static void flusher_exit(void *ctx)
  * explicit larger one is refused by check_config). */
 static void sizes(const imx_srv_conf_t *mc, uint32_t *cap, uint32_t *batch)
 {
-    *cap = (uint32_t)(mc->buffer_size != UNSET ? mc->buffer_size : default_buffer_size());
+    uint32_t want = (uint32_t)(mc->buffer_size != UNSET ? mc->buffer_size
+                                                          : default_buffer_size());
+
     *batch = (uint32_t)(mc->batch_size != UNSET ? mc->batch_size : DEF_BATCH_SIZE);
-    if (mc->batch_size == UNSET && *batch > *cap / 2) {
-        *batch = *cap / 2;
+    if (mc->batch_size == UNSET && *batch > want / 2) {
+        *batch = want / 2;
+    }
+    /* The ring holds a power of two of records (as the engine would round
+     * it), so this is what the rings, the status page and the engine see. */
+    for (*cap = 2; *cap < want; *cap <<= 1) {
+        ;
     }
 }
 
@@ -1652,7 +1657,8 @@ static void imx_child_init(apr_pool_t *pchild, server_rec *s)
     }
     memset(&ec, 0, sizeof(ec));
     ec.line_prefix = line_prefix;
-    sizes(mc, &ec.capacity, &ec.batch_size);
+    sizes(mc, &cap, &ec.batch_size);
+    ec.capacity = cap;
     ec.flush_interval = mc->flush_interval != UNSET ? mc->flush_interval : DEF_FLUSH_INTERVAL;
     ec.shutdown_timeout = SHUTDOWN_TIMEOUT;
     ec.retry_interval = RETRY_INTERVAL;
@@ -1661,10 +1667,6 @@ static void imx_child_init(apr_pool_t *pchild, server_rec *s)
     ec.retry_max_time = mc->retry_max_time != UNSET ? mc->retry_max_time : DEF_RETRY_MAX_TIME;
     ec.retry_buffer = (size_t)(mc->retry_buffer != UNSET ? mc->retry_buffer : DEF_RETRY_BUFFER);
     ec.gzip = mc->gzip != UNSET ? mc->gzip : DEF_GZIP;
-    /* The engine rounds the ring up to a power of two; report what it holds. */
-    for (cap = 2; cap < ec.capacity; cap <<= 1) {
-        ;
-    }
     {
         ap_generation_t gen = 0;
 
@@ -1675,7 +1677,6 @@ static void imx_child_init(apr_pool_t *pchild, server_rec *s)
         if (slot >= 0 && ring_shm && cap == ring_cap) {
             /* The segment is 64-aligned and each ring a multiple of 64. */
             ec.cells = ring_shm + (size_t)slot * ring_cap * 64;
-            ec.capacity = ring_cap;
         }
     }
     if (slot >= 0) {

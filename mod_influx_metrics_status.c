@@ -114,6 +114,12 @@ typedef struct {
 
 /* The header sits right before the data, which is 64-byte aligned (APR's
  * anonymous segments start 8 bytes into the page). */
+/* The userdata key of segment `key` for this layout version. */
+static const char *versioned(apr_pool_t *pp, const char *key)
+{
+    return apr_psprintf(pp, "%s_v%d", key, SHM_VERSION);
+}
+
 static shm_hdr_t *hdr_of(void *data)
 {
     return (shm_hdr_t *)((char *)data - sizeof(shm_hdr_t));
@@ -122,7 +128,7 @@ static shm_hdr_t *hdr_of(void *data)
 void *imx_shm_once(server_rec *s, const char *key, apr_size_t size, int *created)
 {
     apr_pool_t *pp = s->process->pool;
-    const char *vkey = apr_psprintf(pp, "%s_v%d", key, SHM_VERSION);
+    const char *vkey = versioned(pp, key);
     void *data = NULL;
     apr_shm_t *seg;
     shm_hdr_t *h;
@@ -161,7 +167,7 @@ void *imx_shm_find(server_rec *s, const char *key)
     apr_pool_t *pp = s->process->pool;
     void *data = NULL;
 
-    apr_pool_userdata_get(&data, apr_psprintf(pp, "%s_v%d", key, SHM_VERSION), pp);
+    apr_pool_userdata_get(&data, versioned(pp, key), pp);
     return data;
 }
 

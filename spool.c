@@ -464,6 +464,27 @@ static void move_aside(imx_spool_t *sp, const char *name, uint64_t size, int hdr
     }
 }
 
+/* Locks a candidate file for this process (lock_file). One that cannot be a
+ * spool file is moved aside, counted in *bad, closed, and given back as
+ * C_BAD. */
+static int take_file(imx_spool_t *sp, const char *name, int *fd, struct stat *st,
+                     imx_spool_drop_t *bad)
+{
+    imx_spool_hdr_t h;
+    char why[160];
+    int rv = lock_file(sp, name, fd, st, why, sizeof(why));
+
+    if (rv == C_BAD) {
+        memset(&h, 0, sizeof(h));
+        move_aside(sp, name, *fd >= 0 ? (uint64_t)st->st_size : 0, 0, &h, why, bad);
+        if (*fd >= 0) {
+            close(*fd);
+            *fd = -1;
+        }
+    }
+    return rv;
+}
+
 static int ensure_rbuf(imx_spool_t *sp, size_t need)
 {
     unsigned char *nb;
@@ -499,18 +520,11 @@ int imx_spool_claim(imx_spool_t *sp, imx_spool_file_t *f, imx_spool_drop_t *bad)
         if (!name) {
             return 0;
         }
-        rv = lock_file(sp, name, &fd, &st, why, sizeof(why));
-        if (rv == C_GONE || rv == C_BUSY) {
-            continue;
+        rv = take_file(sp, name, &fd, &st, bad);
+        if (rv != C_OK) {
+            continue;           /* gone, busy, or set aside */
         }
         memset(&h, 0, sizeof(h));
-        if (rv == C_BAD) {
-            move_aside(sp, name, fd >= 0 ? (uint64_t)st.st_size : 0, 0, &h, why, bad);
-            if (fd >= 0) {
-                close(fd);
-            }
-            continue;
-        }
         if ((uint64_t)st.st_size > IMX_SPOOL_HDR + IMX_SPOOL_MAX_PAYLOAD) {
             move_aside(sp, name, (uint64_t)st.st_size, 0, &h, "too large for a spool file",
                        bad);
@@ -610,7 +624,6 @@ static int evict_oldest(imx_spool_t *sp, imx_spool_drop_t *ev)
         const char *name = next_candidate(sp, &scans);
         unsigned char hdr[IMX_SPOOL_HDR];
         imx_spool_hdr_t h;
-        char why[160];
         struct stat st;
         ssize_t got;
         imx_spool_check_t c;
@@ -619,18 +632,14 @@ static int evict_oldest(imx_spool_t *sp, imx_spool_drop_t *ev)
         if (!name) {
             return 0;
         }
-        rv = lock_file(sp, name, &fd, &st, why, sizeof(why));
-        if (rv == C_GONE || rv == C_BUSY) {
+        rv = take_file(sp, name, &fd, &st, ev);
+        if (rv == C_BAD) {
+            return 1;           /* set aside: room made */
+        }
+        if (rv != C_OK) {
             continue;
         }
         memset(&h, 0, sizeof(h));
-        if (rv == C_BAD) {
-            move_aside(sp, name, fd >= 0 ? (uint64_t)st.st_size : 0, 0, &h, why, ev);
-            if (fd >= 0) {
-                close(fd);
-            }
-            return 1;
-        }
         got = pread(fd, hdr, sizeof(hdr), 0);
         c = imx_spool_check_header(hdr, got > 0 ? (size_t)got : 0, &h);
         if (c == IMX_SPOOL_VALID && (uint64_t)st.st_size != IMX_SPOOL_HDR + h.len) {
