@@ -43,6 +43,16 @@ def spool_files(spool, suffix=".spool"):
         return []
 
 
+def back_and_count(h, ix):
+    """The backend back: waits until nothing is held or spooled, stops httpd,
+    and returns (served, stored, totals of the exit lines, status when
+    settled)."""
+    ix.start_again()
+    st = wait_settled(h)
+    h.stop()
+    return (served(h), ix.count("spool", "apache_request"), totals(flusher_exits(h)), st)
+
+
 def wait_settled(h, timeout=25):
     """Until nothing is held in memory or in the spool."""
     def settled():
@@ -107,11 +117,7 @@ def test_full_restart_during_outage(module_built, private_influx, httpd_factory)
         h.start()
         time.sleep(1.5)
     assert run.results
-    ix.start_again()
-    st = wait_settled(h)
-    h.stop()
-    n, stored = served(h), ix.count("spool", "apache_request")
-    tot = totals(flusher_exits(h))
+    n, stored, tot, st = back_and_count(h, ix)
     print("served %d stored %d, %d files spooled at the stop, exit lines %s, status %s"
           % (n, stored, len(in_spool), tot, {k: st[k] for k in
                                              ("to_spool", "unspooled", "dropped_spool")}))
@@ -162,11 +168,7 @@ def test_graceful_and_recycling_during_outage(module_built, private_influx, http
         time.sleep(1.0)
         during = imx_status(h)
     assert run.results
-    ix.start_again()
-    st = wait_settled(h)
-    h.stop()
-    n, stored = served(h), ix.count("spool", "apache_request")
-    tot = totals(flusher_exits(h))
+    n, stored, tot, st = back_and_count(h, ix)
     print("%s: served %d stored %d, %d exits %s" % (mpm, n, stored, len(flusher_exits(h)), tot))
     assert during["to_spool"] > 0, during
     assert stored == n, (stored, n, tot)
