@@ -652,8 +652,13 @@ static void set_error(imx_engine_t *e, const char *err)
     atomic_store(&e->c->last_error_time, apr_time_now());
 }
 
-static void note_failure(imx_engine_t *e, const char *what, uint32_t n, const char *err)
+/* extra: the summary and self-metric lines in the batch, named apart so that
+ * "a batch of 0 points" never reads as a bug when only those were in it. */
+static void note_failure(imx_engine_t *e, const char *what, uint32_t n, uint32_t extra,
+                         const char *err)
 {
+    char more[48] = "";
+
     apr_time_t now = apr_time_now();
 
     set_error(e, *err ? err : what);
@@ -661,8 +666,11 @@ static void note_failure(imx_engine_t *e, const char *what, uint32_t n, const ch
         e->fails_unlogged++;
         return;
     }
-    logf_(e, IMX_LOG_ERR, "%s a batch of %u points%s%s (%lu more failures since the last report)",
-          what, n, *err ? ": " : "", err, e->fails_unlogged);
+    if (extra) {
+        snprintf(more, sizeof(more), " and %u summary/self lines", extra);
+    }
+    logf_(e, IMX_LOG_ERR, "%s a batch of %u points%s%s%s (%lu more failures since the last "
+          "report)", what, n, more, *err ? ": " : "", err, e->fails_unlogged);
     e->last_fail_log = now;
     e->fails_unlogged = 0;
 }
@@ -852,17 +860,17 @@ static void rq_add(imx_engine_t *e, const char *data, size_t len, uint32_t n,
             return;
         }
         count_drop(e, &e->c->dropped_retry, n, maybe);
-        note_failure(e, "dropped (retry buffer too small for it)", n, "");
+        note_failure(e, "dropped (retry buffer too small for it)", n, extra, "");
         return;
     }
     if (e->conf.spool && e->rq_head && e->rq_bytes + need > e->conf.retry_buffer) {
         spill(e, need);
     }
     while (e->rq_head && e->rq_bytes + need > e->conf.retry_buffer) {
-        uint32_t old = e->rq_head->n;
+        uint32_t old = e->rq_head->n, old_extra = e->rq_head->extra;
         count_drop(e, &e->c->dropped_retry, old, e->rq_head->maybe_stored);
         rq_pop(e);
-        note_failure(e, "retry buffer full, dropped the oldest", old, "");
+        note_failure(e, "retry buffer full, dropped the oldest", old, old_extra, "");
     }
     memcpy(rb->data, data, len);
     rb->len = len;
@@ -961,7 +969,7 @@ static imx_send_result_t post_body(imx_engine_t *e, const char *data, size_t len
             if (info->dropped > n) {
                 info->dropped = n;
             }
-            note_failure(e, what, n, info->err);   /* "... stored part of" */
+            note_failure(e, what, n, 0, info->err);   /* "... stored part of" */
         }
         e->attempt = 0;
         break;
@@ -1022,11 +1030,11 @@ static int send_data(imx_engine_t *e, const char *data, size_t len, uint32_t n,
         __attribute__((fallthrough));
     case IMX_SEND_REJECT:
         atomic_fetch_add_explicit(&e->c->rejected, n, memory_order_relaxed);
-        note_failure(e, "backend rejected", n, info->err);
+        note_failure(e, "backend rejected", n, extra, info->err);
         e->attempt = 0;
         return 1;
     default:
-        note_failure(e, "will retry", n, info->err);
+        note_failure(e, "will retry", n, extra, info->err);
         return 0;
     }
 }
@@ -1040,7 +1048,7 @@ static void expire(imx_engine_t *e, apr_time_t now)
 
     while (e->conf.retry_max_time && e->rq_head
            && now - e->rq_head->first_fail > e->conf.retry_max_time) {
-        uint32_t n = e->rq_head->n;
+        uint32_t n = e->rq_head->n, extra = e->rq_head->extra;
         if (e->conf.spool) {
             spool_put(e, e->rq_head->data, e->rq_head->len, n, e->rq_head->extra,
                       e->rq_head->maybe_stored);
@@ -1050,7 +1058,7 @@ static void expire(imx_engine_t *e, apr_time_t now)
         }
         count_drop(e, &e->c->dropped_retry, n, e->rq_head->maybe_stored);
         rq_pop(e);
-        note_failure(e, "gave up retrying", n, "retry time exceeded");
+        note_failure(e, "gave up retrying", n, extra, "retry time exceeded");
     }
     if (moved) {
         spool_flush(e);
@@ -1177,11 +1185,11 @@ static int spool_post(imx_engine_t *e, const char *data, size_t len, uint32_t n,
         __attribute__((fallthrough));
     case IMX_SEND_REJECT:
         *refused += n;
-        note_failure(e, "spooled: backend rejected", n, info->err);
+        note_failure(e, "spooled: backend rejected", n, extra, info->err);
         e->attempt = 0;
         return 1;
     default:
-        note_failure(e, "spooled: will retry", n, info->err);
+        note_failure(e, "spooled: will retry", n, extra, info->err);
         return 0;
     }
 }
