@@ -71,13 +71,20 @@ SIGSAFE_WRAP = $(foreach f,malloc calloc realloc free pthread_mutex_lock pthread
 tests/unit/test_sigsafe.bin: tests/unit/test_sigsafe.c $(ENGINE) $(HDRS)
 	$(CC) $(UNIT_CFLAGS) -o $@ tests/unit/test_sigsafe.c $(ENGINE) $(SIGSAFE_WRAP) $(UNIT_LIBS)
 
+# The encoder's number formatting for every value it can meet: -O2, no
+# sanitizer, so it takes seconds, not minutes.
+tests/unit/test_digits.bin: tests/unit/test_digits.c lineproto.c histogram.c $(HDRS)
+	$(CC) -std=gnu11 -O2 $(WARN) -Werror $(APR_INC) -I. -o $@ tests/unit/test_digits.c \
+	    lineproto.c histogram.c $(UNIT_LIBS)
+
 unit: tests/unit/test_engine.asan tests/unit/test_engine.tsan tests/unit/test_shm.asan \
-      tests/unit/test_sigsafe.bin
+      tests/unit/test_sigsafe.bin tests/unit/test_digits.bin
 
 test-unit: unit
 	./tests/unit/test_engine.asan
 	./tests/unit/test_shm.asan
 	./tests/unit/test_sigsafe.bin
+	./tests/unit/test_digits.bin
 	TSAN_OPTIONS=halt_on_error=1 ./tests/unit/test_engine.tsan stress
 
 test-integration: $(MODULE)
@@ -97,7 +104,7 @@ lint:
 	    -I$(shell $(APXS) -q INCLUDEDIR) -I.
 
 clean:
-	rm -rf .libs *.la *.lo *.o *.slo tests/unit/*.asan tests/unit/*.tsan
+	rm -rf .libs *.la *.lo *.o *.slo tests/unit/*.asan tests/unit/*.tsan tests/unit/*.bin
 
 # ---------------------------------------------------------------------------
 # Benchmarks (bench/, see bench/README.md). `make bench` runs everything in a

@@ -187,6 +187,7 @@ struct imx_engine {
     uint64_t self_last_sum;
     pcache_ent_t *pcache;       /* PCACHE_N, or NULL (out of memory) */
     int pcache_tried;
+    imx_ts_cache_t tsc;
     char *xbuf;                 /* lines handed to imx_engine_submit(), sent at the
                                  * head of the next batch */
     size_t xlen, xcap;
@@ -380,6 +381,7 @@ imx_engine_t *imx_engine_create(apr_pool_t *p, const imx_engine_conf_t *conf,
     atomic_store(&e->finished, 1);
     e->prefix_len = strlen(conf->line_prefix);
     e->mask = cap - 1;
+    e->tsc.sec = -1;
     if (conf->cells) {
         if (cap != conf->capacity || ((uintptr_t)conf->cells & (CACHE_LINE - 1))) {
             snprintf(err, errsz, "caller's ring must be a power of two of aligned cells");
@@ -542,7 +544,7 @@ static int encode_point(imx_engine_t *e, const imx_point_t *pt, const char *rid)
         }
     }
     e->body_len += n;
-    e->body_len += imx_encode_values(e->body + e->body_len, pt, rid);
+    e->body_len += imx_encode_values(e->body + e->body_len, pt, rid, &e->tsc);
     return 1;
 }
 

@@ -124,9 +124,19 @@ size_t imx_encode_series(char *out, const char *prefix, size_t prefix_len,
 /* Most bytes imx_encode_values() writes. */
 #define IMX_VALUES_MAX (4 * 21 + 80 + 2 * IMX_RID_MAX + 20)
 
+/* The seconds of the last timestamp written, in digits: neighbouring
+ * points share them, so most timestamps cost nine digits, not nineteen. */
+typedef struct imx_ts_cache {
+    int64_t sec;                /* -1: none yet */
+    uint32_t len;
+    char text[20];
+} imx_ts_cache_t;
+
 /* Writes the rest of the line: the field values, the timestamp and '\n'.
- * rid: the request id (pt->rid_len bytes, already validated). */
-size_t imx_encode_values(char *out, const imx_point_t *pt, const char *rid);
+ * rid: the request id (pt->rid_len bytes, already validated); tc: NULL, or
+ * a cache the caller keeps between calls. */
+size_t imx_encode_values(char *out, const imx_point_t *pt, const char *rid,
+                         imx_ts_cache_t *tc);
 
 /* Both: one whole line ("prefix,vhost=...,method=..,status=.. fields ts\n"). */
 size_t imx_encode_line(char *out, const char *prefix, size_t prefix_len,

@@ -238,30 +238,90 @@ static const char digits2[201] =
     "6061626364656667686970717273747576777879"
     "8081828384858687888990919293949596979899";
 
+/* The leading pair of digits (one digit if below 10). */
+static char *put_lead(char *o, unsigned d)
+{
+    if (d < 10) {
+        *o = (char)('0' + d);
+        return o + 1;
+    }
+    memcpy(o, digits2 + 2 * d, 2);
+    return o + 2;
+}
+
+#define FRAC32 ((UINT64_C(1) << 32) - 1)
+#define FRAC48 ((UINT64_C(1) << 48) - 1)
+
+/* Up to 8 digits (x < 10^8), no leading zeros, with no division: x over a
+ * power of 100 as a fixed-point number (the multipliers are 2^32 / 100,
+ * 2^32 / 10^4 and 2^48 / 10^6 rounded up; the excess stays below the last
+ * digit pair, checked for every x by tests/unit/test_digits.c), then
+ * each next pair of digits by a multiplication by 100. */
+static char *put_small(char *o, uint32_t x)
+{
+    uint64_t f;
+
+    if (x < 100) {
+        return put_lead(o, x);
+    }
+    if (x < 10000) {
+        f = (uint64_t)x * 42949673u;
+        o = put_lead(o, (unsigned)(f >> 32));
+        f = (f & FRAC32) * 100;
+        memcpy(o, digits2 + 2 * (f >> 32), 2);
+        return o + 2;
+    }
+    if (x < 1000000) {
+        f = (uint64_t)x * 429497u;
+        o = put_lead(o, (unsigned)(f >> 32));
+        f = (f & FRAC32) * 100;
+        memcpy(o, digits2 + 2 * (f >> 32), 2);
+        f = (f & FRAC32) * 100;
+        memcpy(o + 2, digits2 + 2 * (f >> 32), 2);
+        return o + 4;
+    }
+    f = (uint64_t)x * 281474977u;
+    o = put_lead(o, (unsigned)(f >> 48));
+    f = (f & FRAC48) * 100;
+    memcpy(o, digits2 + 2 * (f >> 48), 2);
+    f = (f & FRAC48) * 100;
+    memcpy(o + 2, digits2 + 2 * (f >> 48), 2);
+    f = (f & FRAC48) * 100;
+    memcpy(o + 4, digits2 + 2 * (f >> 48), 2);
+    return o + 6;
+}
+
+/* Exactly 8 digits of x < 10^8, leading zeros kept: as the last case of
+ * put_small. */
+static char *put8(char *o, uint32_t x)
+{
+    uint64_t f = (uint64_t)x * 281474977u;
+
+    memcpy(o, digits2 + 2 * (f >> 48), 2);
+    f = (f & FRAC48) * 100;
+    memcpy(o + 2, digits2 + 2 * (f >> 48), 2);
+    f = (f & FRAC48) * 100;
+    memcpy(o + 4, digits2 + 2 * (f >> 48), 2);
+    f = (f & FRAC48) * 100;
+    memcpy(o + 6, digits2 + 2 * (f >> 48), 2);
+    return o + 8;
+}
+
 char *imx_put_u64(char *o, uint64_t v)
 {
-    size_t n = 1;
-    char *end;
+    uint64_t rest;
 
-    for (uint64_t t = v; t >= 10; t /= 10) {
-        n++;
+    if (v < 100000000u) {
+        return put_small(o, (uint32_t)v);
     }
-    end = o + n;
-    o = end;
-    while (v >= 100) {
-        unsigned d = (unsigned)(v % 100) * 2;
-        v /= 100;
-        *--o = digits2[d + 1];
-        *--o = digits2[d];
+    if (v < 10000000000000000ULL) {
+        o = put_small(o, (uint32_t)(v / 100000000u));
+        return put8(o, (uint32_t)(v % 100000000u));
     }
-    if (v >= 10) {
-        *--o = digits2[v * 2 + 1];
-        *--o = digits2[v * 2];
-    }
-    else {
-        *--o = (char)('0' + v);
-    }
-    return end;
+    rest = v % 10000000000000000ULL;
+    o = put_small(o, (uint32_t)(v / 10000000000000000ULL));
+    o = put8(o, (uint32_t)(rest / 100000000u));
+    return put8(o, (uint32_t)(rest % 100000000u));
 }
 
 static char *put_i64(char *o, int64_t v)
@@ -310,7 +370,29 @@ size_t imx_encode_series(char *out, const char *prefix, size_t prefix_len,
     return (size_t)(o - out);
 }
 
-size_t imx_encode_values(char *out, const imx_point_t *pt, const char *rid)
+/* A timestamp (ns) through the cache of its seconds' digits. */
+static char *put_ts(char *o, int64_t ts, imx_ts_cache_t *tc)
+{
+    int64_t sec;
+    uint32_t ns, d;
+
+    if (!tc || ts < 1000000000) {
+        return put_i64(o, ts);
+    }
+    sec = ts / 1000000000;
+    ns = (uint32_t)(ts - sec * 1000000000);
+    if (sec != tc->sec) {
+        tc->len = (uint32_t)(imx_put_u64(tc->text, (uint64_t)sec) - tc->text);
+        tc->sec = sec;
+    }
+    o = put_mem(o, tc->text, tc->len);
+    d = ns / 100000000u;
+    *o++ = (char)('0' + d);
+    return put8(o, ns - d * 100000000u);
+}
+
+size_t imx_encode_values(char *out, const imx_point_t *pt, const char *rid,
+                         imx_ts_cache_t *tc)
 {
     char *o = out;
 
@@ -358,7 +440,7 @@ size_t imx_encode_values(char *out, const imx_point_t *pt, const char *rid)
         *o++ = '"';
     }
     *o++ = ' ';
-    o = put_i64(o, pt->ts_ns);
+    o = put_ts(o, pt->ts_ns, tc);
     *o++ = '\n';
     return (size_t)(o - out);
 }
@@ -368,5 +450,5 @@ size_t imx_encode_line(char *out, const char *prefix, size_t prefix_len,
 {
     size_t n = imx_encode_series(out, prefix, prefix_len, ns, pt);
 
-    return n + imx_encode_values(out + n, pt, rid);
+    return n + imx_encode_values(out + n, pt, rid, NULL);
 }

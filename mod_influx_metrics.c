@@ -1768,15 +1768,11 @@ static void imx_child_init(apr_pool_t *pchild, server_rec *s)
 /* Index into method_names of a request's method. */
 static int method_index(const request_rec *r)
 {
-    const char *m;
-
+    /* httpd numbers a request by its method's exact name, with one
+     * exception: HEAD is M_GET with header_only set. */
     if (r->method_number >= 0 && r->method_number < M_INVALID
-        && (m = method_names[r->method_number]) && r->method
-        && !strcmp(m, r->method)) {
-        return r->method_number;
-    }
-    if (r->header_only && r->method && !strcmp(r->method, "HEAD")) {
-        return METHOD_HEAD;
+        && method_names[r->method_number]) {
+        return r->method_number == M_GET && r->header_only ? METHOD_HEAD : r->method_number;
     }
     return METHOD_OTHER;
 }

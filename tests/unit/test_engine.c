@@ -2402,6 +2402,172 @@ static void stress_hist(unsigned nthreads, unsigned per)
     free(t); free(pend); free(o.buf);
 }
 
+/* Decimal formatting (the encoder's, for every number it writes) against
+ * snprintf: every power of ten and its neighbours, a stride through each
+ * 8-digit chunk, and random values. */
+static void test_put_u64(void)
+{
+    uint64_t x = 88172645463325252ULL;
+    char a[32], b[32];
+    int bad = 0;
+
+    for (uint64_t i = 0; i < 3000000 && bad < 5; i++) {
+        uint64_t v;
+
+        switch (i % 4) {
+        case 0: v = i * 33; break;                              /* small */
+        case 1: v = (i * 33) * 100000000ULL + 99999999 - i * 33 % 100000000; break;
+        case 2: x ^= x << 13; x ^= x >> 7; x ^= x << 17; v = x; break;
+        default: v = x >> (i % 64); break;
+        }
+        *imx_put_u64(a, v) = '\0';
+        snprintf(b, sizeof(b), "%llu", (unsigned long long)v);
+        if (strcmp(a, b)) {
+            CHECK(0, "imx_put_u64(%s) wrote %s", b, a);
+            bad++;
+        }
+    }
+    for (uint64_t p = 1;; p *= 10) {
+        for (int d = -1; d <= 1; d++) {
+            *imx_put_u64(a, p + (uint64_t)(int64_t)d) = '\0';
+            snprintf(b, sizeof(b), "%llu", (unsigned long long)(p + (uint64_t)(int64_t)d));
+            CHECK(!strcmp(a, b), "imx_put_u64(%s) wrote %s", b, a);
+        }
+        if (p > UINT64_MAX / 10) {
+            break;
+        }
+    }
+    *imx_put_u64(a, UINT64_MAX) = '\0';
+    CHECK(!strcmp(a, "18446744073709551615"), "UINT64_MAX: %s", a);
+}
+
+typedef struct {
+    char *buf;
+    size_t len, cap;
+} capture_t;
+
+static imx_send_result_t capture_send(void *ctx, const char *body, size_t len, int gzipped,
+                                      apr_time_t deadline, imx_send_info_t *info)
+{
+    capture_t *c = ctx;
+
+    (void)gzipped; (void)deadline; (void)info;
+    if (c->len + len > c->cap) {
+        c->cap = (c->len + len) * 2;
+        c->buf = realloc(c->buf, c->cap);
+    }
+    memcpy(c->buf + c->len, body, len);
+    c->len += len;
+    return IMX_SEND_OK;
+}
+
+/* The flusher's cache of series texts: thousands of points over more
+ * series than it has entries (so entries are replaced and collide), with
+ * every optional tag and field, each line exactly what imx_encode_line
+ * writes for the point alone; request ids, hostile bytes included, never
+ * leave their quotes. */
+static void test_series_cache(void)
+{
+    enum { N = 6000 };
+    static const char *const methods[] = { "GET", "POST", "PUT" };
+    imx_names_t *reg = tn_new(1 << 20);
+    imx_names_src_t ns = { reg, methods, 3, NULL };
+    capture_t cap = { NULL, 0, 0 };
+    imx_engine_conf_t c;
+    imx_point_t *pts = calloc(N, sizeof(*pts));
+    char (*rids)[IMX_RID_MAX] = calloc(N, IMX_RID_MAX);
+    uint16_t servers[40], routes[12], ups[5];
+    uint32_t tags[7];
+    char text[64], err[128], line[2048];
+    apr_pool_t *p;
+    imx_engine_t *e;
+    uint32_t x = 7;
+    size_t off = 0;
+
+    for (int i = 0; i < 40; i++) {
+        snprintf(text, sizeof(text), ",vhost=host%d.example", i);
+        servers[i] = (uint16_t)tn_server(reg, text, i % 3 ? ",dc=eu" : "");
+    }
+    for (int i = 0; i < 12; i++) {
+        snprintf(text, sizeof(text), ",route=r%d", i);
+        routes[i] = i ? (uint16_t)tn_id(reg, 1, text) : 0;
+    }
+    for (int i = 0; i < 5; i++) {
+        snprintf(text, sizeof(text), ",upstream=http://10.0.0.%d:80", i);
+        ups[i] = i ? (uint16_t)tn_id(reg, 2, text) : 0;
+    }
+    for (int i = 0; i < 7; i++) {
+        snprintf(text, sizeof(text), ",tenant=t%d", i);
+        tags[i] = i ? tn_tag(reg, text) : 0;
+    }
+    apr_pool_create(&p, NULL);
+    base_conf(&c, NULL, 8192, 1000);
+    c.send = capture_send;
+    c.send_limit = NULL;
+    c.send_ctx = &cap;
+    c.names = ns;
+    c.rid_cells = 1;
+    e = imx_engine_create(p, &c, err, sizeof(err));
+    CHECK(e != NULL, "create: %s", err);
+    for (int i = 0; i < N; i++) {
+        imx_point_t *pt = &pts[i];
+
+        x = x * 1103515245u + 12345u;
+        pt->ts_ns = 1764000000000000000LL + (int64_t)i * 999983;
+        pt->duration_us = (int64_t)(x % 100000);
+        pt->bytes_sent = (int64_t)(x >> 7);
+        pt->server = servers[(x >> 3) % 40];
+        pt->route = routes[(x >> 9) % 12];
+        pt->method = (uint8_t)((x >> 13) % 4);      /* 3: not in the table */
+        pt->status = (uint16_t)(100 + (x >> 15) % 500);
+        pt->tag = tags[(x >> 17) % 7];
+        pt->fields = (uint8_t)(x >> 20);
+        pt->protocol = (uint8_t)((x >> 11) % 7);
+        pt->tls = (uint8_t)((x >> 5) % 8);
+        pt->upstream = ups[(x >> 23) % 5];
+        pt->ttfb_us = x >> 1;
+        pt->bytes_received = (int64_t)(x >> 2);
+        pt->sample = (x & 1) ? (uint16_t)(x % 10001) : 0;
+        pt->rid_len = (uint8_t)((x >> 25) % (IMX_RID_MAX + 1));
+        for (int k = 0; k < pt->rid_len; k++) {
+            x = x * 1103515245u + 12345u;
+            rids[i][k] = (char)(x >> 16);               /* any byte */
+        }
+        CHECK(imx_push_rid(e, pt, rids[i]) == 1, "push %d", i);
+        if (i % 1500 == 1499) {
+            imx_engine_flush_now(e);
+        }
+    }
+    imx_engine_flush_now(e);
+    for (int i = 0; i < N; i++) {
+        size_t n = imx_encode_line(line, "apache_request,host=test", 24, &ns, &pts[i],
+                                   rids[i]);
+        const char *q;
+        int quotes = 0;
+
+        CHECK(n <= imx_line_max(24, &ns, &pts[i]), "line %d longer than its bound", i);
+        if (off + n > cap.len || memcmp(cap.buf + off, line, n)) {
+            CHECK(0, "line %d differs:\n  sent %.*s\n  want %.*s", i,
+                  (int)(off + n <= cap.len ? n : cap.len - off), cap.buf + off, (int)n, line);
+            break;
+        }
+        for (q = line; q < line + n - 1; q++) {
+            CHECK(*q != '\n' && *q != '\\', "line %d: a newline or backslash", i);
+            quotes += *q == '"';
+        }
+        CHECK(quotes == ((pts[i].fields & IMX_F_REQUEST_ID) && pts[i].rid_len ? 2 : 0),
+              "line %d: %d quotes", i, quotes);
+        off += n;
+    }
+    CHECK(off == cap.len, "%zu bytes sent, %zu expected", cap.len, off);
+    imx_engine_stop(e);
+    apr_pool_destroy(p);
+    free(cap.buf);
+    free(pts);
+    free(rids);
+    free(reg);
+}
+
 int main(int argc, char **argv)
 {
     int stress_only = argc > 1 && !strcmp(argv[1], "stress");
@@ -2409,6 +2575,8 @@ int main(int argc, char **argv)
     apr_initialize();
     if (!stress_only) {
         test_escape_table();
+        test_put_u64();
+        test_series_cache();
         test_no_injection();
         test_url_redacted();
         test_full_ring_drops();
