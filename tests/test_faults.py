@@ -111,6 +111,26 @@ def test_partial_write_counts_rejected(module_built, httpd_factory, fs):
 
 
 @pytest.mark.allowed_errors(*ALLOWED)
+def test_v3_partial_write_counts_refused_lines(module_built, httpd_factory, fs):
+    """InfluxDB 3's write_lp: precision=nanosecond is added, and a partial
+    write counts exactly the lines its answer lists as rejected, also when
+    the list is far longer than the answer text kept for the log."""
+    h = start(httpd_factory, fs.write_url(v3=True), extra="InfluxMetricsBatchSize 1000\n")
+    fs.set_mode(400, dropped=40)
+    n = load(h, 100)
+    wait_until(lambda: status(h)["rejected"] >= 40, 15)
+    fs.set_mode("ok")
+    st = settle(h, n)
+    h.stop()
+    posts = [r for r in fs.requests if r.method == "POST"]
+    assert posts and all(r.query.get("precision") == "nanosecond" for r in posts)
+    assert any(len(r.raw) and r.answer == 400 and len(r.lines) >= 40 for r in posts)
+    stored = request_lines(fs.lines)
+    assert st["rejected"] >= 40 and st["sent"] + st["rejected"] == n, st
+    assert len(stored) == st["sent"], (len(stored), st)
+
+
+@pytest.mark.allowed_errors(*ALLOWED)
 def test_413_splits_batches(module_built, httpd_factory, fs):
     fs.fail_next(1, 413, min_lines=50)     # a request batch, not a 1-line point
     h = start(httpd_factory, fs.write_url(), extra="InfluxMetricsFlushInterval 2s\n")

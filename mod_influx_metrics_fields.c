@@ -1,0 +1,398 @@
+/*
+ * mod_influx_metrics_fields.c: the optional fields and tags of request
+ * points (see mod_influx_metrics_fields.h).
+ *
+ * Where each value comes from:
+ *   ttfb_us         our own output filter, as mod_logio's %^FB: the time the
+ *                   first brigade of the response passes the resource
+ *                   filters, from the request's start. mod_proxy_http passes
+ *                   a flush as soon as the backend's headers are in, so a
+ *                   proxied response counts from its headers, not its body.
+ *   bytes_received  mod_logio's count of the connection's bytes in since
+ *                   the last request was logged (%I), read from its
+ *                   connection config before its own log hook resets it;
+ *                   without mod_logio, the body bytes read, counted by our
+ *                   input filter.
+ *   request_id      traceparent, UNIQUE_ID, then InfluxMetricsRequestIDHeader.
+ *   protocol        r->proto_num.
+ *   tls             SSL_PROTOCOL of the connection (of the master connection
+ *                   for HTTP/2 streams), through the core's ap_ssl_var_lookup.
+ *   upstream        mod_proxy's post_request hook names the worker that
+ *                   served the request; its name is looked up among the
+ *                   workers of the configuration, registered at startup,
+ *                   so the tag takes only configured values.
+ * Filters are only added for requests whose server asks for the field.
+ */
+#include <string.h>
+
+#include "httpd.h"
+#include "http_config.h"
+#include "http_core.h"
+#include "http_log.h"
+#include "http_protocol.h"
+#include "http_request.h"
+#include "http_ssl.h"
+#include "util_filter.h"
+#include "mod_proxy.h"
+
+#include "apr_hash.h"
+#include "apr_strings.h"
+
+#include "batch.h"
+#include "mod_influx_metrics_fields.h"
+
+APLOG_USE_MODULE(influx_metrics);
+
+/* What the filters and hooks learnt of one request, in its request_config. */
+typedef struct {
+    apr_time_t first_out;       /* first response brigade, or 0 */
+    apr_off_t body_in;          /* body bytes read (without mod_logio) */
+    uint16_t upstream;          /* 0: not proxied */
+} req_note_t;
+
+static const char *const field_names[] = {
+    "ttfb", "bytes_received", "request_id", "protocol", "tls", "upstream", NULL
+};
+
+static const char *const protocol_names[IMX_FP_N] = {
+    "other", "HTTP/1.0", "HTTP/1.1", "HTTP/2.0"
+};
+
+static const char *const tls_names[IMX_FT_N] = {
+    "none", "TLSv1", "TLSv1.1", "TLSv1.2", "TLSv1.3", "other"
+};
+
+/* Upstream names, escaped, by id; ids 0 and 1 are "-" and "other". Built
+ * in the parent at post_config, read-only in the children. */
+#define UPSTREAM_MAX 2048
+static apr_array_header_t *upstreams;
+static apr_hash_t *upstream_ids;        /* raw worker name -> id */
+/* mod_logio, when loaded: its connection config starts with bytes_in. */
+static module *logio;
+
+static const char ttfb_filter[] = "IMX_TTFB";
+static const char body_filter[] = "IMX_BODY_IN";
+
+unsigned imx_fields_bit(const char *name)
+{
+    for (unsigned i = 0; field_names[i]; i++) {
+        if (!strcasecmp(name, field_names[i])) {
+            return 1u << i;
+        }
+    }
+    return 0;
+}
+
+const char *imx_fields_protocol_name(unsigned i)
+{
+    return protocol_names[i < IMX_FP_N ? i : IMX_FP_OTHER];
+}
+
+const char *imx_fields_tls_name(unsigned i)
+{
+    return tls_names[i < IMX_FT_N ? i : IMX_FT_OTHER];
+}
+
+const char *imx_fields_upstream_name(unsigned id)
+{
+    if (!upstreams || id >= (unsigned)upstreams->nelts) {
+        return "-";
+    }
+    return APR_ARRAY_IDX(upstreams, id, const char *);
+}
+
+unsigned imx_fields_upstream_count(void)
+{
+    return upstreams ? (unsigned)upstreams->nelts : 0;
+}
+
+static req_note_t *note_of(request_rec *r)
+{
+    req_note_t *n = ap_get_module_config(r->request_config, &influx_metrics_module);
+
+    if (!n) {
+        n = apr_pcalloc(r->pool, sizeof(*n));
+        ap_set_module_config(r->request_config, &influx_metrics_module, n);
+    }
+    return n;
+}
+
+/* ------------------------------------------------------------------------- */
+/* Filters and hooks                                                          */
+
+static apr_status_t ttfb_out(ap_filter_t *f, apr_bucket_brigade *bb)
+{
+    if (f->r) {
+        req_note_t *n = note_of(f->r);
+        if (!n->first_out) {
+            n->first_out = apr_time_now();
+        }
+    }
+    /* Once is all it takes: out of the way of the rest of the response. */
+    ap_remove_output_filter(f);
+    return ap_pass_brigade(f->next, bb);
+}
+
+static apr_status_t body_in(ap_filter_t *f, apr_bucket_brigade *bb, ap_input_mode_t mode,
+                            apr_read_type_e block, apr_off_t readbytes)
+{
+    apr_status_t rv = ap_get_brigade(f->next, bb, mode, block, readbytes);
+    apr_off_t len = 0;
+
+    /* What a handler consumed (not a speculative peek). */
+    if (rv == APR_SUCCESS && f->r && mode != AP_MODE_SPECULATIVE
+        && apr_brigade_length(bb, 0, &len) == APR_SUCCESS && len > 0) {
+        note_of(f->r)->body_in += len;
+    }
+    return rv;
+}
+
+/* mod_proxy calls this for every request it handled, with the worker
+ * (a balancer's member, when a balancer chose) that served it. */
+static int proxy_done(proxy_worker *worker, proxy_balancer *balancer, request_rec *r,
+                      proxy_server_conf *conf)
+{
+    const char *name;
+    void *id;
+
+    (void)balancer; (void)conf;
+    if (!worker || !worker->s || !r || !upstream_ids) {
+        return DECLINED;
+    }
+    name = worker->s->name_ex[0] ? worker->s->name_ex : worker->s->name;
+    id = apr_hash_get(upstream_ids, name, APR_HASH_KEY_STRING);
+    note_of(r)->upstream = (uint16_t)(id ? (uintptr_t)id : 1);
+    return DECLINED;
+}
+
+void imx_fields_register_hooks(apr_pool_t *p)
+{
+    (void)p;
+    ap_register_output_filter(ttfb_filter, ttfb_out, NULL, AP_FTYPE_RESOURCE);
+    ap_register_input_filter(body_filter, body_in, NULL, AP_FTYPE_RESOURCE);
+    APR_OPTIONAL_HOOK(proxy, post_request, proxy_done, NULL, NULL, APR_HOOK_MIDDLE);
+}
+
+void imx_fields_insert(request_rec *r, unsigned fields)
+{
+    if (fields & IMX_F_TTFB) {
+        ap_add_output_filter(ttfb_filter, NULL, r, r->connection);
+    }
+    if ((fields & IMX_F_BYTES_RECEIVED) && !logio) {
+        ap_add_input_filter(body_filter, NULL, r, r->connection);
+    }
+}
+
+/* ------------------------------------------------------------------------- */
+/* Startup                                                                    */
+
+static void add_upstream(apr_pool_t *p, server_rec *s, const proxy_worker *w)
+{
+    const char *name;
+
+    if (!w || !w->s) {
+        return;
+    }
+    name = w->s->name_ex[0] ? w->s->name_ex : w->s->name;
+    if (!*name || apr_hash_get(upstream_ids, name, APR_HASH_KEY_STRING)) {
+        return;
+    }
+    if (upstreams->nelts >= UPSTREAM_MAX) {
+        ap_log_error(APLOG_MARK, APLOG_WARNING, 0, s, "IMX0060: more than %d proxy "
+                     "workers: the tag upstream of '%s' and later ones is 'other'",
+                     UPSTREAM_MAX - 2, name);
+        return;
+    }
+    name = apr_pstrdup(p, name);
+    apr_hash_set(upstream_ids, name, APR_HASH_KEY_STRING, (void *)(uintptr_t)upstreams->nelts);
+    APR_ARRAY_PUSH(upstreams, const char *) = imx_pescape(p, name, IMX_ESC_TAG);
+}
+
+void imx_fields_post_config(apr_pool_t *pconf, server_rec *s)
+{
+    module *proxy = ap_find_linked_module("mod_proxy.c");
+
+    logio = ap_find_linked_module("mod_logio.c");
+    upstreams = apr_array_make(pconf, 8, sizeof(const char *));
+    upstream_ids = apr_hash_make(pconf);
+    APR_ARRAY_PUSH(upstreams, const char *) = "-";
+    APR_ARRAY_PUSH(upstreams, const char *) = "other";
+    if (!proxy) {
+        return;
+    }
+    for (server_rec *vs = s; vs; vs = vs->next) {
+        proxy_server_conf *pc = ap_get_module_config(vs->module_config, proxy);
+
+        if (!pc) {
+            continue;
+        }
+        for (int i = 0; pc->workers && i < pc->workers->nelts; i++) {
+            add_upstream(pconf, s, &APR_ARRAY_IDX(pc->workers, i, proxy_worker));
+        }
+        for (int i = 0; pc->balancers && i < pc->balancers->nelts; i++) {
+            proxy_balancer *b = &APR_ARRAY_IDX(pc->balancers, i, proxy_balancer);
+
+            for (int j = 0; b->workers && j < b->workers->nelts; j++) {
+                add_upstream(pconf, s, APR_ARRAY_IDX(b->workers, j, proxy_worker *));
+            }
+        }
+    }
+}
+
+/* ------------------------------------------------------------------------- */
+/* Request path                                                               */
+
+/* Bytes of s allowed in a request id: no escaping needed in a line
+ * protocol string or a tag, nothing that reads as markup in a dashboard. */
+static int id_char(unsigned char c)
+{
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9')
+           || c == '.' || c == '_' || c == ':' || c == '@' || c == '/' || c == '+'
+           || c == '=' || c == '-';
+}
+
+/* Copies s when it is 1 to IMX_RID_MAX id characters; 0 otherwise. */
+static size_t take_id(const char *s, char *out)
+{
+    size_t n = 0;
+
+    if (!s) {
+        return 0;
+    }
+    while (n <= IMX_RID_MAX && s[n] && id_char((unsigned char)s[n])) {
+        n++;
+    }
+    if (!n || n > IMX_RID_MAX || s[n]) {
+        return 0;
+    }
+    memcpy(out, s, n);
+    out[n] = '\0';
+    return n;
+}
+
+/* n lowercase hex digits at s, not all zero. */
+static int lower_hex(const char *s, size_t n, int nonzero)
+{
+    int any = 0;
+
+    for (size_t i = 0; i < n; i++) {
+        if (!((s[i] >= '0' && s[i] <= '9') || (s[i] >= 'a' && s[i] <= 'f'))) {
+            return 0;
+        }
+        any |= s[i] != '0';
+    }
+    return any || !nonzero;
+}
+
+/* The trace id of a W3C traceparent ("00-<32 hex>-<16 hex>-<2 hex>"): later
+ * versions may append fields after a '-', version ff is invalid. */
+static size_t traceparent_id(const char *v, char *out)
+{
+    size_t len;
+
+    if (!v) {
+        return 0;
+    }
+    while (*v == ' ' || *v == '\t') {
+        v++;
+    }
+    len = strlen(v);
+    while (len && (v[len - 1] == ' ' || v[len - 1] == '\t')) {
+        len--;
+    }
+    if (len < 55 || !lower_hex(v, 2, 0) || !strncmp(v, "ff", 2)
+        || (!strncmp(v, "00", 2) ? len != 55 : (len > 55 && v[55] != '-'))
+        || v[2] != '-' || v[35] != '-' || v[52] != '-'
+        || !lower_hex(v + 3, 32, 1) || !lower_hex(v + 36, 16, 1) || !lower_hex(v + 53, 2, 0)) {
+        return 0;
+    }
+    memcpy(out, v + 3, 32);
+    out[32] = '\0';
+    return 32;
+}
+
+size_t imx_fields_request_id(const request_rec *r, const request_rec *last,
+                             const char *rid_header, char *out)
+{
+    size_t n = traceparent_id(apr_table_get(r->headers_in, "traceparent"), out);
+    const char *u;
+
+    if (n) {
+        return n;
+    }
+    u = apr_table_get(r->subprocess_env, "UNIQUE_ID");
+    if (!u && last != r) {
+        u = apr_table_get(last->subprocess_env, "UNIQUE_ID");
+    }
+    if ((n = take_id(u, out))) {
+        return n;
+    }
+    if (rid_header && (n = take_id(apr_table_get(r->headers_in, rid_header), out))) {
+        return n;
+    }
+    out[0] = '\0';
+    return 0;
+}
+
+static unsigned tls_of(const request_rec *r)
+{
+    conn_rec *c = r->connection->master ? r->connection->master : r->connection;
+    const char *v;
+
+    if (!ap_ssl_conn_is_ssl(c)) {
+        return IMX_FT_NONE;
+    }
+    v = ap_ssl_var_lookup(r->pool, r->server, c, NULL, "SSL_PROTOCOL");
+    if (!v || strncmp(v, "TLSv1", 5)) {
+        return IMX_FT_OTHER;
+    }
+    return !v[5] ? IMX_FT_TLS10 : !strcmp(v + 5, ".1") ? IMX_FT_TLS11
+           : !strcmp(v + 5, ".2") ? IMX_FT_TLS12 : !strcmp(v + 5, ".3") ? IMX_FT_TLS13
+           : IMX_FT_OTHER;
+}
+
+void imx_fields_fill(const request_rec *r, const request_rec *last, unsigned fields,
+                     const char *rid_header, imx_fields_val_t *v)
+{
+    apr_time_t first = 0;
+    apr_off_t body = 0;
+    unsigned up = 0;
+
+    memset(v, 0, offsetof(imx_fields_val_t, rid) + 1);
+    /* Internal redirects: each request of the chain has its own notes. */
+    for (const request_rec *q = r; q; q = q->next) {
+        const req_note_t *n = ap_get_module_config(q->request_config, &influx_metrics_module);
+        if (n) {
+            if (n->first_out && (!first || n->first_out < first)) {
+                first = n->first_out;
+            }
+            body += n->body_in;
+            if (n->upstream) {
+                up = n->upstream;
+            }
+        }
+    }
+    if (fields & IMX_F_TTFB && first) {
+        apr_time_t d = first - r->request_time;
+        v->ttfb_us = d < 1 ? 1 : d > (apr_time_t)UINT32_MAX ? UINT32_MAX : (uint32_t)d;
+    }
+    if (fields & IMX_F_BYTES_RECEIVED) {
+        const apr_off_t *in = logio ? ap_get_module_config(r->connection->conn_config, logio)
+                                    : NULL;
+        v->bytes_received = in ? *in : body;
+    }
+    if (fields & IMX_F_REQUEST_ID) {
+        v->rid_len = imx_fields_request_id(r, last, rid_header, v->rid);
+    }
+    if (fields & IMX_F_PROTOCOL) {
+        v->protocol = r->proto_num == HTTP_VERSION(1, 1) ? IMX_FP_HTTP11
+                      : r->proto_num == HTTP_VERSION(2, 0) ? IMX_FP_HTTP20
+                      : r->proto_num == HTTP_VERSION(1, 0) ? IMX_FP_HTTP10 : IMX_FP_OTHER;
+    }
+    if (fields & IMX_F_TLS) {
+        v->tls = (uint8_t)tls_of(r);
+    }
+    if (fields & IMX_F_UPSTREAM) {
+        v->upstream = (uint16_t)up;
+    }
+}
