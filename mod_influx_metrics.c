@@ -1896,6 +1896,7 @@ static int imx_log_transaction(request_rec *r)
     const imx_dir_conf_t *dc;
     imx_srv_conf_t *sc;
     imx_point_t pt;
+    imx_fields_val_t fv;
     apr_time_t now;
     int midx;
     /* Loaded once: the same engine is recorded into, whatever happens. */
@@ -1928,12 +1929,23 @@ static int imx_log_transaction(request_rec *r)
     pt.method = method_names[midx];
     pt.tag = NULL;
     pt.status = (uint16_t)(last->status > 0 && last->status < 1000 ? last->status : 0);
+    if (sc->fields) {
+        imx_fields_fill(r, last, sc->fields, sc->rid_header, &fv);
+    }
     if (mode & MODE_SUMMARY) {
         int cls = pt.status / 100;
-        imx_summary_record(IMX_KEY(sc->sum_server, sc->sum_routes[dc->route_idx], midx,
-                                   cls < 6 ? cls : 0),
-                           (uint64_t)(pt.duration_us > 0 ? pt.duration_us : 0),
-                           pt.status >= 500);
+        uint32_t key = IMX_KEY(sc->sum_server, sc->sum_routes[dc->route_idx], midx,
+                               cls < 6 ? cls : 0);
+        uint64_t us = (uint64_t)(pt.duration_us > 0 ? pt.duration_us : 0);
+
+        if (sc->fields || dc->slo > 0) {
+            imx_summary_record_ex(key, us, pt.status >= 500, sc->fields ? fv.ttfb_us : 0,
+                                  dc->slo > 0 ? (uint64_t)dc->slo : 0, fv.rid,
+                                  sc->fields ? fv.rid_len : 0);
+        }
+        else {
+            imx_summary_record(key, us, pt.status >= 500);
+        }
     }
     if ((mode & MODE_RAW) && sampled_in(dc, &pt)) {
         if (dc->tag_src) {
