@@ -17,12 +17,16 @@
  *   protocol        r->proto_num.
  *   tls             SSL_PROTOCOL of the connection (of the master connection
  *                   for HTTP/2 streams), through the core's ap_ssl_var_lookup.
- *   upstream        mod_proxy's post_request hook names the worker that
- *                   served the request; its name is looked up among the
+ *   upstream        mod_proxy's scheme_handler hook names the worker that
+ *                   serves the request; its name is looked up among the
  *                   workers of the configuration, registered at startup,
- *                   so the tag takes only configured values.
+ *                   so the tag takes only configured values. That hook is
+ *                   mod_proxy's own (not an optional hook), and linking to
+ *                   mod_proxy would make it a requirement: its registration
+ *                   function is looked up once every module is loaded.
  * Filters are only added for requests whose server asks for the field.
  */
+#include <dlfcn.h>
 #include <string.h>
 
 #include "httpd.h"
@@ -147,15 +151,18 @@ static apr_status_t body_in(ap_filter_t *f, apr_bucket_brigade *bb, ap_input_mod
     return rv;
 }
 
-/* mod_proxy calls this for every request it handled, with the worker
- * (a balancer's member, when a balancer chose) that served it. */
-static int proxy_done(proxy_worker *worker, proxy_balancer *balancer, request_rec *r,
-                      proxy_server_conf *conf)
+/* mod_proxy's scheme handlers are asked in turn to handle a request, with
+ * the worker that will serve it (a balancer's member, once the balancer
+ * chose); this one, asked first, only notes the worker and declines. A
+ * balancer that retries on another member asks again: the last one noted
+ * is the one that answered. */
+static int proxy_seen(request_rec *r, proxy_worker *worker, proxy_server_conf *conf,
+                      char *url, const char *proxyname, apr_port_t proxyport)
 {
     const char *name;
     void *id;
 
-    (void)balancer; (void)conf;
+    (void)conf; (void)url; (void)proxyname; (void)proxyport;
     if (!worker || !worker->s || !r || !upstream_ids) {
         return DECLINED;
     }
@@ -165,12 +172,57 @@ static int proxy_done(proxy_worker *worker, proxy_balancer *balancer, request_re
     return DECLINED;
 }
 
+typedef void proxy_hook_add_t(proxy_HOOK_scheme_handler_t *pf, const char *const *pre,
+                              const char *const *succ, int order);
+typedef apr_array_header_t *proxy_hook_get_t(void);
+
+/* pre_config: every LoadModule has been read (httpd loads modules with
+ * RTLD_GLOBAL), and this generation's mod_proxy is fresh. */
+static int hook_proxy(apr_pool_t *pconf, apr_pool_t *plog, apr_pool_t *ptemp)
+{
+    proxy_hook_add_t *add;
+    proxy_hook_get_t *get;
+    apr_array_header_t *have;
+
+    (void)pconf; (void)plog; (void)ptemp;
+    if (!ap_find_linked_module("mod_proxy.c")) {
+        return OK;
+    }
+    add = (proxy_hook_add_t *)dlsym(RTLD_DEFAULT, "proxy_hook_scheme_handler");
+    get = (proxy_hook_get_t *)dlsym(RTLD_DEFAULT, "proxy_hook_get_scheme_handler");
+    if (!add || !get) {
+        ap_log_error(APLOG_MARK, APLOG_WARNING, 0, NULL, "IMX0061: mod_proxy is loaded "
+                     "but its scheme_handler hook cannot be found; the tag upstream is "
+                     "'-' for every request");
+        return OK;
+    }
+    /* httpd reads its configuration twice at start: add it once. */
+    have = get();
+    for (int i = 0; have && i < have->nelts; i++) {
+        if (APR_ARRAY_IDX(have, i, proxy_LINK_scheme_handler_t).pFunc == proxy_seen) {
+            return OK;
+        }
+    }
+    add(proxy_seen, NULL, NULL, APR_HOOK_REALLY_FIRST);
+    /* The hooks were sorted before pre_config, so it was appended; mod_proxy
+     * asks them until one does not decline: move it first. */
+    have = get();
+    if (have && have->nelts > 1) {
+        proxy_LINK_scheme_handler_t mine = APR_ARRAY_IDX(have, have->nelts - 1,
+                                                         proxy_LINK_scheme_handler_t);
+        memmove(have->elts + have->elt_size, have->elts,
+                (size_t)(have->nelts - 1) * (size_t)have->elt_size);
+        APR_ARRAY_IDX(have, 0, proxy_LINK_scheme_handler_t) = mine;
+    }
+    return OK;
+}
+
 void imx_fields_register_hooks(apr_pool_t *p)
 {
     (void)p;
     ap_register_output_filter(ttfb_filter, ttfb_out, NULL, AP_FTYPE_RESOURCE);
     ap_register_input_filter(body_filter, body_in, NULL, AP_FTYPE_RESOURCE);
-    APR_OPTIONAL_HOOK(proxy, post_request, proxy_done, NULL, NULL, APR_HOOK_MIDDLE);
+    ap_hook_pre_config(hook_proxy, NULL, NULL, APR_HOOK_MIDDLE);
 }
 
 void imx_fields_insert(request_rec *r, unsigned fields)
