@@ -138,8 +138,8 @@ FUZZ_CFLAGS = -std=gnu11 -g -O1 $(WARN) -Werror -fsanitize=fuzzer,address,undefi
 
 .PHONY: fuzz test-fuzz fuzz-clean
 
-tests/fuzz/fuzz_encoder: tests/fuzz/fuzz_encoder.c tests/lp_read.h lineproto.c $(HDRS)
-	$(FUZZ_CC) $(FUZZ_CFLAGS) -o $@ tests/fuzz/fuzz_encoder.c lineproto.c $(APR_LIB)
+tests/fuzz/fuzz_encoder: tests/fuzz/fuzz_encoder.c tests/lp_read.h tests/test_names.h lineproto.c histogram.c $(HDRS)
+	$(FUZZ_CC) $(FUZZ_CFLAGS) -o $@ tests/fuzz/fuzz_encoder.c lineproto.c histogram.c $(APR_LIB)
 
 fuzz: tests/fuzz/fuzz_encoder
 	@mkdir -p tests/fuzz/artifacts

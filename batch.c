@@ -123,6 +123,17 @@ typedef struct cell {
 /* A cell is one cache line: neighbours never share one. */
 _Static_assert(sizeof(cell_t) == CACHE_LINE, "cell must fill one cache line");
 
+/* The flusher's cache of encoded series texts (imx_encode_series), so that
+ * most points cost one copy and their numbers: direct-mapped by the point's
+ * indices. Texts longer than an entry are encoded each time. */
+#define PCACHE_N 256
+#define PCACHE_TEXT 236
+typedef struct {
+    uint64_t k1, k2;
+    uint32_t len;               /* 0: empty */
+    char text[PCACHE_TEXT];
+} pcache_ent_t;
+
 /* Repeated failures are logged at most once per this interval. */
 #define FAIL_LOG_INTERVAL apr_time_from_sec(10)
 
@@ -149,6 +160,7 @@ struct imx_engine {
     size_t prefix_len;
     uint64_t mask;
     cell_t *cells;
+    char *rids;                 /* IMX_RID_MAX bytes per cell, or NULL */
     imx_counters_t *c;          /* conf.counters, or own */
     int wake_r, wake_w;         /* producers and stop wake the flusher */
     int done_r, done_w;         /* the flusher says it has finished */
@@ -173,10 +185,8 @@ struct imx_engine {
     unsigned long fails_unlogged;
     int self_due;
     uint64_t self_last_sum;
-    const imx_series_t *lm_series;  /* the last line bound and what it was for */
-    const char *lm_method, *lm_tag;
-    uint16_t lm_sample;
-    size_t lm;
+    pcache_ent_t *pcache;       /* PCACHE_N, or NULL (out of memory) */
+    int pcache_tried;
     char *xbuf;                 /* lines handed to imx_engine_submit(), sent at the
                                  * head of the next batch */
     size_t xlen, xcap;
@@ -234,6 +244,8 @@ static void free_buffers(imx_engine_t *e)
     free(e->xbuf);
     free(e->body);
     free(e->gz);
+    free(e->pcache);
+    e->pcache = NULL;
     free(e->sacc);
     e->sacc = NULL;
     e->sacc_cap = e->sacc_len = 0;
@@ -381,6 +393,12 @@ imx_engine_t *imx_engine_create(apr_pool_t *p, const imx_engine_conf_t *conf,
         mem = apr_palloc(p, cap * sizeof(cell_t) + CACHE_LINE);
         e->cells = (cell_t *)(((uintptr_t)mem + CACHE_LINE - 1) & ~(uintptr_t)(CACHE_LINE - 1));
     }
+    if (conf->rids) {
+        e->rids = conf->rids;
+    }
+    else if (conf->rid_cells) {
+        e->rids = apr_palloc(p, (size_t)cap * IMX_RID_MAX);
+    }
     {
         uint64_t head = atomic_load(&e->c->recorded);
 
@@ -409,7 +427,7 @@ imx_engine_t *imx_engine_create(apr_pool_t *p, const imx_engine_conf_t *conf,
     return e;
 }
 
-int imx_push(imx_engine_t *e, const imx_point_t *pt)
+static inline int push(imx_engine_t *e, const imx_point_t *pt, const char *rid)
 {
     _Atomic uint64_t *head = &e->c->recorded;
     uint64_t pos;
@@ -447,6 +465,15 @@ int imx_push(imx_engine_t *e, const imx_point_t *pt)
         }
     }
     c->pt = *pt;
+    if (rid && pt->rid_len) {
+        if (e->rids) {
+            memcpy(e->rids + (pos & e->mask) * IMX_RID_MAX, rid,
+                   pt->rid_len < IMX_RID_MAX ? pt->rid_len : IMX_RID_MAX);
+        }
+        else {
+            c->pt.rid_len = 0;
+        }
+    }
     atomic_store_explicit(&c->seq, pos + 1, memory_order_release);
 
     /* Completing a batch wakes the flusher early (batch_size <= capacity,
@@ -456,6 +483,66 @@ int imx_push(imx_engine_t *e, const imx_point_t *pt)
         ssize_t n = write(e->wake_w, "", 1);
         (void)n;
     }
+    return 1;
+}
+
+int imx_push(imx_engine_t *e, const imx_point_t *pt)
+{
+    return push(e, pt, NULL);
+}
+
+int imx_push_rid(imx_engine_t *e, const imx_point_t *pt, const char *rid)
+{
+    return push(e, pt, rid);
+}
+
+static int grow_body(imx_engine_t *e, size_t need);
+
+/* Appends pt's line to the body; 0 when the body cannot grow (out of
+ * memory: the point stays in the ring for the next round). */
+static int encode_point(imx_engine_t *e, const imx_point_t *pt, const char *rid)
+{
+    uint64_t k1 = (uint64_t)pt->server | (uint64_t)pt->route << 16
+                  | (uint64_t)pt->upstream << 32 | (uint64_t)pt->status << 48;
+    uint64_t k2 = (uint64_t)pt->tag | (uint64_t)pt->method << 32
+                  | (uint64_t)pt->protocol << 40 | (uint64_t)pt->tls << 48
+                  | (uint64_t)pt->fields << 56;
+    pcache_ent_t *pc = NULL;
+    size_t n;
+
+    if (!e->pcache && !e->pcache_tried) {
+        e->pcache_tried = 1;
+        e->pcache = calloc(PCACHE_N, sizeof(*e->pcache));
+    }
+    if (e->pcache) {
+        pc = &e->pcache[((k1 * 0x9e3779b97f4a7c15ULL) ^ (k2 * 0xc2b2ae3d27d4eb4fULL))
+                        >> (64 - 8)];
+    }
+    if (pc && pc->len && pc->k1 == k1 && pc->k2 == k2) {
+        if (e->body_len + pc->len + IMX_VALUES_MAX > e->body_cap
+            && !grow_body(e, e->body_len + pc->len + IMX_VALUES_MAX)) {
+            return 0;
+        }
+        memcpy(e->body + e->body_len, pc->text, pc->len);
+        n = pc->len;
+    }
+    else {
+        size_t need = e->body_len + imx_line_max(e->prefix_len, &e->conf.names, pt);
+
+        if (need > e->body_cap && !grow_body(e, need)) {
+            return 0;
+        }
+        n = imx_encode_series(e->body + e->body_len, e->conf.line_prefix, e->prefix_len,
+                              &e->conf.names, pt);
+        if (pc && n <= PCACHE_TEXT) {
+            memcpy(pc->text, e->body + e->body_len, n);
+            pc->len = (uint32_t)n;
+            pc->k1 = k1;
+            pc->k2 = k2;
+        }
+    }
+    e->body_len += n;
+    e->body_len += imx_encode_values(e->body + e->body_len, pt, rid);
     return 1;
 }
 
@@ -538,26 +625,14 @@ static uint32_t fill_batch(imx_engine_t *e)
     }
     while (n < e->conf.batch_size) {
         cell_t *c = &e->cells[e->tail & e->mask];
-        size_t need;
 
         if (atomic_load_explicit(&c->seq, memory_order_acquire) != e->tail + 1) {
             break;              /* empty, or its producer is still writing */
         }
-        /* Neighbouring points mostly share their strings: reuse the bound. */
-        if (c->pt.series != e->lm_series || c->pt.method != e->lm_method
-            || c->pt.tag != e->lm_tag || c->pt.sample != e->lm_sample) {
-            e->lm_series = c->pt.series;
-            e->lm_method = c->pt.method;
-            e->lm_tag = c->pt.tag;
-            e->lm_sample = c->pt.sample;
-            e->lm = imx_line_max(e->prefix_len, &c->pt);
-        }
-        need = e->body_len + e->lm;
-        if (need > e->body_cap && !grow_body(e, need)) {
+        if (!encode_point(e, &c->pt, e->rids ? e->rids + (e->tail & e->mask) * IMX_RID_MAX
+                                            : NULL)) {
             break;              /* out of memory: try again next round */
         }
-        e->body_len += imx_encode_line(e->body + e->body_len, e->conf.line_prefix,
-                                       e->prefix_len, &c->pt);
         atomic_store_explicit(&c->seq, e->tail + e->mask + 1, memory_order_release);
         e->tail++;
         n++;
@@ -1544,8 +1619,8 @@ int imx_engine_stop(imx_engine_t *e)
     }
 }
 
-uint64_t imx_ring_rescue(imx_engine_t *e, void *cells, uint32_t capacity,
-                         imx_counters_t *dead)
+uint64_t imx_ring_rescue(imx_engine_t *e, void *cells, const void *rids,
+                         uint32_t capacity, imx_counters_t *dead)
 {
     cell_t *ring = cells;
     uint64_t mask = (uint64_t)capacity - 1, moved = 0;
@@ -1558,7 +1633,8 @@ uint64_t imx_ring_rescue(imx_engine_t *e, void *cells, uint32_t capacity,
         cell_t *c = &ring[pos & mask];
 
         if (atomic_load_explicit(&c->seq, memory_order_acquire) == pos + 1) {
-            if (!imx_push(e, &c->pt)) {
+            if (!push(e, &c->pt, rids ? (const char *)rids + (pos & mask) * IMX_RID_MAX
+                                      : NULL)) {
                 break;          /* full (or stopping): the rest next time */
             }
             atomic_fetch_add(&dead->moved, 1);

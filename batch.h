@@ -17,30 +17,75 @@
 #include <apr_pools.h>
 #include <apr_time.h>
 
-/* Tag text of a server and route, escaped once at startup and valid for the
- * process's life. */
-typedef struct imx_series {
-    const char *vhost;          /* ",vhost=<escaped ServerName>" */
-    const char *route;          /* ",route=<escaped name>", or "" */
-    const char *tags;           /* ",k=v,k2=v2" static tags, escaped; may be "" */
-} imx_series_t;
+/* The registry of names (histogram.h): servers, routes and upstreams by
+ * small ids that mean the same text in every generation. */
+typedef struct imx_names imx_names_t;
 
-/* One request, as the request path hands it over. Fixed size (56 bytes, so a
- * buffer cell with its sequence number is one 64-byte cache line) and no
- * pointers into request memory: every string pointed to is escaped once at
- * startup and lives at least as long as the engine. */
+/* Optional fields and tags of a raw point (InfluxMetricsFields), a bitmask
+ * carried in each point, so that a point is encoded as it was recorded
+ * whatever the encoding process's configuration says. */
+#define IMX_F_TTFB           0x01   /* field ttfb_us */
+#define IMX_F_BYTES_RECEIVED 0x02   /* field bytes_received */
+#define IMX_F_REQUEST_ID     0x04   /* string field request_id (when not empty) */
+#define IMX_F_PROTOCOL       0x08   /* tag protocol */
+#define IMX_F_TLS            0x10   /* tag tls */
+#define IMX_F_UPSTREAM       0x20   /* tag upstream */
+
+/* Values of imx_point_t.protocol and .tls: indices into fixed tables. */
+enum { IMX_PROTO_OTHER, IMX_PROTO_09, IMX_PROTO_10, IMX_PROTO_11, IMX_PROTO_20,
+       IMX_PROTO_N };
+enum { IMX_TLS_NONE, IMX_TLS_10, IMX_TLS_11, IMX_TLS_12, IMX_TLS_13, IMX_TLS_OTHER,
+       IMX_TLS_N };
+extern const char *const imx_protocol_names[IMX_PROTO_N];  /* "HTTP/1.1", ... */
+extern const char *const imx_tls_names[IMX_TLS_N];         /* "none", "TLSv1.3", ... */
+
+/* Longest request id (InfluxMetricsFields request_id), in bytes. */
+#define IMX_RID_MAX 64
+
+/* One request, as the request path hands it over: 56 bytes, so that a
+ * buffer cell with its sequence number is one 64-byte cache line. It names
+ * everything by index, never by pointer, into tables that mean the same in
+ * every process of every generation of one httpd parent: a record left in
+ * shared memory by a child of an older generation that died is encoded by
+ * any later child exactly as it was recorded. */
 typedef struct imx_point {
-    int64_t ts_ns;              /* request start, made unique per series */
+    int64_t ts_ns;              /* request start, made unique (imx_ts_unique) */
     int64_t duration_us;
     int64_t bytes_sent;
-    const imx_series_t *series; /* never NULL */
-    const char *method;         /* escaped tag value, never NULL */
-    const char *tag;            /* ",k=v" from the request (InfluxMetricsTagFrom),
-                                 * escaped and interned; or NULL */
+    int64_t bytes_received;     /* IMX_F_BYTES_RECEIVED */
+    uint32_t tag;               /* InfluxMetricsTagFrom value (imx_tag_text_fn), 0: none */
+    uint32_t ttfb_us;           /* IMX_F_TTFB */
+    uint16_t server;            /* registry kind 0: ",vhost=.." | static tags */
+    uint16_t route;             /* registry kind 1: ",route=..", 0: none */
+    uint16_t upstream;          /* registry kind 2: ",upstream=..", 0: "-" */
     uint16_t status;
     uint16_t sample;            /* kept with probability sample/10000 (field
                                  * sample_rate); 0: not sampled, no field */
+    uint8_t method;             /* index into the methods table */
+    uint8_t protocol;           /* IMX_PROTO_* */
+    uint8_t tls;                /* IMX_TLS_* */
+    uint8_t rid_len;            /* bytes of request id kept beside the cell */
+    uint8_t fields;             /* IMX_F_* */
+    uint8_t spare;
 } imx_point_t;
+
+/* A tag reference with this bit set names registry kind 3 (its low 16 bits:
+ * the id), texts that never change, such as ",key=other"; without it, the
+ * reference belongs to imx_tag_text_fn. */
+#define IMX_TAG_NAMED 0x80000000u
+
+/* The text of an InfluxMetricsTagFrom value (",key=value", escaped) or NULL
+ * when it is gone (its table was emptied since). */
+typedef const char *imx_tag_text_fn(uint32_t ref);
+
+/* What turns a point's indices into text. All of it must stay valid and
+ * mean the same for as long as any ring holds points naming it. */
+typedef struct imx_names_src {
+    const imx_names_t *reg;     /* servers, routes, upstreams */
+    const char *const *methods; /* escaped method names by index; NULL: "OTHER" */
+    unsigned nmethods;
+    imx_tag_text_fn *tag_text;  /* may be NULL: no request tags */
+} imx_names_src_t;
 
 /* ------------------------------------------------------------------------- */
 /* Line protocol (lineproto.c)                                                */
@@ -68,12 +113,24 @@ char *imx_pescape(apr_pool_t *p, const char *in, imx_esc_kind_t kind);
 char *imx_put_u64(char *o, uint64_t v);
 
 /* Upper bound of one encoded line for `pt` with the given line prefix length. */
-size_t imx_line_max(size_t prefix_len, const imx_point_t *pt);
+size_t imx_line_max(size_t prefix_len, const imx_names_src_t *ns, const imx_point_t *pt);
 
-/* Appends one line ("prefix,vhost=...,method=..,status=.. fields ts\n") at out,
- * which must hold imx_line_max() bytes. Returns bytes written. */
+/* Writes the part of pt's line that its series decides, from `prefix`
+ * ("measurement,host=..") to " duration_us=", at out (which must hold
+ * imx_line_max() bytes). Returns bytes written. */
+size_t imx_encode_series(char *out, const char *prefix, size_t prefix_len,
+                         const imx_names_src_t *ns, const imx_point_t *pt);
+
+/* Most bytes imx_encode_values() writes. */
+#define IMX_VALUES_MAX (4 * 21 + 80 + 2 * IMX_RID_MAX + 20)
+
+/* Writes the rest of the line: the field values, the timestamp and '\n'.
+ * rid: the request id (pt->rid_len bytes, already validated). */
+size_t imx_encode_values(char *out, const imx_point_t *pt, const char *rid);
+
+/* Both: one whole line ("prefix,vhost=...,method=..,status=.. fields ts\n"). */
 size_t imx_encode_line(char *out, const char *prefix, size_t prefix_len,
-                       const imx_point_t *pt);
+                       const imx_names_src_t *ns, const imx_point_t *pt, const char *rid);
 
 /* ------------------------------------------------------------------------- */
 /* Sending                                                                    */
@@ -230,6 +287,13 @@ typedef struct imx_engine_conf {
     void *tick_ctx;
     imx_exit_fn *on_exit;       /* may be NULL */
     void *exit_ctx;
+    imx_names_src_t names;      /* what the points' indices name */
+    /* Request ids beside the cells: capacity x IMX_RID_MAX bytes, in the
+     * same memory as the cells (the caller's, or allocated from the pool
+     * when rid_cells is set and this is NULL); NULL with rid_cells 0: no
+     * request ids are kept. */
+    void *rids;
+    int rid_cells;
     /* Optional (NULL: none). What cannot be sent before the exit deadline
      * is written there instead of dropped (the last half of
      * shutdown_timeout is kept for writing), and so are the batches the
@@ -279,6 +343,11 @@ imx_engine_t *imx_engine_create(apr_pool_t *p, const imx_engine_conf_t *conf,
  * counted in dropped_exit). Thread-safe. */
 int imx_push(imx_engine_t *e, const imx_point_t *pt);
 
+/* The same with a request id of pt->rid_len bytes (at most IMX_RID_MAX,
+ * validated by the caller: it is written as it is), kept beside the cell
+ * when the engine keeps ids (else the point goes without it). */
+int imx_push_rid(imx_engine_t *e, const imx_point_t *pt, const char *rid);
+
 /* From the flusher thread only (inside on_tick): adds `lines` lines of line
  * protocol that are not request points (summaries) to the head of the next
  * batch, sent right after the tick with the same retries; they do not count
@@ -301,11 +370,12 @@ int imx_engine_stop(imx_engine_t *e);
  * counters, which must no longer be written by anyone) left in its ring,
  * pushing each published point into e, which then records and sends it as
  * its own; the dead one counts it in moved. A cell its producer never
- * finished is counted in the dead one's lost. Resumable: stops when e's ring
+ * finished is counted in the dead one's lost. rids: the dead ring's request
+ * ids, or NULL. Resumable: stops when e's ring
  * is full (the rest waits for the next call) and advances the dead one's
  * taken as it goes. Returns the points moved. */
-uint64_t imx_ring_rescue(imx_engine_t *e, void *cells, uint32_t capacity,
-                         imx_counters_t *dead);
+uint64_t imx_ring_rescue(imx_engine_t *e, void *cells, const void *rids,
+                         uint32_t capacity, imx_counters_t *dead);
 
 /* Without a thread: drain and send everything now (tests, benchmarks). Returns
  * the number of points the backend accepted in this call. */

@@ -674,8 +674,9 @@ void imx_names_init(imx_names_t *r, uint32_t arena)
 {
     r->arena_size = arena;
     r->arena_used = 0;
-    atomic_store(&r->n[0], 0);
-    atomic_store(&r->n[1], 0);
+    for (int k = 0; k < IMX_NAMES_KINDS; k++) {
+        atomic_store(&r->n[k], 0);
+    }
 }
 
 static uint32_t fnv1a(const char *s, size_t len, size_t split)
@@ -693,7 +694,7 @@ int imx_names_intern(imx_names_t *r, int kind, const char *text, size_t len, siz
     uint32_t n, h = fnv1a(text, len, split);
     imx_names_ent_t *e;
 
-    if (kind < 0 || kind > 1 || split > len) {
+    if (kind < 0 || kind >= IMX_NAMES_KINDS || split > len) {
         return -1;
     }
     n = atomic_load_explicit(&r->n[kind], memory_order_relaxed);
@@ -726,7 +727,8 @@ const char *imx_names_get(const imx_names_t *r, int kind, uint32_t id, size_t *l
 {
     const imx_names_ent_t *e;
 
-    if (kind < 0 || kind > 1 || id >= atomic_load_explicit(&r->n[kind], memory_order_acquire)) {
+    if (kind < 0 || kind >= IMX_NAMES_KINDS
+        || id >= atomic_load_explicit(&r->n[kind], memory_order_acquire)) {
         return NULL;
     }
     e = &r->ent[kind][id];

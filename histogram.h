@@ -149,7 +149,8 @@ uint32_t imx_hist_encode(imx_hist_out_t *o, const char *prefix, imx_hist_table_t
 uint64_t imx_hist_percentile(const uint64_t *b, uint64_t count, double p);
 
 /*
- * A registry of names: texts of two kinds (0: servers, 1: routes), each
+ * A registry of names: texts of four kinds (0: servers, 1: routes, 2:
+ * upstreams, 3: fixed tag texts such as ",key=other"), each
  * given a small id in the order registered, the same id for the same text
  * for the registry's life. One writer (httpd's parent, at configuration);
  * readers anywhere, at any time: an entry is published with a release
@@ -157,15 +158,16 @@ uint64_t imx_hist_percentile(const uint64_t *b, uint64_t count, double p);
  * A text is stored with a split point (servers: vhost tag | static tags).
  */
 #define IMX_NAMES_MAX 2048      /* ids per kind: 11 bits of a series key */
+#define IMX_NAMES_KINDS 4
 
 typedef struct imx_names_ent {
     uint32_t off, len, split, hash;
 } imx_names_ent_t;
 
 typedef struct imx_names {
-    _Atomic uint32_t n[2];      /* entries published, per kind */
+    _Atomic uint32_t n[IMX_NAMES_KINDS];  /* entries published, per kind */
     uint32_t arena_size, arena_used;
-    imx_names_ent_t ent[2][IMX_NAMES_MAX];
+    imx_names_ent_t ent[IMX_NAMES_KINDS][IMX_NAMES_MAX];
     char arena[];
 } imx_names_t;
 

@@ -33,6 +33,7 @@
 #include <apr_strings.h>
 
 #include "batch.h"
+#include "histogram.h"
 
 /* Length of the valid UTF-8 sequence starting at s (n bytes left), 0 if the
  * bytes there are not one. Rejects overlongs, surrogates and > U+10FFFF. */
@@ -151,42 +152,116 @@ char *imx_pescape(apr_pool_t *p, const char *in, imx_esc_kind_t kind)
 #define I64_DIGITS 20
 #define U32_DIGITS 10
 
-size_t imx_line_max(size_t prefix_len, const imx_point_t *pt)
+const char *const imx_protocol_names[IMX_PROTO_N] = {
+    "other", "HTTP/0.9", "HTTP/1.0", "HTTP/1.1", "HTTP/2.0"
+};
+const char *const imx_tls_names[IMX_TLS_N] = {
+    "none", "TLSv1", "TLSv1.1", "TLSv1.2", "TLSv1.3", "other"
+};
+
+/* A registry text by kind and id; an id the registry does not hold (it was
+ * full) reads as the kind's reserved "other" (ids 0 and 1 are reserved by
+ * the glue: servers 0 ",vhost=other"; routes 0 "" and 1 ",route=other";
+ * upstreams 0 ",upstream=-"). */
+static const char *name_of(const imx_names_src_t *ns, int kind, uint32_t id,
+                           size_t *len, size_t *split)
 {
-    return prefix_len
-        + strlen(pt->series->vhost) + strlen(pt->series->tags)
-        + sizeof(",method=") - 1 + strlen(pt->method)
-        + sizeof(",status=") - 1 + U32_DIGITS
-        + strlen(pt->series->route) + (pt->tag ? strlen(pt->tag) : 0)
-        + sizeof(" duration_us=") - 1 + I64_DIGITS + 1
-        + sizeof(",bytes_sent=") - 1 + I64_DIGITS + 1
-        + (pt->sample ? sizeof(",sample_rate=0.0000") - 1 : 0)
-        + 1 + I64_DIGITS + 1;
+    const char *t = NULL;
+
+    if (ns->reg) {
+        t = imx_names_get(ns->reg, kind, id, len, split);
+        if (!t) {
+            t = imx_names_get(ns->reg, kind, kind == 1 ? 1 : 0, len, split);
+        }
+    }
+    if (!t) {
+        static const char *const fallback[3] = { ",vhost=other", "", ",upstream=-" };
+        t = fallback[kind];
+        *len = *split = strlen(t);
+    }
+    return t;
 }
 
-static char *put_str(char *o, const char *s)
+static const char *method_of(const imx_names_src_t *ns, const imx_point_t *pt)
 {
-    while (*s) {
-        *o++ = *s++;
+    const char *m = pt->method < ns->nmethods && ns->methods ? ns->methods[pt->method] : NULL;
+    return m ? m : "OTHER";
+}
+
+static const char *tag_of(const imx_names_src_t *ns, const imx_point_t *pt)
+{
+    size_t len, split;
+
+    if (pt->tag & IMX_TAG_NAMED) {
+        return ns->reg ? imx_names_get(ns->reg, 3, pt->tag & 0xffff, &len, &split) : NULL;
     }
-    return o;
+    return pt->tag && ns->tag_text ? ns->tag_text(pt->tag) : NULL;
+}
+
+size_t imx_line_max(size_t prefix_len, const imx_names_src_t *ns, const imx_point_t *pt)
+{
+    size_t slen, ssplit, rlen, rsplit, ulen = 0, usplit;
+    const char *tag = tag_of(ns, pt);
+
+    name_of(ns, 0, pt->server, &slen, &ssplit);
+    name_of(ns, 1, pt->route, &rlen, &rsplit);
+    if (pt->fields & IMX_F_UPSTREAM) {
+        name_of(ns, 2, pt->upstream, &ulen, &usplit);
+    }
+    return prefix_len + slen + rlen + ulen
+        + sizeof(",method=") - 1 + strlen(method_of(ns, pt))
+        + sizeof(",status=") - 1 + U32_DIGITS
+        + (tag ? strlen(tag) : 0)
+        + sizeof(",protocol=HTTP/0.9,tls=TLSv1.1") - 1
+        + sizeof(" duration_us=") - 1
+        + IMX_VALUES_MAX;
 }
 
 #define PUT_LIT(o, lit) (memcpy((o), (lit), sizeof(lit) - 1), (o) + sizeof(lit) - 1)
 
+static char *put_mem(char *o, const char *s, size_t n)
+{
+    memcpy(o, s, n);
+    return o + n;
+}
+
+static char *put_str(char *o, const char *s)
+{
+    return put_mem(o, s, strlen(s));
+}
+
+/* "00".."99": integers go out two digits per step. */
+static const char digits2[201] =
+    "0001020304050607080910111213141516171819"
+    "2021222324252627282930313233343536373839"
+    "4041424344454647484950515253545556575859"
+    "6061626364656667686970717273747576777879"
+    "8081828384858687888990919293949596979899";
+
 char *imx_put_u64(char *o, uint64_t v)
 {
-    char tmp[I64_DIGITS];
-    size_t n = 0;
+    size_t n = 1;
+    char *end;
 
-    do {
-        tmp[n++] = (char)('0' + v % 10);
-        v /= 10;
-    } while (v);
-    while (n) {
-        *o++ = tmp[--n];
+    for (uint64_t t = v; t >= 10; t /= 10) {
+        n++;
     }
-    return o;
+    end = o + n;
+    o = end;
+    while (v >= 100) {
+        unsigned d = (unsigned)(v % 100) * 2;
+        v /= 100;
+        *--o = digits2[d + 1];
+        *--o = digits2[d];
+    }
+    if (v >= 10) {
+        *--o = digits2[v * 2 + 1];
+        *--o = digits2[v * 2];
+    }
+    else {
+        *--o = (char)('0' + v);
+    }
+    return end;
 }
 
 static char *put_i64(char *o, int64_t v)
@@ -198,30 +273,54 @@ static char *put_i64(char *o, int64_t v)
     return imx_put_u64(o, (uint64_t)v);
 }
 
-size_t imx_encode_line(char *out, const char *prefix, size_t prefix_len,
-                       const imx_point_t *pt)
+size_t imx_encode_series(char *out, const char *prefix, size_t prefix_len,
+                         const imx_names_src_t *ns, const imx_point_t *pt)
+{
+    size_t slen, ssplit, rlen, rsplit;
+    const char *sv = name_of(ns, 0, pt->server, &slen, &ssplit);
+    const char *rt = name_of(ns, 1, pt->route, &rlen, &rsplit);
+    const char *tag = tag_of(ns, pt);
+    char *o = out;
+
+    o = put_mem(o, prefix, prefix_len);
+    o = put_mem(o, sv, ssplit);                 /* ",vhost=.." */
+    o = PUT_LIT(o, ",method=");
+    o = put_str(o, method_of(ns, pt));
+    o = PUT_LIT(o, ",status=");
+    o = imx_put_u64(o, pt->status);
+    o = put_mem(o, rt, rlen);
+    o = put_mem(o, sv + ssplit, slen - ssplit); /* static tags */
+    if (tag) {
+        o = put_str(o, tag);
+    }
+    if (pt->fields & IMX_F_PROTOCOL) {
+        o = PUT_LIT(o, ",protocol=");
+        o = put_str(o, imx_protocol_names[pt->protocol < IMX_PROTO_N ? pt->protocol : 0]);
+    }
+    if (pt->fields & IMX_F_TLS) {
+        o = PUT_LIT(o, ",tls=");
+        o = put_str(o, imx_tls_names[pt->tls < IMX_TLS_N ? pt->tls : IMX_TLS_OTHER]);
+    }
+    if (pt->fields & IMX_F_UPSTREAM) {
+        size_t ulen, usplit;
+        const char *up = name_of(ns, 2, pt->upstream, &ulen, &usplit);
+        o = put_mem(o, up, ulen);
+    }
+    o = PUT_LIT(o, " duration_us=");
+    return (size_t)(o - out);
+}
+
+size_t imx_encode_values(char *out, const imx_point_t *pt, const char *rid)
 {
     char *o = out;
 
-    memcpy(o, prefix, prefix_len);
-    o += prefix_len;
-    o = put_str(o, pt->series->vhost);
-    o = PUT_LIT(o, ",method=");
-    o = put_str(o, pt->method);
-    o = PUT_LIT(o, ",status=");
-    o = imx_put_u64(o, pt->status);
-    o = put_str(o, pt->series->route);
-    o = put_str(o, pt->series->tags);
-    if (pt->tag) {
-        o = put_str(o, pt->tag);
-    }
-    o = PUT_LIT(o, " duration_us=");
     o = put_i64(o, pt->duration_us);
     o = PUT_LIT(o, "i,bytes_sent=");
     o = put_i64(o, pt->bytes_sent);
+    *o++ = 'i';
     if (pt->sample) {
         /* A float: 10000 -> 1, 1000 -> 0.1, 25 -> 0.0025. */
-        o = PUT_LIT(o, "i,sample_rate=");
+        o = PUT_LIT(o, ",sample_rate=");
         if (pt->sample >= 10000) {
             *o++ = '1';
         }
@@ -235,12 +334,39 @@ size_t imx_encode_line(char *out, const char *prefix, size_t prefix_len,
                 d /= 10;
             } while (v && d);
         }
-        o = PUT_LIT(o, " ");
     }
-    else {
-        o = PUT_LIT(o, "i ");
+    if (pt->fields & IMX_F_TTFB) {
+        o = PUT_LIT(o, ",ttfb_us=");
+        o = imx_put_u64(o, pt->ttfb_us);
+        *o++ = 'i';
     }
+    if (pt->fields & IMX_F_BYTES_RECEIVED) {
+        o = PUT_LIT(o, ",bytes_received=");
+        o = put_i64(o, pt->bytes_received);
+        *o++ = 'i';
+    }
+    if ((pt->fields & IMX_F_REQUEST_ID) && rid && pt->rid_len) {
+        size_t n = pt->rid_len < IMX_RID_MAX ? pt->rid_len : IMX_RID_MAX;
+
+        o = PUT_LIT(o, ",request_id=\"");
+        /* The glue admits only bytes that need no escaping; whatever else
+         * a corrupted cell might hold cannot end the string or the line. */
+        for (size_t i = 0; i < n; i++) {
+            unsigned char c = (unsigned char)rid[i];
+            *o++ = c < 0x21 || c > 0x7e || c == '"' || c == '\\' ? '?' : (char)c;
+        }
+        *o++ = '"';
+    }
+    *o++ = ' ';
     o = put_i64(o, pt->ts_ns);
     *o++ = '\n';
     return (size_t)(o - out);
+}
+
+size_t imx_encode_line(char *out, const char *prefix, size_t prefix_len,
+                       const imx_names_src_t *ns, const imx_point_t *pt, const char *rid)
+{
+    size_t n = imx_encode_series(out, prefix, prefix_len, ns, pt);
+
+    return n + imx_encode_values(out + n, pt, rid);
 }

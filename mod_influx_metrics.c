@@ -136,11 +136,11 @@ typedef struct {
     unsigned fields;            /* IMX_F_* of InfluxMetricsFields */
     const char *rid_header;     /* InfluxMetricsRequestIDHeader, or NULL */
     apr_array_header_t *tags;   /* imx_tag_t, raw */
-    imx_series_t *series;       /* by route index: tag text built in post_config */
     int index;                  /* position in the server list */
-    int sum_server;             /* summary id of vhost and tags
-                                 * (mod_influx_metrics_summary.h) */
-    const int *sum_routes;      /* summary id by route index */
+    /* Registry ids (mod_influx_metrics_summary.h) that name the series of
+     * raw points and summaries alike, the same in every generation. */
+    int sum_server;             /* vhost and static tags */
+    const int *sum_routes;      /* by route index */
 } imx_srv_conf_t;
 
 typedef struct {
@@ -153,7 +153,6 @@ typedef struct {
     int tag_src;                /* TAG_* below; 0: no InfluxMetricsTagFrom */
     const char *tag_name;       /* the variable, note or header */
     const char *tag_key;        /* escaped tag key */
-    const char *tag_other;      /* ",key=other" */
     int tag_idx;                /* its table (mod_influx_metrics_tags.c) */
     apr_interval_time_t slo;    /* UNSET, 0 (none) or InfluxMetricsSLO */
     apr_hash_t *tag_allow;      /* escaped tag key -> apr_hash_t * of the values
@@ -172,12 +171,18 @@ static const char *line_prefix;
 static const char *host_escaped;
 /* Escaped method names by index: M_* numbers, then HEAD and OTHER. */
 static const char *method_names[M_INVALID + 2];
+/* By InfluxMetricsTagFrom index: the tag of a value written as "other". */
+static uint32_t *tag_other_refs;
 static imx_ts_table_t *ts_table;
 /* The rings, one per status slot, in shared memory made by the parent: they
  * outlive a child that dies, so a new child can send what it held. */
 static char *ring_shm;
 static uint32_t ring_cap;
-static int64_t my_gen;
+/* Set in post_config when any server records request ids (InfluxMetricsFields
+ * request_id): the ring segment then holds IMX_RID_MAX bytes per cell more,
+ * after all the cells. */
+static int rid_wanted;
+static char *ring_rids;
 /* prefork: its SIGTERM handler exits the child on the spot, so a child could
  * die between mod_log_config's line and this module's point; SIGTERM waits
  * for the end of the logging phase instead (see defer_sigterm). */
@@ -293,14 +298,12 @@ static void *merge_dir_conf(apr_pool_t *p, void *basev, void *addv)
         c->tag_src = add->tag_src;
         c->tag_name = add->tag_name;
         c->tag_key = add->tag_key;
-        c->tag_other = add->tag_other;
         c->tag_idx = add->tag_idx;
     }
     else {
         c->tag_src = base->tag_src;
         c->tag_name = base->tag_name;
         c->tag_key = base->tag_key;
-        c->tag_other = base->tag_other;
         c->tag_idx = base->tag_idx;
     }
     /* Nested allow-lists of a key add up, as repeated lines do. */
@@ -996,7 +999,6 @@ static const char *set_tag_from(cmd_parms *cmd, void *dc, const char *args)
     APR_ARRAY_PUSH(tag_from_keys(cmd->pool), const char *) = key;
     d->tag_name = name;
     d->tag_key = imx_pescape(cmd->pool, key, IMX_ESC_TAG);
-    d->tag_other = apr_pstrcat(cmd->pool, ",", d->tag_key, "=other", NULL);
     d->tag_idx = next_tag_index(cmd->pool);
     return NULL;
 }
@@ -1516,14 +1518,16 @@ static void ring_init(server_rec *s, const imx_srv_conf_t *mc)
 
     sizes(mc, &cap, &batch);
     ring_cap = cap;
-    ring_shm = imx_shm_once(s, apr_psprintf(s->process->pool, "imx_ring_shm_%u", ring_cap),
-                            (apr_size_t)nslots * ring_cap * 64, &created);
+    ring_shm = imx_shm_once(s, apr_psprintf(s->process->pool, "imx_ring_shm_%u_%d", ring_cap,
+                                            rid_wanted),
+                            (apr_size_t)nslots * ring_cap * (64 + (rid_wanted ? IMX_RID_MAX : 0)),
+                            &created);
+    ring_rids = ring_shm && rid_wanted ? ring_shm + (size_t)nslots * ring_cap * 64 : NULL;
     if (!ring_shm) {
         ap_log_error(APLOG_MARK, APLOG_WARNING, 0, s, "IMX0018: cannot create the "
                      "shared memory for the buffers (%u x %u records); each child keeps "
                      "its own, and what a killed child held is lost", nslots, ring_cap);
     }
-    imx_status_ring_id((uint64_t)(uintptr_t)ring_shm);
 }
 
 static int imx_post_config(apr_pool_t *pconf, apr_pool_t *plog, apr_pool_t *ptemp,
@@ -1564,6 +1568,12 @@ static int imx_post_config(apr_pool_t *pconf, apr_pool_t *plog, apr_pool_t *ptem
                                                  : DEF_MEASUREMENT, IMX_ESC_MEASUREMENT),
                               ",host=", host_escaped, NULL);
     ts_init(s, pconf);
+    /* Request ids take room beside every cell of every ring: only when a
+     * server writes them. */
+    rid_wanted = 0;
+    for (vs = s; vs; vs = vs->next) {
+        rid_wanted |= (srv_conf(vs)->fields & IMX_F_REQUEST_ID) != 0;
+    }
     if (imx_status_init(s) == APR_SUCCESS) {
         ring_init(s, mc);
     }
@@ -1592,20 +1602,25 @@ static int imx_post_config(apr_pool_t *pconf, apr_pool_t *plog, apr_pool_t *ptem
                                                         IMX_ESC_TAG), NULL);
             const char *tags = tags_text(pconf, c->tags);
 
-            /* One series text per route, so a point needs one pointer. */
             c->index = i++;
-            c->series = apr_pcalloc(pconf, sizeof(*c->series) * (apr_size_t)routes->nelts);
-            for (int r = 0; r < routes->nelts; r++) {
-                const char *name = APR_ARRAY_IDX(routes, r, const char *);
-                c->series[r].vhost = vhost;
-                c->series[r].route = name ? apr_pstrcat(pconf, ",route=", name, NULL) : "";
-                c->series[r].tags = tags;
-            }
             c->sum_server = imx_summary_server_id(s, vhost, tags);
             c->sum_routes = sum_routes;
         }
     }
     imx_fields_post_config(pconf, s);
+    {
+        apr_array_header_t *keys = tag_from_keys(pconf);
+
+        /* A value refused (table full, off the allow-list) is written as
+         * "other": a fixed text, so a registry id, as the point's tag. */
+        tag_other_refs = apr_pcalloc(pconf, sizeof(uint32_t) * (apr_size_t)(keys->nelts + 1));
+        for (int k = 0; k < keys->nelts; k++) {
+            int id = imx_summary_name_id(s, 3, apr_pstrcat(ptemp, ",", imx_pescape(
+                                             ptemp, APR_ARRAY_IDX(keys, k, const char *),
+                                             IMX_ESC_TAG), "=other", NULL));
+            tag_other_refs[k] = id < 0 ? 0 : IMX_TAG_NAMED | (uint32_t)id;
+        }
+    }
     for (i = 0; i < M_INVALID; i++) {
         /* HEAD shares M_GET, so the registry may name M_GET either way. */
         const char *m = i == M_GET ? "GET" : ap_method_name_of(pconf, i);
@@ -1659,12 +1674,12 @@ static apr_status_t child_stop(void *data)
     return APR_SUCCESS;
 }
 
-/* Once per interval in the flusher: first what dead children of this
+/* Once per interval in the flusher: first what dead children of any
  * generation left in their rings, then summaries. */
 static void flusher_tick(void *ctx, imx_engine_t *e, int final)
 {
-    if (!final && ring_shm) {
-        imx_status_rescue(e, my_gen, ring_shm, ring_cap);
+    if (!final) {
+        imx_status_rescue(e);
     }
     imx_summary_tick(ctx, e, final);
 }
@@ -1747,16 +1762,22 @@ static void imx_child_init(apr_pool_t *pchild, server_rec *s)
     ec.retry_max_time = mc->retry_max_time != UNSET ? mc->retry_max_time : DEF_RETRY_MAX_TIME;
     ec.retry_buffer = (size_t)(mc->retry_buffer != UNSET ? mc->retry_buffer : DEF_RETRY_BUFFER);
     ec.gzip = mc->gzip != UNSET ? mc->gzip : DEF_GZIP;
+    ec.names.reg = imx_summary_registry();
+    ec.names.methods = method_names;
+    ec.names.nmethods = M_INVALID + 2;
+    ec.names.tag_text = imx_tags_text;
+    ec.rid_cells = rid_wanted;
     {
         ap_generation_t gen = 0;
+        int shared = ring_shm && cap == ring_cap;
 
         ap_mpm_query(AP_MPMQ_GENERATION, &gen);
-        my_gen = gen;
-        slot = imx_status_claim(cap, gen, ring_shm && cap == ring_cap
-                                          ? (uint64_t)(uintptr_t)ring_shm : 0);
-        if (slot >= 0 && ring_shm && cap == ring_cap) {
+
+        slot = imx_status_claim(cap, gen, shared ? ring_shm : NULL, shared ? ring_rids : NULL);
+        if (slot >= 0 && shared) {
             /* The segment is 64-aligned and each ring a multiple of 64. */
             ec.cells = ring_shm + (size_t)slot * ring_cap * 64;
+            ec.rids = ring_rids ? ring_rids + (size_t)slot * ring_cap * IMX_RID_MAX : NULL;
         }
     }
     if (slot >= 0) {
@@ -1895,8 +1916,8 @@ static int imx_log_transaction(request_rec *r)
     const request_rec *last = r;
     const imx_dir_conf_t *dc;
     imx_srv_conf_t *sc;
-    imx_point_t pt;
-    imx_fields_val_t fv;
+    imx_point_t pt = { 0 };
+    char rid[IMX_RID_MAX + 1];
     apr_time_t now;
     int midx;
     /* Loaded once: the same engine is recorded into, whatever happens. */
@@ -1925,12 +1946,12 @@ static int imx_log_transaction(request_rec *r)
     /* As %B: no body went out (HEAD, 304) means 0, whatever was counted. */
     pt.bytes_sent = last->sent_bodyct ? last->bytes_sent : 0;
     midx = method_index(r);
-    pt.series = &sc->series[dc->route_idx];
-    pt.method = method_names[midx];
-    pt.tag = NULL;
+    pt.server = (uint16_t)sc->sum_server;
+    pt.route = (uint16_t)sc->sum_routes[dc->route_idx];
+    pt.method = (uint8_t)midx;
     pt.status = (uint16_t)(last->status > 0 && last->status < 1000 ? last->status : 0);
     if (sc->fields) {
-        imx_fields_fill(r, last, sc->fields, sc->rid_header, &fv);
+        imx_fields_fill(r, last, sc->fields, sc->rid_header, &pt, rid);
     }
     if (mode & MODE_SUMMARY) {
         int cls = pt.status / 100;
@@ -1939,9 +1960,8 @@ static int imx_log_transaction(request_rec *r)
         uint64_t us = (uint64_t)(pt.duration_us > 0 ? pt.duration_us : 0);
 
         if (sc->fields || dc->slo > 0) {
-            imx_summary_record_ex(key, us, pt.status >= 500, sc->fields ? fv.ttfb_us : 0,
-                                  dc->slo > 0 ? (uint64_t)dc->slo : 0, fv.rid,
-                                  sc->fields ? fv.rid_len : 0);
+            imx_summary_record_ex(key, us, pt.status >= 500, pt.ttfb_us,
+                                  dc->slo > 0 ? (uint64_t)dc->slo : 0, rid, pt.rid_len);
         }
         else {
             imx_summary_record(key, us, pt.status >= 500);
@@ -1959,12 +1979,18 @@ static int imx_log_transaction(request_rec *r)
                     ? apr_hash_get(dc->tag_allow, dc->tag_key, APR_HASH_KEY_STRING) : NULL;
 
                 /* A value off the allow-list never takes a place in the table. */
+                uint32_t other = tag_other_refs[dc->tag_idx];
+
                 pt.tag = allow && !apr_hash_get(allow, v, APR_HASH_KEY_STRING)
-                         ? dc->tag_other
-                         : imx_tags_intern(dc->tag_idx, dc->tag_key, v, dc->tag_other);
+                         ? other : imx_tags_intern(dc->tag_idx, dc->tag_key, v, other);
             }
         }
-        imx_push(e, &pt);
+        if (pt.rid_len) {
+            imx_push_rid(e, &pt, rid);
+        }
+        else {
+            imx_push(e, &pt);
+        }
     }
     return DECLINED;
 }

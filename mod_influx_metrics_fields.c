@@ -44,6 +44,7 @@
 
 #include "batch.h"
 #include "mod_influx_metrics_fields.h"
+#include "mod_influx_metrics_summary.h"
 
 APLOG_USE_MODULE(influx_metrics);
 
@@ -58,19 +59,12 @@ static const char *const field_names[] = {
     "ttfb", "bytes_received", "request_id", "protocol", "tls", "upstream", NULL
 };
 
-static const char *const protocol_names[IMX_FP_N] = {
-    "other", "HTTP/1.0", "HTTP/1.1", "HTTP/2.0"
-};
-
-static const char *const tls_names[IMX_FT_N] = {
-    "none", "TLSv1", "TLSv1.1", "TLSv1.2", "TLSv1.3", "other"
-};
-
-/* Upstream names, escaped, by id; ids 0 and 1 are "-" and "other". Built
- * in the parent at post_config, read-only in the children. */
-#define UPSTREAM_MAX 2048
-static apr_array_header_t *upstreams;
-static apr_hash_t *upstream_ids;        /* raw worker name -> id */
+/* Upstream names: raw worker name -> registry id (kind 2). Built in the
+ * parent at post_config, read-only in the children. Id 0 is "-". */
+#define UPSTREAM_MAX 2046
+static apr_hash_t *upstream_ids;
+static unsigned upstream_n;
+static uint16_t upstream_other;         /* ",upstream=other" */
 /* mod_logio, when loaded: its connection config starts with bytes_in. */
 static module *logio;
 
@@ -85,29 +79,6 @@ unsigned imx_fields_bit(const char *name)
         }
     }
     return 0;
-}
-
-const char *imx_fields_protocol_name(unsigned i)
-{
-    return protocol_names[i < IMX_FP_N ? i : IMX_FP_OTHER];
-}
-
-const char *imx_fields_tls_name(unsigned i)
-{
-    return tls_names[i < IMX_FT_N ? i : IMX_FT_OTHER];
-}
-
-const char *imx_fields_upstream_name(unsigned id)
-{
-    if (!upstreams || id >= (unsigned)upstreams->nelts) {
-        return "-";
-    }
-    return APR_ARRAY_IDX(upstreams, id, const char *);
-}
-
-unsigned imx_fields_upstream_count(void)
-{
-    return upstreams ? (unsigned)upstreams->nelts : 0;
 }
 
 static req_note_t *note_of(request_rec *r)
@@ -168,7 +139,7 @@ static int proxy_seen(request_rec *r, proxy_worker *worker, proxy_server_conf *c
     }
     name = worker->s->name_ex[0] ? worker->s->name_ex : worker->s->name;
     id = apr_hash_get(upstream_ids, name, APR_HASH_KEY_STRING);
-    note_of(r)->upstream = (uint16_t)(id ? (uintptr_t)id : 1);
+    note_of(r)->upstream = id ? (uint16_t)(uintptr_t)id : upstream_other;
     return DECLINED;
 }
 
@@ -241,6 +212,7 @@ void imx_fields_insert(request_rec *r, unsigned fields)
 static void add_upstream(apr_pool_t *p, server_rec *s, const proxy_worker *w)
 {
     const char *name;
+    int id;
 
     if (!w || !w->s) {
         return;
@@ -249,26 +221,34 @@ static void add_upstream(apr_pool_t *p, server_rec *s, const proxy_worker *w)
     if (!*name || apr_hash_get(upstream_ids, name, APR_HASH_KEY_STRING)) {
         return;
     }
-    if (upstreams->nelts >= UPSTREAM_MAX) {
+    if (upstream_n >= UPSTREAM_MAX) {
         ap_log_error(APLOG_MARK, APLOG_WARNING, 0, s, "IMX0060: more than %d proxy "
                      "workers: the tag upstream of '%s' and later ones is 'other'",
-                     UPSTREAM_MAX - 2, name);
+                     UPSTREAM_MAX, name);
         return;
     }
-    name = apr_pstrdup(p, name);
-    apr_hash_set(upstream_ids, name, APR_HASH_KEY_STRING, (void *)(uintptr_t)upstreams->nelts);
-    APR_ARRAY_PUSH(upstreams, const char *) = imx_pescape(p, name, IMX_ESC_TAG);
+    /* The registry lives as long as httpd's parent and is shared by every
+     * generation, so a worker keeps its id across graceful restarts. */
+    id = imx_summary_name_id(s, 2, apr_pstrcat(p, ",upstream=",
+                                               imx_pescape(p, name, IMX_ESC_TAG), NULL));
+    if (id <= 0 || id > UINT16_MAX) {
+        return;                 /* full (IMX0020 says so): "other" */
+    }
+    upstream_n++;
+    apr_hash_set(upstream_ids, apr_pstrdup(p, name), APR_HASH_KEY_STRING,
+                 (void *)(uintptr_t)id);
 }
 
 void imx_fields_post_config(apr_pool_t *pconf, server_rec *s)
 {
     module *proxy = ap_find_linked_module("mod_proxy.c");
+    int id;
 
     logio = ap_find_linked_module("mod_logio.c");
-    upstreams = apr_array_make(pconf, 8, sizeof(const char *));
     upstream_ids = apr_hash_make(pconf);
-    APR_ARRAY_PUSH(upstreams, const char *) = "-";
-    APR_ARRAY_PUSH(upstreams, const char *) = "other";
+    upstream_n = 0;
+    id = imx_summary_name_id(s, 2, ",upstream=other");
+    upstream_other = (uint16_t)(id > 0 && id <= UINT16_MAX ? id : 0);
     if (!proxy) {
         return;
     }
@@ -392,25 +372,25 @@ static unsigned tls_of(const request_rec *r)
     const char *v;
 
     if (!ap_ssl_conn_is_ssl(c)) {
-        return IMX_FT_NONE;
+        return IMX_TLS_NONE;
     }
     v = ap_ssl_var_lookup(r->pool, r->server, c, NULL, "SSL_PROTOCOL");
     if (!v || strncmp(v, "TLSv1", 5)) {
-        return IMX_FT_OTHER;
+        return IMX_TLS_OTHER;
     }
-    return !v[5] ? IMX_FT_TLS10 : !strcmp(v + 5, ".1") ? IMX_FT_TLS11
-           : !strcmp(v + 5, ".2") ? IMX_FT_TLS12 : !strcmp(v + 5, ".3") ? IMX_FT_TLS13
-           : IMX_FT_OTHER;
+    return !v[5] ? IMX_TLS_10 : !strcmp(v + 5, ".1") ? IMX_TLS_11
+           : !strcmp(v + 5, ".2") ? IMX_TLS_12 : !strcmp(v + 5, ".3") ? IMX_TLS_13
+           : IMX_TLS_OTHER;
 }
 
 void imx_fields_fill(const request_rec *r, const request_rec *last, unsigned fields,
-                     const char *rid_header, imx_fields_val_t *v)
+                     const char *rid_header, imx_point_t *pt, char *rid)
 {
     apr_time_t first = 0;
     apr_off_t body = 0;
-    unsigned up = 0;
+    uint16_t up = 0;
 
-    memset(v, 0, offsetof(imx_fields_val_t, rid) + 1);
+    pt->fields = (uint8_t)fields;
     /* Internal redirects: each request of the chain has its own notes. */
     for (const request_rec *q = r; q; q = q->next) {
         const req_note_t *n = ap_get_module_config(q->request_config, &influx_metrics_module);
@@ -424,27 +404,31 @@ void imx_fields_fill(const request_rec *r, const request_rec *last, unsigned fie
             }
         }
     }
-    if (fields & IMX_F_TTFB && first) {
-        apr_time_t d = first - r->request_time;
-        v->ttfb_us = d < 1 ? 1 : d > (apr_time_t)UINT32_MAX ? UINT32_MAX : (uint32_t)d;
+    if (fields & IMX_F_TTFB) {
+        apr_time_t d = first ? first - r->request_time : 0;
+        pt->ttfb_us = !first ? 0 : d < 1 ? 1 : d > (apr_time_t)UINT32_MAX ? UINT32_MAX
+                      : (uint32_t)d;
     }
     if (fields & IMX_F_BYTES_RECEIVED) {
         const apr_off_t *in = logio ? ap_get_module_config(r->connection->conn_config, logio)
                                     : NULL;
-        v->bytes_received = in ? *in : body;
+        pt->bytes_received = in ? *in : body;
     }
+    pt->rid_len = 0;
+    rid[0] = '\0';
     if (fields & IMX_F_REQUEST_ID) {
-        v->rid_len = imx_fields_request_id(r, last, rid_header, v->rid);
+        pt->rid_len = (uint8_t)imx_fields_request_id(r, last, rid_header, rid);
     }
     if (fields & IMX_F_PROTOCOL) {
-        v->protocol = r->proto_num == HTTP_VERSION(1, 1) ? IMX_FP_HTTP11
-                      : r->proto_num == HTTP_VERSION(2, 0) ? IMX_FP_HTTP20
-                      : r->proto_num == HTTP_VERSION(1, 0) ? IMX_FP_HTTP10 : IMX_FP_OTHER;
+        pt->protocol = r->proto_num == HTTP_VERSION(1, 1) ? IMX_PROTO_11
+                       : r->proto_num == HTTP_VERSION(2, 0) ? IMX_PROTO_20
+                       : r->proto_num == HTTP_VERSION(1, 0) ? IMX_PROTO_10
+                       : r->proto_num == HTTP_VERSION(0, 9) ? IMX_PROTO_09 : IMX_PROTO_OTHER;
     }
     if (fields & IMX_F_TLS) {
-        v->tls = (uint8_t)tls_of(r);
+        pt->tls = (uint8_t)tls_of(r);
     }
     if (fields & IMX_F_UPSTREAM) {
-        v->upstream = (uint16_t)up;
+        pt->upstream = up;
     }
 }

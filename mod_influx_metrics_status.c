@@ -69,7 +69,12 @@ typedef struct {
     uint32_t capacity;
     apr_time_t started;
     int64_t gen;                /* the owner's generation */
-    uint64_t ring_id;           /* the ring segment its cells are in */
+    /* Where its ring is: the address of the ring segment's cells, and of
+     * its request ids (0: none), the same in every child of this parent
+     * (segments are made in the parent and never go away), so any child of
+     * any later generation can take over what a dead one left. */
+    uint64_t ring_id;
+    uint64_t rid_id;
     apr_time_t dead_since;      /* first seen gone with points to hand over */
     _Atomic uint32_t err_seq;   /* odd while the owner writes the error */
     char last_error[200];
@@ -97,14 +102,12 @@ typedef struct {
 
 static shm_t *shm;
 static int my_slot = -1;
-/* The current generation's ring segment, in the parent (for the monitor). */
-static uint64_t monitor_ring_id;
 /* How long a dead child's points wait for a new child to send them. */
 #define ADOPT_WAIT apr_time_from_sec(30)
 
 #define USERDATA_KEY "imx_status_shm"
 /* Bump when the layout of any segment changes. */
-#define SHM_VERSION 4
+#define SHM_VERSION 5
 #define SHM_MAGIC 0x494d5853u   /* "IMXS" */
 
 typedef struct {
@@ -351,29 +354,33 @@ static void fold_slot(uint32_t i)
 
 /* Points left in a slot's ring that a new owner of the same generation and
  * ring segment can send. */
-static uint64_t ring_left(const slot_t *sl, int64_t gen, uint64_t ring_id)
+/* Points a dead owner left that a live child can still send. Records name
+ * everything by generation-stable indices (batch.h), so the generation that
+ * wrote them does not matter. */
+static uint64_t ring_left(const slot_t *sl)
 {
     uint64_t head = atomic_load(&sl->c.recorded), taken = atomic_load(&sl->c.taken);
 
-    if (!ring_id || sl->ring_id != ring_id || sl->gen != gen || head <= taken
-        || head - taken > sl->capacity) {
+    if (!sl->ring_id || head <= taken || head - taken > sl->capacity) {
         return 0;
     }
     return head - taken;
 }
 
-static void own_slot(slot_t *sl, uint32_t capacity, int64_t gen, uint64_t ring_id)
+static void own_slot(slot_t *sl, uint32_t capacity, int64_t gen, uint64_t ring_id,
+                     uint64_t rid_id)
 {
     atomic_store(&sl->err_seq, 0);
     sl->last_error[0] = '\0';
     sl->capacity = capacity;
     sl->gen = gen;
     sl->ring_id = ring_id;
+    sl->rid_id = rid_id;
     sl->dead_since = 0;
     sl->started = apr_time_now();
 }
 
-int imx_status_claim(uint32_t capacity, int64_t gen, uint64_t ring_id)
+int imx_status_claim(uint32_t capacity, int64_t gen, char *rings, char *rids)
 {
     uint32_t me = (uint32_t)getpid();
 
@@ -385,7 +392,7 @@ int imx_status_claim(uint32_t capacity, int64_t gen, uint64_t ring_id)
         int rv;
 
         /* A slot with points a rescuer can still send is left for one. */
-        if (atomic_load(&sl->state) != SLOT_FREE && ring_left(sl, gen, ring_id)) {
+        if (atomic_load(&sl->state) != SLOT_FREE && ring_left(sl)) {
             continue;
         }
         rv = imx_shmlock_trylock(&sl->owner);
@@ -396,7 +403,7 @@ int imx_status_claim(uint32_t capacity, int64_t gen, uint64_t ring_id)
             fold_slot(i);       /* its owner is gone */
         }
         memset(&sl->c, 0, sizeof(sl->c));
-        own_slot(sl, capacity, gen, ring_id);
+        own_slot(sl, capacity, gen, (uint64_t)(uintptr_t)rings, (uint64_t)(uintptr_t)rids);
         atomic_store(&sl->pid, me);
         atomic_store(&sl->state, SLOT_ACTIVE);
         my_slot = (int)i;
@@ -405,11 +412,9 @@ int imx_status_claim(uint32_t capacity, int64_t gen, uint64_t ring_id)
     return -1;
 }
 
-void imx_status_rescue(imx_engine_t *e, int64_t gen, char *rings, uint32_t capacity)
+void imx_status_rescue(imx_engine_t *e)
 {
-    uint64_t ring_id = (uint64_t)(uintptr_t)rings;
-
-    if (!shm || !rings) {
+    if (!shm) {
         return;
     }
     for (uint32_t i = 0; i < shm->nslots; i++) {
@@ -417,8 +422,7 @@ void imx_status_rescue(imx_engine_t *e, int64_t gen, char *rings, uint32_t capac
         uint64_t moved;
         int rv;
 
-        if ((int)i == my_slot || atomic_load(&sl->state) == SLOT_FREE
-            || !ring_left(sl, gen, ring_id) || sl->capacity != capacity) {
+        if ((int)i == my_slot || atomic_load(&sl->state) == SLOT_FREE || !ring_left(sl)) {
             continue;
         }
         /* From the flusher thread: the lock then belongs to it, and is
@@ -427,8 +431,11 @@ void imx_status_rescue(imx_engine_t *e, int64_t gen, char *rings, uint32_t capac
         if (rv != 0 && rv != IMX_SHMLOCK_RECOVERED) {
             continue;           /* its owner lives */
         }
-        moved = imx_ring_rescue(e, rings + (size_t)i * capacity * 64, capacity, &sl->c);
-        if (!ring_left(sl, gen, ring_id)) {
+        moved = imx_ring_rescue(e, (char *)(uintptr_t)sl->ring_id + (size_t)i * sl->capacity * 64,
+                                sl->rid_id ? (char *)(uintptr_t)sl->rid_id
+                                             + (size_t)i * sl->capacity * IMX_RID_MAX : NULL,
+                                sl->capacity, &sl->c);
+        if (!ring_left(sl)) {
             fold_slot(i);
         }
         imx_shmlock_unlock(&sl->owner);
@@ -532,7 +539,7 @@ int imx_status_monitor(apr_pool_t *p, server_rec *s)
         /* Points a new child of this generation can still send: give one
          * the chance to start (httpd replaces dead children within seconds)
          * before counting them lost. */
-        if (atomic_load(&sl->state) != SLOT_FREE && ring_left(sl, gen, monitor_ring_id)) {
+        if (atomic_load(&sl->state) != SLOT_FREE && ring_left(sl)) {
             if (!sl->dead_since) {
                 sl->dead_since = now;
             }
@@ -549,10 +556,6 @@ int imx_status_monitor(apr_pool_t *p, server_rec *s)
     return DECLINED;
 }
 
-void imx_status_ring_id(uint64_t ring_id)
-{
-    monitor_ring_id = ring_id;
-}
 
 /* ------------------------------------------------------------------------- */
 /* Reading                                                                    */

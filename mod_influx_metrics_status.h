@@ -33,18 +33,16 @@ apr_status_t imx_status_init(server_rec *s);
 /* In a new child, from its main thread: takes a free slot and holds it for
  * the life of the process (a robust lock that the kernel releases when the
  * process dies, however it dies). A slot left by a process that is gone is
- * first folded into the totals, unless its ring (segment ring_id, this
- * generation) holds points a rescuer can send. Returns the slot, or -1. */
-int imx_status_claim(uint32_t capacity, int64_t gen, uint64_t ring_id);
+ * first folded into the totals, unless its ring holds points a rescuer can
+ * send. rings, rids: the ring segment's cells and request ids (NULL: the
+ * ring is the child's own memory, or no ids). Returns the slot, or -1. */
+int imx_status_claim(uint32_t capacity, int64_t gen, char *rings, char *rids);
 
-/* From a flusher, once per interval: the rings of this generation's
- * children that are gone are emptied into engine e (imx_ring_rescue), and
- * their slots folded. The points were recorded with this generation's
- * names, which e's process shares (forked from the same parent). */
-void imx_status_rescue(imx_engine_t *e, int64_t gen, char *rings, uint32_t capacity);
-
-/* post_config (parent): the current generation's ring segment. */
-void imx_status_ring_id(uint64_t ring_id);
+/* From a flusher, once per interval: the rings of children that are gone,
+ * of any generation, are emptied into engine e (imx_ring_rescue), and their
+ * slots folded. Points name their series by generation-stable indices, so
+ * e encodes them as they were recorded. */
+void imx_status_rescue(imx_engine_t *e);
 
 /* Slots of the segment (as first made; 0 without one). */
 uint32_t imx_status_nslots(void);

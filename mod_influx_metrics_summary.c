@@ -93,21 +93,55 @@ static size_t tagcap;
 static imx_names_t *reg;
 static int names_missed;        /* texts that did not fit, this generation */
 
+static apr_status_t forget_registry(void *data)
+{
+    *(imx_names_t **)data = NULL;
+    return APR_SUCCESS;
+}
+
 static imx_names_t *registry(server_rec *s)
 {
     int created;
+    uint32_t arena = NAMES_ARENA;
 
     if (!reg) {
-        reg = imx_shm_once(s, NAMES_KEY, imx_names_size(NAMES_ARENA), &created);
-        if (reg && created) {
-            imx_names_init(reg, NAMES_ARENA);
-            /* The reserved ids: server 0, routes 0 (none) and 1. */
+        reg = imx_shm_once(s, NAMES_KEY, imx_names_size(arena), &created);
+        if (!reg) {
+            /* Without shared memory, names hold within this generation
+             * only; so do the rings then (IMX0018), so nothing needs them
+             * to hold longer. */
+            arena /= 16;
+            reg = apr_pcalloc(s->process->pconf, imx_names_size(arena));
+            apr_pool_cleanup_register(s->process->pconf, &reg, forget_registry,
+                                      apr_pool_cleanup_null);
+            created = 1;
+        }
+        if (created) {
+            imx_names_init(reg, arena);
+            /* The reserved ids: server 0, routes 0 (none) and 1, upstream 0. */
             imx_names_intern(reg, 0, ",vhost=other", 12, 12);
             imx_names_intern(reg, 1, "", 0, 0);
             imx_names_intern(reg, 1, ",route=other", 12, 12);
+            imx_names_intern(reg, 2, ",upstream=-", 11, 11);
         }
     }
     return reg;
+}
+
+const imx_names_t *imx_summary_registry(void)
+{
+    return reg;
+}
+
+int imx_summary_name_id(server_rec *s, int kind, const char *text)
+{
+    imx_names_t *r = registry(s);
+    int id = r ? imx_names_intern(r, kind, text, strlen(text), strlen(text)) : -1;
+
+    if (id < 0) {
+        names_missed++;
+    }
+    return id;
 }
 
 int imx_summary_server_id(server_rec *s, const char *vhost_text, const char *tags_text)

@@ -43,6 +43,15 @@ int imx_summary_server_id(server_rec *s, const char *vhost_text, const char *tag
  * registry gives 1 ("route=other"). */
 int imx_summary_route_id(server_rec *s, const char *route_escaped);
 
+/* post_config, in the parent: the id of a text of registry kind `kind`
+ * (histogram.h: 2 upstreams ",upstream=<escaped>", 3 fixed tag texts),
+ * the same in every generation; -1 when the registry is full. */
+int imx_summary_name_id(server_rec *s, int kind, const char *text);
+
+/* The registry (for the engine's imx_names_src_t), valid for the process's
+ * life; set by the first of the calls above. */
+const imx_names_t *imx_summary_registry(void);
+
 /* post_config: the shared segment (once per parent) and the names. */
 apr_status_t imx_summary_init(server_rec *s, const imx_summary_names_t *names,
                               int want_summary, uint32_t nseries,

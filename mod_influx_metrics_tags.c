@@ -79,6 +79,16 @@ typedef struct {
 
 static tags_shm_t *shm;
 static uint32_t my_bank, my_epoch;
+/* The segment for reading references, also in a generation without
+ * InfluxMetricsTagFrom (it may send points an older one recorded). */
+static tags_shm_t *seg;
+
+/* A reference: 1 + the entry's index over both banks in its low REF_BITS,
+ * the low 8 bits of the epoch it was written in above them, so that a
+ * reference to an entry emptied since reads as gone, never as another
+ * value. */
+#define REF_BITS 23
+#define REF_MAX ((1u << REF_BITS) - 1)
 
 #define USERDATA_KEY "imx_tags_shm"
 
@@ -101,6 +111,7 @@ apr_status_t imx_tags_init(server_rec *s, int ntables, int max_values)
     int created;
 
     shm = NULL;
+    seg = imx_shm_find(s, USERDATA_KEY);
     if (ntables <= 0) {
         return APR_SUCCESS;
     }
@@ -144,6 +155,7 @@ apr_status_t imx_tags_init(server_rec *s, int ntables, int max_values)
     }
     my_bank = shm->cur;
     my_epoch = shm->bank[my_bank].epoch;
+    seg = shm;
     return APR_SUCCESS;
 }
 
@@ -194,8 +206,43 @@ static uint32_t state_of(uint32_t word)
     return (word >> 2) == my_epoch ? (word & 3) : EMPTY;
 }
 
-const char *imx_tags_intern(int idx, const char *key_escaped, const char *value,
-                            const char *other_text)
+static uint32_t ref_of(uint32_t bank, int idx, uint32_t i)
+{
+    uint64_t g = ((uint64_t)bank * shm->ntables + (uint32_t)idx) * shm->nslots + i + 1;
+
+    return g > REF_MAX ? 0 : (uint32_t)g | (my_epoch & 0xff) << REF_BITS;
+}
+
+const char *imx_tags_text(uint32_t ref)
+{
+    uint64_t g = (ref & REF_MAX);
+    uint32_t per_bank, bank, idx, i, word;
+    entry_t *e;
+
+    if (!seg || !g || (ref & IMX_TAG_NAMED)) {
+        return NULL;
+    }
+    g--;
+    per_bank = seg->ntables * seg->nslots;
+    if (!per_bank || g >= 2 * (uint64_t)per_bank) {
+        return NULL;
+    }
+    bank = (uint32_t)(g / per_bank);
+    idx = (uint32_t)(g % per_bank) / seg->nslots;
+    i = (uint32_t)(g % seg->nslots);
+    e = (entry_t *)((char *)seg + APR_ALIGN_DEFAULT(sizeof(*seg))
+                    + ((size_t)bank * seg->ntables + idx)
+                      * (sizeof(table_hdr_t) + (size_t)seg->nslots * sizeof(entry_t))
+                    + sizeof(table_hdr_t)) + i;
+    word = atomic_load_explicit(&e->state, memory_order_acquire);
+    if ((word & 3) != READY || ((word >> 2) & 0xff) != (ref >> REF_BITS)) {
+        return NULL;
+    }
+    return e->text;
+}
+
+uint32_t imx_tags_intern(int idx, const char *key_escaped, const char *value,
+                         uint32_t other_ref)
 {
     char text[IMX_TAG_TEXT_MAX];
     size_t kl = strlen(key_escaped), vl = strlen(value), n;
@@ -205,15 +252,15 @@ const char *imx_tags_intern(int idx, const char *key_escaped, const char *value,
 
     if (!shm || idx < 0 || (uint32_t)idx >= shm->ntables || !vl
         || 2 + kl + 1 >= sizeof(text)) {
-        return other_text;
+        return other_ref;
     }
     text[0] = ',';
     memcpy(text + 1, key_escaped, kl);
     text[1 + kl] = '=';
     /* Too long once escaped: imx_escape stops at the end of text. */
     n = imx_escape(text + 2 + kl, sizeof(text) - 2 - kl, value, vl, IMX_ESC_TAG);
-    if (n == (size_t)-1) {
-        return other_text;
+    if (n == (size_t)-1 || !ref_of(my_bank, idx, shm->nslots - 1)) {
+        return other_ref;
     }
     t = table(my_bank, idx);
     ents = (entry_t *)(t + 1);
@@ -232,7 +279,7 @@ const char *imx_tags_intern(int idx, const char *key_escaped, const char *value,
         }
         if (st == READY) {
             if (e->hash == h && !strcmp(e->text, text)) {
-                return e->text;
+                return ref_of(my_bank, idx, i);
             }
             continue;
         }
@@ -243,7 +290,7 @@ const char *imx_tags_intern(int idx, const char *key_escaped, const char *value,
          * the cap allows. */
         if (atomic_fetch_add(&t->used, 1) >= shm->max_values) {
             atomic_fetch_sub(&t->used, 1);
-            return other_text;
+            return other_ref;
         }
         if (!atomic_compare_exchange_strong(&e->state, &word, STATE(my_epoch, WRITING))) {
             atomic_fetch_sub(&t->used, 1);
@@ -253,7 +300,7 @@ const char *imx_tags_intern(int idx, const char *key_escaped, const char *value,
         e->hash = h;
         memcpy(e->text, text, strlen(text) + 1);
         atomic_store_explicit(&e->state, STATE(my_epoch, READY), memory_order_release);
-        return e->text;
+        return ref_of(my_bank, idx, i);
     }
-    return other_text;
+    return other_ref;
 }

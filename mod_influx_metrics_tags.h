@@ -29,9 +29,14 @@ apr_status_t imx_tags_init(server_rec *s, int ntables, int max_values);
 void imx_tags_child_status(server_rec *s, pid_t pid, ap_generation_t gen, int slot,
                            mpm_child_status state);
 
-/* Request path: the interned ",key=value" for table idx, or other_text when
- * the table is full or the value too long. Lock-free; no allocation. */
-const char *imx_tags_intern(int idx, const char *key_escaped, const char *value,
-                            const char *other_text);
+/* Request path: a reference (batch.h's imx_point_t.tag) to the interned
+ * ",key=value" for table idx, or other_ref when the table is full or the
+ * value too long. Lock-free; no allocation. */
+uint32_t imx_tags_intern(int idx, const char *key_escaped, const char *value,
+                         uint32_t other_ref);
+
+/* imx_tag_text_fn: the text of a reference, NULL once its table was emptied
+ * (a later restart) or when there is none. */
+const char *imx_tags_text(uint32_t ref);
 
 #endif /* IMX_TAGS_H */

@@ -46,6 +46,7 @@
 #include <zlib.h>
 
 #include "batch.h"
+#include "../tests/test_names.h"
 
 #define GROUP 64                /* pushes per latency sample */
 #define MAX_SAMPLES (1 << 16)   /* per thread */
@@ -82,23 +83,34 @@ static int cmp_double(const void *a, const void *b)
 /* ------------------------------------------------------------------------- */
 /* Test points                                                                */
 
-/* Series as the glue prepares them at startup: per (server, route). */
-static imx_series_t series[] = {
-    { .vhost = ",vhost=www.example.com", .route = "", .tags = "" },
-    { .vhost = ",vhost=www.example.com", .route = ",route=static", .tags = "" },
-    { .vhost = ",vhost=api.example.com", .route = ",route=api_users",
-      .tags = ",env=prod,dc=eu-west-1" },
-    { .vhost = ",vhost=api.example.com", .route = "", .tags = ",env=prod,dc=eu-west-1" },
+/* Series as the glue registers them at startup: per (server, route). */
+static const char *const series[4][3] = {
+    { ",vhost=www.example.com", "", "" },
+    { ",vhost=www.example.com", ",route=static", "" },
+    { ",vhost=api.example.com", ",route=api_users", ",env=prod,dc=eu-west-1" },
+    { ",vhost=api.example.com", "", ",env=prod,dc=eu-west-1" },
 };
+static const char *const methods[] = { "GET", "POST", "HEAD", "PUT" };
+static imx_names_src_t names;
 static imx_point_t points[NPOINTS];
 static const char *prefix = "apache_request,host=web-01.example.com";
 
 static void make_points(void)
 {
-    static const char *const methods[] = { "GET", "GET", "GET", "GET", "POST", "HEAD", "PUT", "GET" };
+    static const uint8_t method_idx[] = { 0, 0, 0, 0, 1, 2, 3, 0 };
     static const uint16_t statuses[] = { 200, 200, 200, 200, 200, 304, 404, 301, 500, 200 };
     uint32_t x = 12345;
     int64_t ts = 1764000000000000000LL;     /* late 2025, in ns */
+    imx_names_t *reg = tn_new(1 << 16);
+    uint16_t server[4], route[4];
+
+    for (int i = 0; i < 4; i++) {
+        server[i] = (uint16_t)tn_server(reg, series[i][0], series[i][2]);
+        route[i] = (uint16_t)(*series[i][1] ? tn_id(reg, 1, series[i][1]) : 0);
+    }
+    names.reg = reg;
+    names.methods = methods;
+    names.nmethods = 4;
 
     for (int i = 0; i < NPOINTS; i++) {
         imx_point_t *p = &points[i];
@@ -110,8 +122,9 @@ static void make_points(void)
         p->ts_ns = ts;
         p->duration_us = 20 + (int64_t)(x % 5000) * ((x >> 12) % 8 == 0 ? 100 : 1);
         p->bytes_sent = (x >> 8) % 4 == 0 ? 0 : (int64_t)((x >> 4) % 200000);
-        p->series = &series[(x >> 20) % 4];
-        p->method = methods[(x >> 3) % 8];
+        p->server = server[(x >> 20) % 4];
+        p->route = route[(x >> 20) % 4];
+        p->method = method_idx[(x >> 3) % 8];
         p->status = statuses[(x >> 10) % 10];
     }
 }
@@ -150,6 +163,7 @@ static imx_engine_t *new_engine(apr_pool_t *p, int gzip, apr_interval_time_t flu
     ec.retry_buffer = 16u << 20;
     ec.gzip = gzip;
     ec.send = noop_send;
+    ec.names = names;
     e = imx_engine_create(p, &ec, err, sizeof(err));
     if (!e) {
         fprintf(stderr, "micro: imx_engine_create: %s\n", err);
@@ -322,7 +336,7 @@ static void bench_push(apr_pool_t *root, int nthreads, int paced, push_result_t 
     apr_pool_create(&p, root);
     /* 100 ms flush interval; a completed batch wakes the flusher anyway. */
     e = new_engine(p, 0, apr_time_from_msec(100));
-    if (imx_engine_start(e, p) != APR_SUCCESS) {
+    if (imx_engine_start(e) != APR_SUCCESS) {
         fprintf(stderr, "micro: cannot start the flusher\n");
         exit(2);
     }
@@ -406,7 +420,7 @@ static void bench_encode(encode_result_t *r)
     unsigned k = 0;
 
     for (int i = 0; i < BATCH; i++) {
-        cap += imx_line_max(prefix_len, &points[i % NPOINTS]);
+        cap += imx_line_max(prefix_len, &names, &points[i % NPOINTS]);
     }
     buf = malloc(cap);
     memset(&zs, 0, sizeof(zs));
@@ -426,7 +440,7 @@ static void bench_encode(encode_result_t *r)
         while (now_s() - s0 < 0.1) {
             size_t len = 0;
             for (int i = 0; i < BATCH; i++) {
-                len += imx_encode_line(buf + len, prefix, prefix_len, &points[k++ % NPOINTS]);
+                len += imx_encode_line(buf + len, prefix, prefix_len, &names, &points[k++ % NPOINTS], NULL);
             }
             bytes += len;
             sn += BATCH;
@@ -449,7 +463,7 @@ static void bench_encode(encode_result_t *r)
         while (now_s() - s0 < 0.1) {
             size_t len = 0;
             for (int i = 0; i < BATCH; i++) {
-                len += imx_encode_line(buf + len, prefix, prefix_len, &points[k++ % NPOINTS]);
+                len += imx_encode_line(buf + len, prefix, prefix_len, &names, &points[k++ % NPOINTS], NULL);
             }
             deflateReset(&zs);
             zs.next_in = (unsigned char *)buf;

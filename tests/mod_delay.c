@@ -43,7 +43,12 @@ static int delay_handler(request_rec *r)
                        apr_pstrndup(r->pool, p + 5, strcspn(p + 5, "&")));
     }
     if (us > 0 && us < 60000000) {
-        apr_sleep((apr_interval_time_t)us);
+        /* A signal (prefork's graceful restart) cuts a sleep short. */
+        apr_time_t end = apr_time_now() + us, now;
+
+        while ((now = apr_time_now()) < end) {
+            apr_sleep(end - now);
+        }
     }
     if (status != 200) {
         return (int)status;

@@ -293,7 +293,8 @@ def lpencode():
             [cc, "-std=gnu11", "-O1", "-Wall", "-Wextra", *cflags,
              "-I", harness.REPO_ROOT, "-I", harness.TESTS_DIR, "-o", exe,
              os.path.join(FUZZ_DIR, "lpencode.c"),
-             os.path.join(harness.REPO_ROOT, "lineproto.c"), *libs],
+             os.path.join(harness.REPO_ROOT, "lineproto.c"),
+             os.path.join(harness.REPO_ROOT, "histogram.c"), *libs],
             capture_output=True, text=True, timeout=120)
         assert proc.returncode == 0, "building lpencode failed:\n" + proc.stderr
         yield Encoder(exe)

@@ -103,6 +103,9 @@ KILL_MPM = {
     "event": {"StartServers": 2, "ServerLimit": 4, "ThreadsPerChild": 25,
               "MaxRequestWorkers": 100, "MinSpareThreads": 25, "MaxSpareThreads": 100,
               "MaxConnectionsPerChild": 0},
+    "worker": {"StartServers": 2, "ServerLimit": 4, "ThreadsPerChild": 25,
+               "MaxRequestWorkers": 100, "MinSpareThreads": 25, "MaxSpareThreads": 100,
+               "MaxConnectionsPerChild": 0},
     # MaxSpareServers = MaxRequestWorkers: no idle child is stopped meanwhile.
     # MinSpareServers 2: httpd replaces the killed child at once, and the new
     # child (same generation) takes over what the dead one left in its ring.
@@ -129,7 +132,7 @@ def _published(h):
     return {c["pid"]: c["recorded"] for c in imx_status(h)["children"]}
 
 
-@pytest.mark.parametrize("mpm", ["event", "prefork"])
+@pytest.mark.parametrize("mpm", ["event", "worker", "prefork"])
 def test_sigkill_lost_in_crash_is_exact(module_built, influx, influx_db, httpd_factory, mpm):
     """A child killed 2 s into a 5 s flush interval holds the points it
     recorded since its last flush, in its ring. The ring is in shared memory:
@@ -211,6 +214,96 @@ def test_sigkill_lost_in_crash_is_exact(module_built, influx, influx_db, httpd_f
     # Nothing was in flight at the kill (wait_quiet), so nothing is lost.
     assert "IMX0017" in h.error_log_text(), "no child took over the dead one's ring"
     assert lost == 0 and stored == served, counters
+
+
+@pytest.mark.parametrize("mpm", ["prefork", "event"])
+def test_sigkill_of_old_generation_child_is_sent_by_new_one(module_built, mod_delay, influx,
+                                                          influx_db, httpd_factory, mpm):
+    """The last child of a generation, still busy after a graceful restart,
+    is killed with SIGKILL. What it recorded before and had not sent (a 30 s
+    flush interval: all of it) is taken over by a child of the new
+    generation and stored under the names it was recorded with, although
+    the new configuration puts a virtual host, a route and a request tag
+    ahead of the old ones (so any per-generation position would name
+    something else): per (vhost, route, tenant), stored == served."""
+    h = httpd_factory(mpm=mpm, mpm_conf=KILL_MPM[mpm], start=False)
+    path = os.path.join(h.htdocs, "api", "a.txt")
+    os.makedirs(os.path.dirname(path), mode=0o755, exist_ok=True)
+    os.chmod(os.path.dirname(path), 0o755)
+    with open(path, "w") as f:
+        f.write("api\n")
+    os.chmod(path, 0o644)
+
+    def conf(flush, first):
+        imx = str(Imx(influx.write_url(influx_db), flush_interval=flush, batch_size=100000,
+                      buffer_size=262144))
+        imx += "LoadModule delay_module %s\n" % mod_delay + IMX_STATUS_CONF
+        old = """
+<VirtualHost {host}:{port}>
+    ServerName old.example
+    InfluxMetricsTag site old
+    InfluxMetricsTagFrom header X-Tenant tenant
+    <Location /api>
+        InfluxMetricsRoute api
+    </Location>
+    <Location /delay>
+        SetHandler imx-delay
+    </Location>
+</VirtualHost>
+""".format(host=harness.HOST, port=h.port)
+        new = """
+<Location /new>
+    InfluxMetricsRoute aaa-new
+    InfluxMetricsTagFrom header X-Other other
+</Location>
+<VirtualHost {host}:{port}>
+    ServerName aaa.example
+    InfluxMetricsTag site aaa
+</VirtualHost>
+""".format(host=harness.HOST, port=h.port)
+        return new + imx + old if first else imx + old + new
+
+    h.extra = conf("30s", False)
+    h.start()
+    where = {"/small.txt": ("old.example", "", "ta"), "/api/a.txt": ("old.example", "api", "tb")}
+    for p_, (host, _, tenant) in where.items():
+        res = ab(h.url + p_.lstrip("/"), 400, 2, keepalive=False, timeout=60,
+                 extra_args=("-H", "Host: " + host, "-H", "X-Tenant: " + tenant))
+        assert res.complete == 400
+    wait_quiet(h)
+    # One child stays busy after the restart: the last of its generation.
+    slow, statuses = _slow_gets(h, "old.example", "/delay?us=20000000", 1)
+    time.sleep(0.5)
+    old_pids = set(h.child_pids())
+    h.extra = conf("500ms", True)
+    h.write_config()
+    h.graceful()
+    wait_until(lambda: len(old_pids & set(h.child_pids())) == 1, 20, 0.1,
+               "the old generation should be down to its busy child")
+    victim = (old_pids & set(h.child_pids())).pop()
+    os.kill(victim, signal.SIGKILL)
+    wait_until(lambda: victim not in h.child_pids(), 10)
+    taken = re.compile(r"\[pid (\d+)[^\]]*\].*IMX0017: took over (\d+) points")
+    m = wait_until(lambda: taken.search(h.error_log_text()), 20, 0.1,
+                   "no child took over the killed one's ring")
+    assert int(m.group(1)) not in old_pids, "taken over by a child of the old generation"
+    assert int(m.group(2)) > 0
+    wait_until(lambda: imx_status(h)["buffered"] == 0, 20, 0.2, "points still buffered")
+    h.stop()
+    for t in slow:
+        t.join(5)
+    served = {}
+    for p_, n in served_paths(h, *where).items():
+        served[where[p_]] = n
+    res = influx.query('SELECT count("duration_us") FROM "apache_request" '
+                       'GROUP BY "vhost", "route", "tenant", "site"', db=influx_db)
+    stored = {}
+    for s_ in res["results"][0].get("series") or []:
+        t = s_["tags"]
+        assert t.get("site") == "old", t
+        key = (t.get("vhost", ""), t.get("route", ""), t.get("tenant", ""))
+        stored[key] = stored.get(key, 0) + int(s_["values"][0][1])
+    assert stored == served, (stored, served)
 
 
 @pytest.mark.allowed_errors(r"IMX0100: will retry", r"IMX0100: backend")

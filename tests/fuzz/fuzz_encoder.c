@@ -49,6 +49,7 @@
 
 #include "batch.h"
 #include "lp_read.h"
+#include "test_names.h"
 
 static apr_pool_t *pool;
 static int strict_comment;
@@ -201,9 +202,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     size_t plen[4], np = 0, start = 0, i;
     const unsigned char *in[4];
     size_t inlen[4];
-    char *esc[4], *vhost, *route, *tags, *reqtag, *prefix, *line;
+    char *esc[4], *vhost, *route, *tags, *reqtag, *upstream, *prefix, *line;
     uint64_t x = fnv1a(data, size);
-    imx_series_t series;
+    imx_names_t *reg = tn_new(1 << 22);    /* 4 texts of up to 2 x max_len */
+    imx_names_src_t ns = { reg, (const char *const[]){ "GET" }, 1, NULL };
+    int has_route, has_tag, ids[2];
     imx_point_t pt;
     size_t n, max, plen_prefix;
 
@@ -263,17 +266,27 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     sprintf(tags, ",%s=%s", esc[3], esc[1]);
     reqtag = malloc(strlen(esc[3]) + strlen(esc[2]) + 4);
     sprintf(reqtag, ",%s=%s", esc[3], esc[2]);
-    memset(&series, 0, sizeof(series));
-    series.vhost = vhost;
-    series.route = (mix(&x) & 3) ? route : "";
-    series.tags = tags;
+    upstream = malloc(strlen(esc[2]) + 12);
+    sprintf(upstream, ",upstream=%s", esc[2]);
     memset(&pt, 0, sizeof(pt));
     pt.ts_ns = pick_i64(&x);
     pt.duration_us = pick_i64(&x);
     pt.bytes_sent = pick_i64(&x);
-    pt.series = &series;
-    pt.method = "GET";
-    pt.tag = (mix(&x) & 1) ? reqtag : NULL;
+    ids[0] = tn_server(reg, vhost, tags);
+    has_route = (mix(&x) & 3) != 0;
+    ids[1] = has_route ? tn_id(reg, 1, route) : 0;
+    pt.server = (uint16_t)ids[0];
+    pt.route = (uint16_t)ids[1];
+    has_tag = (mix(&x) & 1) != 0;
+    pt.tag = has_tag ? tn_tag(reg, reqtag) : 0;
+    /* The optional tags and numeric fields (InfluxMetricsFields). */
+    pt.fields = (uint8_t)(mix(&x) & (IMX_F_TTFB | IMX_F_BYTES_RECEIVED | IMX_F_PROTOCOL
+                                     | IMX_F_TLS | IMX_F_UPSTREAM));
+    pt.protocol = (uint8_t)mix(&x);
+    pt.tls = (uint8_t)mix(&x);
+    pt.upstream = (mix(&x) & 1) ? (uint16_t)tn_id(reg, 2, upstream) : 0;
+    pt.ttfb_us = (uint32_t)mix(&x);
+    pt.bytes_received = pick_i64(&x);
     pt.status = (__typeof__(pt.status))((mix(&x) & 1) ? mix(&x) : 100 + mix(&x) % 500);
     switch (mix(&x) % 6) {          /* sampling: no field, 1..10000, or more */
     case 0: case 1: case 2: pt.sample = 0; break;
@@ -282,9 +295,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     default: pt.sample = (__typeof__(pt.sample))mix(&x); break;
     }
 
-    max = imx_line_max(plen_prefix, &pt);
+    /* (A text equal to a reserved one, ",route=other", gets its id.) */
+    ASSERT(ids[0] >= 0 && ids[1] >= 0 && (!has_route || pt.route > 0) && (!has_tag || pt.tag),
+           "registry refused a text");
+    max = imx_line_max(plen_prefix, &ns, &pt);
     line = malloc(max);                 /* exactly: ASan guards the bound */
-    n = imx_encode_line(line, prefix, plen_prefix, &pt);
+    n = imx_encode_line(line, prefix, plen_prefix, &ns, &pt, NULL);
     ASSERT(n <= max, "line of %zu bytes, bound %zu", n, max);
     ASSERT(n > 0 && line[n - 1] == '\n', "line does not end in a newline");
     if (memchr(line, '\n', n - 1)) {
@@ -299,9 +315,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     {
         char status[16], rate[16];
         lp_point_t p;
-        int has_route = series.route[0] != '\0';
-        int want_tags = 5 + has_route + (pt.tag ? 1 : 0);
-        int want_fields = 2 + (pt.sample ? 1 : 0);
+        int want_tags = 5 + has_route + (pt.tag ? 1 : 0)
+                        + !!(pt.fields & IMX_F_PROTOCOL) + !!(pt.fields & IMX_F_TLS)
+                        + !!(pt.fields & IMX_F_UPSTREAM);
+        int want_fields = 2 + (pt.sample ? 1 : 0) + !!(pt.fields & IMX_F_TTFB)
+                          + !!(pt.fields & IMX_F_BYTES_RECEIVED);
 
         snprintf(status, sizeof(status), "%u", (unsigned)pt.status);
         /* sample_rate: sample / 10000 (at most 1), without trailing zeros. */
@@ -348,12 +366,33 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
                 expect_str(&p.key[t], ck, "request tag key", rd, line, n);
                 expect_str(&p.val[t++], cr, "request tag value", rd, line, n);
             }
+            if (pt.fields & IMX_F_PROTOCOL) {
+                expect_str(&p.key[t], "protocol", "key protocol", rd, line, n);
+                expect_str(&p.val[t++], imx_protocol_names[pt.protocol < IMX_PROTO_N
+                                                           ? pt.protocol : 0],
+                           "protocol", rd, line, n);
+            }
+            if (pt.fields & IMX_F_TLS) {
+                expect_str(&p.key[t], "tls", "key tls", rd, line, n);
+                expect_str(&p.val[t++], imx_tls_names[pt.tls < IMX_TLS_N ? pt.tls
+                                                      : IMX_TLS_OTHER], "tls", rd, line, n);
+            }
+            if (pt.fields & IMX_F_UPSTREAM) {
+                expect_str(&p.key[t], "upstream", "key upstream", rd, line, n);
+                expect_str(&p.val[t++], pt.upstream ? cr : "-", "upstream", rd, line, n);
+            }
             if (!(p.nfields == want_fields && lp_eqz(&p.fkey[0], "duration_us")
                   && p.fint[0] && p.fval[0] == pt.duration_us
                   && lp_eqz(&p.fkey[1], "bytes_sent") && p.fint[1]
                   && p.fval[1] == pt.bytes_sent && p.ts == pt.ts_ns
                   && (!pt.sample || (lp_eqz(&p.fkey[2], "sample_rate") && !p.fint[2]
-                                     && lp_eqz(&p.fraw[2], rate))))) {
+                                     && lp_eqz(&p.fraw[2], rate)))
+                  && (!(pt.fields & IMX_F_TTFB)
+                      || (lp_eqz(&p.fkey[2 + !!pt.sample], "ttfb_us")
+                          && p.fval[2 + !!pt.sample] == (long long)pt.ttfb_us))
+                  && (!(pt.fields & IMX_F_BYTES_RECEIVED)
+                      || (lp_eqz(&p.fkey[want_fields - 1], "bytes_received")
+                          && p.fval[want_fields - 1] == pt.bytes_received)))) {
                 show("line", line, n);
                 FAIL("reader %s: fields or timestamp differ (sample %u, want rate %s)",
                      lp_reader_name[rd], (unsigned)pt.sample, rate);
@@ -375,7 +414,9 @@ out:
     free(route);
     free(tags);
     free(reqtag);
+    free(upstream);
     free(line);
+    free(reg);
     apr_pool_clear(pool);
     return 0;
 }

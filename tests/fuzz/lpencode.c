@@ -31,6 +31,7 @@
 
 #include "batch.h"
 #include "lp_read.h"
+#include "test_names.h"
 
 typedef struct {
     char *p;
@@ -157,7 +158,8 @@ static void request(char *line)
         buf_t v[MAXTOK];
         char *esc[MAXTOK], *prefix, *vhost, *route, *tags, *out;
         size_t tlen = 1, plen, n;
-        imx_series_t series;
+        imx_names_t *reg;
+        imx_names_src_t ns;
         imx_point_t pt;
         int i, ok = 1;
 
@@ -197,20 +199,23 @@ static void request(char *line)
         else {
             route[0] = '\0';
         }
-        memset(&series, 0, sizeof(series));
-        series.vhost = vhost;
-        series.route = route;
-        series.tags = tags;
+        reg = tn_new((uint32_t)(strlen(vhost) + strlen(route) + strlen(tags) + 256));
+        memset(&ns, 0, sizeof(ns));
+        ns.reg = reg;
+        ns.methods = (const char *const *)&esc[8];
+        ns.nmethods = 1;
         memset(&pt, 0, sizeof(pt));     /* pt.sample = 0: no sample_rate field */
         pt.ts_ns = strtoll(tok[1], NULL, 10);
         pt.duration_us = strtoll(tok[2], NULL, 10);
         pt.bytes_sent = strtoll(tok[3], NULL, 10);
         pt.status = (__typeof__(pt.status))strtoul(tok[4], NULL, 10);
-        pt.series = &series;
-        pt.method = esc[8];
-        pt.tag = NULL;                  /* InfluxMetricsTagFrom: not used here */
-        out = malloc(imx_line_max(plen, &pt));
-        n = imx_encode_line(out, prefix, plen, &pt);
+        pt.server = (uint16_t)tn_server(reg, vhost, tags);
+        pt.route = (uint16_t)(*route ? tn_id(reg, 1, route) : 0);
+        pt.method = 0;
+        pt.tag = 0;                     /* InfluxMetricsTagFrom: not used here */
+        out = malloc(imx_line_max(plen, &ns, &pt));
+        n = imx_encode_line(out, prefix, plen, &ns, &pt, NULL);
+        free(reg);
         put_hex(out, n);
         free(out);
         free(prefix);

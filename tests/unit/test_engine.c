@@ -34,6 +34,7 @@
 #include "spool.h"
 
 #include "check.h"
+#include "../test_names.h"
 
 /* ------------------------------------------------------------------------- */
 /* Line protocol readers, one per family of parsers (see lineproto.c).       */
@@ -205,8 +206,8 @@ static size_t hostile(char *buf, size_t max)
 static void test_no_injection(void)
 {
     char raw[3][64], esc[3][160], vhost[200], tags[400], route[200], line[1024];
-    imx_series_t series = { vhost, "", tags };
-    imx_series_t routed = { vhost, route, tags };
+    imx_names_t *reg = tn_new(4096);
+    imx_names_src_t ns = { reg, (const char *const[]){ "GET" }, 1, NULL };
     imx_point_t pt;
     parsed_t p;
     int exact = 0;
@@ -219,17 +220,19 @@ static void test_no_injection(void)
         snprintf(vhost, sizeof(vhost), ",vhost=%s", esc[0]);
         snprintf(tags, sizeof(tags), ",%s=%s", esc[1], esc[2]);
         snprintf(route, sizeof(route), ",route=%s", esc[2]);
+        tn_reset(reg, 4096);
+        memset(&pt, 0, sizeof(pt));
         pt.ts_ns = 1700000000123456789LL + iter;
         pt.duration_us = iter;
         pt.bytes_sent = -iter;
-        pt.series = (iter & 1) ? &routed : &series;
-        pt.method = "GET";
-        pt.tag = (iter & 2) ? tags : NULL;
+        pt.server = tn_server(reg, vhost, tags);
+        pt.route = (iter & 1) ? (uint16_t)tn_id(reg, 1, route) : 0;
+        pt.tag = (iter & 2) ? tn_tag(reg, tags) : 0;
         pt.status = 200;
-        pt.sample = 0;
-        CHECK(imx_line_max(11, &pt) < sizeof(line), "line_max");
-        size_t n = imx_encode_line(line, "m,host=h\\ 1", 11, &pt);
-        CHECK(n <= imx_line_max(11, &pt), "line longer than its bound");
+        CHECK(pt.server > 0 && (!(iter & 1) || pt.route > 1), "registry");
+        CHECK(imx_line_max(11, &ns, &pt) < sizeof(line), "line_max");
+        size_t n = imx_encode_line(line, "m,host=h\\ 1", 11, &ns, &pt, NULL);
+        CHECK(n <= imx_line_max(11, &ns, &pt), "line longer than its bound");
         CHECK(line[n - 1] == '\n' && memchr(line, '\n', n - 1) == NULL,
               "newline inside a line: %.*s", (int)n, line);
         for (int fam = 0; fam < 2; fam++) {
@@ -256,6 +259,7 @@ static void test_no_injection(void)
         }
     }
     CHECK(exact > 1000, "too few exact round trips checked: %d", exact);
+    free(reg);
 }
 
 /* URLs in messages: never user info, never the query, whatever characters
@@ -464,18 +468,33 @@ static void recorder_free(recorder_t *rc)
     free(rc);
 }
 
-static imx_series_t test_series = { ",vhost=test", "", ",dc=eu\\ west" };
+/* The names every engine of these tests encodes with: one server,
+ * ",vhost=test" with the static tag ",dc=eu\\ west". */
+static imx_names_t *test_reg;
+static uint16_t test_server;
+static const char *const test_methods[] = { "GET", "POST" };
+
+static imx_names_src_t engine_names(void)
+{
+    imx_names_src_t ns = { NULL, test_methods, 2, NULL };
+
+    if (!test_reg) {
+        test_reg = tn_new(1 << 16);
+        test_server = tn_server(test_reg, ",vhost=test", ",dc=eu\\ west");
+    }
+    ns.reg = test_reg;
+    return ns;
+}
 
 static void fill_point(imx_point_t *pt, uint64_t id)
 {
+    engine_names();
+    memset(pt, 0, sizeof(*pt));
     pt->ts_ns = 1700000000000000000LL + (int64_t)id;
     pt->duration_us = (int64_t)id;
     pt->bytes_sent = 13;
-    pt->series = &test_series;
-    pt->method = "GET";
-    pt->tag = NULL;
+    pt->server = test_server;
     pt->status = 200;
-    pt->sample = 0;
 }
 
 static size_t test_retry_buffer = 64 << 20;
@@ -498,6 +517,7 @@ static void base_conf(imx_engine_conf_t *c, recorder_t *rc, uint32_t cap, uint32
     c->send_limit = rec_limit;
     c->send_ctx = rc;
     c->log = quiet_log;
+    c->names = engine_names();
 }
 
 static imx_engine_t *make_engine(apr_pool_t *p, recorder_t *rc, uint32_t cap,
@@ -1046,9 +1066,9 @@ static void test_ring_rescue(void)
     c.cells = NULL;
     b = imx_engine_create(p, &c, err, sizeof(err));
     CHECK(b != NULL, "create b: %s", err);
-    moved = imx_ring_rescue(b, cells, 256, ca);
+    moved = imx_ring_rescue(b, cells, NULL, 256, ca);
     CHECK(moved == 150, "moved %llu", (unsigned long long)moved);
-    CHECK(imx_ring_rescue(b, cells, 256, ca) == 0, "rescued twice");
+    CHECK(imx_ring_rescue(b, cells, NULL, 256, ca) == 0, "rescued twice");
     imx_engine_flush_now(b);
     imx_counters_read(ca, &sa);
     imx_engine_stats(b, &sb);

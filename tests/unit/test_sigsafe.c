@@ -21,6 +21,7 @@
 #include <apr_time.h>
 
 #include "batch.h"
+#include "../test_names.h"
 
 static volatile sig_atomic_t in_handler;
 static pthread_t handler_thread;
@@ -92,7 +93,6 @@ static void on_term(int sig)
 
 int main(void)
 {
-    static imx_series_t series = { ",vhost=t", "", "" };
     imx_engine_conf_t c;
     struct sigaction sa;
     apr_pool_t *p;
@@ -115,14 +115,14 @@ int main(void)
     c.retry_buffer = 1 << 20;
     c.send = sink;
     c.send_limit = sink_limit;
+    c.names.reg = tn_new(4096);
     engine = imx_engine_create(p, &c, err, sizeof(err));
     if (!engine || imx_engine_start(engine) != APR_SUCCESS) {
         fprintf(stderr, "FAIL: setup: %s\n", err);
         return 1;
     }
     memset(&pt, 0, sizeof(pt));
-    pt.series = &series;
-    pt.method = "GET";
+    pt.server = tn_server((imx_names_t *)c.names.reg, ",vhost=t", "");
     pt.status = 200;
     for (int i = 0; i < 300; i++) {
         pt.ts_ns = 1700000000000000000LL + i;
