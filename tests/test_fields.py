@@ -5,12 +5,15 @@ request ids from traceparent, mod_unique_id and a header, the SLO's counts
 and the exemplar of the slowest request, hostile ids."""
 
 import http.client
+import os
 import socket
+import subprocess
 import threading
 import time
 
 import pytest
 
+import harness
 from harness import Imx
 from test_summary import delay_conf, mod_delay  # noqa: F401 - a fixture
 
@@ -238,3 +241,168 @@ def test_summary_slo_and_exemplar(module_built, mod_delay, influx, influx_db,  #
     assert slowest["max_request_id"] == "slowest", slowest
     errs = [r for r in rows if r["status_class"] == "5xx"]
     assert max(errs, key=lambda r: r["duration_us_max"])["max_request_id"].startswith("slowerr-")
+
+
+# --------------------------------------------------------------------------
+# Raw mode
+
+def raw_rows(influx, db, where=""):
+    return influx.select("SELECT * FROM apache_request" + (" WHERE " + where if where else ""),
+                         db)
+
+
+def test_raw_ttfb_bytes_upstream(module_built, influx, influx_db, httpd_factory, backend):
+    """Through mod_proxy: ttfb_us from the backend's headers, duration_us
+    from its body, upstream names the worker (a balancer's member for a
+    balancer); '-' for what mod_proxy did not handle."""
+    h = httpd_factory(mpm="event", modules=["proxy", "proxy_http", "proxy_balancer",
+                                            "slotmem_shm", "lbmethod_byrequests"],
+                      extra=str(Imx(influx.write_url(influx_db), extra=(
+                          "InfluxMetricsFields ttfb bytes_received upstream\n")))
+                      + proxy_conf(backend.port) + """
+<Proxy balancer://pool>
+    BalancerMember http://127.0.0.1:%d/member
+</Proxy>
+<Location /bal>
+    ProxyPass balancer://pool/
+    InfluxMetricsRoute bal
+</Location>
+""" % backend.port)
+    for _ in range(3):
+        assert get(h, "/up/x")[0] == 200
+    assert get(h, "/bal/y")[0] == 200
+    assert get(h, "/small.txt")[0] == 200
+    h.stop()
+    rows = raw_rows(influx, influx_db)
+    assert len(rows) == 5 == h.access_log_count(), rows
+    up = [r for r in rows if r.get("route") == "up"]
+    assert len(up) == 3
+    for r in up:
+        assert 45000 <= r["ttfb_us"] <= 150000, r
+        assert r["duration_us"] >= 250000, r
+        assert r["upstream"] == "http://127.0.0.1:%d/" % backend.port, r
+        assert r["bytes_received"] > 0, r
+    bal = [r for r in rows if r.get("route") == "bal"]
+    assert len(bal) == 1 and bal[0]["upstream"] == "http://127.0.0.1:%d/member" % backend.port
+    static = [r for r in rows if not r.get("route")]
+    assert len(static) == 1 and static[0]["upstream"] == "-", static
+    assert 0 < static[0]["ttfb_us"] <= static[0]["duration_us"], static
+
+
+def test_raw_bytes_received(module_built, influx, influx_db, httpd_factory, backend):
+    """bytes_received: with mod_logio (built into Debian's httpd), the
+    request's bytes on the wire, headers included, as %I."""
+    assert "logio" in harness.apache_builtin_modules()
+    h = httpd_factory(mpm="event", modules=["proxy", "proxy_http"],
+                      extra=str(Imx(influx.write_url(influx_db), extra=(
+                          "InfluxMetricsFields bytes_received\n"))) + proxy_conf(backend.port))
+    head = ("POST /up/p HTTP/1.1\r\nHost: 127.0.0.1:%d\r\nContent-Length: 12345\r\n\r\n"
+            % h.port).encode()
+    s = socket.create_connection(("127.0.0.1", h.port), timeout=30)
+    s.sendall(head + b"x" * 12345)
+    got = b""
+    while not got.endswith(SlowBackend.BODY):
+        data = s.recv(65536)
+        assert data, got
+        got += data
+    s.close()
+    h.stop()
+    rows = raw_rows(influx, influx_db)
+    assert [r["bytes_received"] for r in rows] == [len(head) + 12345], rows
+
+
+def test_raw_request_id_sources(module_built, mod_delay, influx,  # noqa: F811
+                                influx_db, httpd_factory):
+    """request_id round-trips from each source; hostile values are no id and
+    never break a line: every request is stored."""
+    h = httpd_factory(mpm="event", modules=["unique_id", "headers", "setenvif"], extra=str(Imx(
+        influx.write_url(influx_db), extra="InfluxMetricsFields request_id\n"
+        "InfluxMetricsRequestIDHeader X-Request-ID\n"))
+        + delay_conf(mod_delay) + RID_CONF + rid_routes())
+    want = {}
+    get(h, "/rid/tp", {"traceparent": TRACEPARENT, "X-Request-ID": "hdr-1"})
+    want["rid-tp"] = [TRACE_ID]
+    _, hdrs, _ = get(h, "/rid/uid", {"X-Request-ID": "hdr-2"})
+    want["rid-uid"] = [hdrs["X-Unique-ID"]]
+    _, hdrs, _ = get(h, "/rid/badtp", {"traceparent": BAD_TRACEPARENTS[2]})
+    want["rid-badtp"] = [hdrs["X-Unique-ID"]]
+    get(h, "/rid/nouid-hdr", {"X-Request-ID": "abc-123_x.y:z@w/+="})
+    want["rid-nouid-hdr"] = ["abc-123_x.y:z@w/+="]
+    for bad in BAD_TRACEPARENTS:
+        get(h, "/rid/nouid-badtp", {"traceparent": bad, "X-Request-ID": "fallback"})
+    want["rid-nouid-badtp"] = ["fallback"] * len(BAD_TRACEPARENTS)
+    get(h, "/rid/nouid-long", {"X-Request-ID": "a" * 10240})
+    get(h, "/rid/nouid-quote", {"X-Request-ID": 'a"b,c=d e\\'})
+    get(h, "/rid/nouid-utf8", raw_headers=[("X-Request-ID", b"id-\xff\xfe\xc3")])
+    get(h, "/rid/nouid-none")
+    # Exactly 64 bytes is kept, 65 is not.
+    get(h, "/rid/nouid-hdr", {"X-Request-ID": "b" * 64})
+    want["rid-nouid-hdr"].append("b" * 64)
+    get(h, "/rid/nouid-long", {"X-Request-ID": "c" * 65})
+    for route in ("rid-nouid-long", "rid-nouid-quote", "rid-nouid-utf8", "rid-nouid-none"):
+        want[route] = []
+    h.stop()
+    rows = raw_rows(influx, influx_db)
+    assert len(rows) == h.access_log_count() == 15, len(rows)
+    for route, ids in want.items():
+        got = [r for r in rows if r.get("route") == route]
+        assert got, route
+        assert sorted(r["request_id"] for r in got if r.get("request_id") is not None) \
+            == sorted(ids), (route, got)
+
+
+def make_cert(d):
+    cert, key = os.path.join(d, "cert.pem"), os.path.join(d, "key.pem")
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes",
+                    "-keyout", key, "-out", cert, "-days", "2", "-subj", "/CN=127.0.0.1",
+                    "-addext", "subjectAltName=IP:127.0.0.1"],
+                   check=True, timeout=60, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    for p in (d, cert, key):
+        os.chmod(p, 0o755 if p == d else 0o644)
+    return cert, key
+
+
+def curl(*args):
+    p = subprocess.run(["curl", "-s", "-o", "/dev/null", "-w", "%{http_version} %{http_code}",
+                        "--max-time", "20"] + list(args),
+                       stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=30)
+    return p.stdout.decode()
+
+
+def test_raw_protocol_and_tls(module_built, influx, influx_db, httpd_factory):
+    """protocol for HTTP/1.0, HTTP/1.1 and h2c; tls for plain connections,
+    TLS 1.2 and 1.3 with mod_ssl on a private certificate, also over h2."""
+    d = harness.make_tmpdir("imx-fields-tls")
+    try:
+        cert, key = make_cert(d)
+        sport = harness.free_port()
+        h = httpd_factory(mpm="event", modules=["ssl", "socache_shmcb", "http2"],
+                          extra=harness.H2C_CONF + str(Imx(
+                              influx.write_url(influx_db),
+                              extra="InfluxMetricsFields protocol tls\n")) + """
+Listen 127.0.0.1:%d
+<VirtualHost 127.0.0.1:%d>
+    ServerName tls.test
+    Protocols h2 http/1.1
+    SSLEngine on
+    SSLCertificateFile %s
+    SSLCertificateKeyFile %s
+</VirtualHost>
+""" % (sport, sport, cert, key))
+        surl = "https://127.0.0.1:%d/small.txt" % sport
+        # (curl names the answer's version: httpd answers HTTP/1.1 to 1.0)
+        assert curl("--http1.0", h.url + "small.txt") == "1.1 200"
+        assert curl("--http1.1", h.url + "small.txt") == "1.1 200"
+        assert curl("--http2-prior-knowledge", h.url + "small.txt") == "2 200"
+        assert curl("-k", "--http1.1", "--tlsv1.3", surl) == "1.1 200"
+        assert curl("-k", "--http1.1", "--tlsv1.2", "--tls-max", "1.2", surl) == "1.1 200"
+        assert curl("-k", "--http2", "--tlsv1.3", surl) == "2 200"
+        h.stop()
+    finally:
+        harness.shutil.rmtree(d, ignore_errors=True)
+    rows = raw_rows(influx, influx_db)
+    got = sorted((r["vhost"], r["protocol"], r["tls"]) for r in rows)
+    assert got == sorted([
+        ("localhost", "HTTP/1.0", "none"), ("localhost", "HTTP/1.1", "none"),
+        ("localhost", "HTTP/2.0", "none"), ("tls.test", "HTTP/1.1", "TLSv1.3"),
+        ("tls.test", "HTTP/1.1", "TLSv1.2"), ("tls.test", "HTTP/2.0", "TLSv1.3")]), got
