@@ -53,6 +53,7 @@ typedef struct {
     apr_time_t first_out;       /* first response brigade, or 0 */
     apr_off_t body_in;          /* body bytes read (without mod_logio) */
     uint16_t upstream;          /* 0: not proxied */
+    unsigned filters;           /* IMX_F_* whose filter this request has */
 } req_note_t;
 
 static const char *const field_names[] = {
@@ -196,14 +197,24 @@ void imx_fields_register_hooks(apr_pool_t *p)
     ap_hook_pre_config(hook_proxy, NULL, NULL, APR_HOOK_MIDDLE);
 }
 
+/* Also called for error responses (insert_error_filter), maybe after the
+ * filters were added: a second body filter would count the body twice. */
 void imx_fields_insert(request_rec *r, unsigned fields)
 {
-    if (fields & IMX_F_TTFB) {
+    req_note_t *n;
+
+    fields &= IMX_F_TTFB | (logio ? 0 : IMX_F_BYTES_RECEIVED);
+    if (!fields) {
+        return;
+    }
+    n = note_of(r);
+    if ((fields & IMX_F_TTFB) && !(n->filters & IMX_F_TTFB)) {
         ap_add_output_filter(ttfb_filter, NULL, r, r->connection);
     }
-    if ((fields & IMX_F_BYTES_RECEIVED) && !logio) {
+    if ((fields & IMX_F_BYTES_RECEIVED) && !(n->filters & IMX_F_BYTES_RECEIVED)) {
         ap_add_input_filter(body_filter, NULL, r, r->connection);
     }
+    n->filters |= fields;
 }
 
 /* ------------------------------------------------------------------------- */

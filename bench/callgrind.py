@@ -89,7 +89,7 @@ def inclusive(outfile, names):
     text = p.stdout.decode(errors="replace")
     res = {}
     for line in text.splitlines():
-        m = re.match(r"\s*([\d,]+)\s+(?:\(\s*[\d.]+%\)\s+)?(\S.*)$", line)
+        m = re.match(r"\s*(\d[\d,]*)\s+(?:\(\s*[\d.]+%\)\s+)?(\S.*)$", line)
         if not m:
             continue
         ir = int(m.group(1).replace(",", ""))
