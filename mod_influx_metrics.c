@@ -1950,6 +1950,7 @@ static int imx_log_transaction(request_rec *r)
     pt.route = (uint16_t)sc->sum_routes[dc->route_idx];
     pt.method = (uint8_t)midx;
     pt.status = (uint16_t)(last->status > 0 && last->status < 1000 ? last->status : 0);
+    rid[0] = '\0';
     if (sc->fields) {
         imx_fields_fill(r, last, sc->fields, sc->rid_header, &pt, rid);
     }

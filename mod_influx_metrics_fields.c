@@ -56,8 +56,13 @@ typedef struct {
     unsigned filters;           /* IMX_F_* whose filter this request has */
 } req_note_t;
 
-static const char *const field_names[] = {
-    "ttfb", "bytes_received", "request_id", "protocol", "tls", "upstream", NULL
+static const struct {
+    const char *name;
+    unsigned bit;
+} field_names[] = {
+    { "ttfb", IMX_F_TTFB }, { "bytes_received", IMX_F_BYTES_RECEIVED },
+    { "request_id", IMX_F_REQUEST_ID }, { "protocol", IMX_F_PROTOCOL },
+    { "tls", IMX_F_TLS }, { "upstream", IMX_F_UPSTREAM }, { NULL, 0 }
 };
 
 /* Upstream names: raw worker name -> registry id (kind 2). Built in the
@@ -69,14 +74,15 @@ static uint16_t upstream_other;         /* ",upstream=other" */
 /* mod_logio, when loaded: its connection config starts with bytes_in. */
 static module *logio;
 
-static const char ttfb_filter[] = "IMX_TTFB";
-static const char body_filter[] = "IMX_BODY_IN";
+/* Added by handle: by name, each request would look the name up. */
+static ap_filter_rec_t *ttfb_filter;
+static ap_filter_rec_t *body_filter;
 
 unsigned imx_fields_bit(const char *name)
 {
-    for (unsigned i = 0; field_names[i]; i++) {
-        if (!strcasecmp(name, field_names[i])) {
-            return 1u << i;
+    for (unsigned i = 0; field_names[i].name; i++) {
+        if (!strcasecmp(name, field_names[i].name)) {
+            return field_names[i].bit;
         }
     }
     return 0;
@@ -192,8 +198,8 @@ static int hook_proxy(apr_pool_t *pconf, apr_pool_t *plog, apr_pool_t *ptemp)
 void imx_fields_register_hooks(apr_pool_t *p)
 {
     (void)p;
-    ap_register_output_filter(ttfb_filter, ttfb_out, NULL, AP_FTYPE_RESOURCE);
-    ap_register_input_filter(body_filter, body_in, NULL, AP_FTYPE_RESOURCE);
+    ttfb_filter = ap_register_output_filter("IMX_TTFB", ttfb_out, NULL, AP_FTYPE_RESOURCE);
+    body_filter = ap_register_input_filter("IMX_BODY_IN", body_in, NULL, AP_FTYPE_RESOURCE);
     ap_hook_pre_config(hook_proxy, NULL, NULL, APR_HOOK_MIDDLE);
 }
 
@@ -209,10 +215,10 @@ void imx_fields_insert(request_rec *r, unsigned fields)
     }
     n = note_of(r);
     if ((fields & IMX_F_TTFB) && !(n->filters & IMX_F_TTFB)) {
-        ap_add_output_filter(ttfb_filter, NULL, r, r->connection);
+        ap_add_output_filter_handle(ttfb_filter, NULL, r, r->connection);
     }
     if ((fields & IMX_F_BYTES_RECEIVED) && !(n->filters & IMX_F_BYTES_RECEIVED)) {
-        ap_add_input_filter(body_filter, NULL, r, r->connection);
+        ap_add_input_filter_handle(body_filter, NULL, r, r->connection);
     }
     n->filters |= fields;
 }
@@ -285,14 +291,16 @@ void imx_fields_post_config(apr_pool_t *pconf, server_rec *s)
 /* ------------------------------------------------------------------------- */
 /* Request path                                                               */
 
-/* Bytes of s allowed in a request id: no escaping needed in a line
- * protocol string or a tag, nothing that reads as markup in a dashboard. */
-static int id_char(unsigned char c)
-{
-    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9')
-           || c == '.' || c == '_' || c == ':' || c == '@' || c == '/' || c == '+'
-           || c == '=' || c == '-';
-}
+/* Bytes allowed in a request id (ID_CHAR): no escaping needed in a line
+ * protocol string or a tag, nothing that reads as markup in a dashboard;
+ * and lowercase hex digits (HEX), for traceparent. */
+#define ID_CHAR 1
+#define HEX 2
+static const unsigned char char_class[256] = {
+    ['0' ... '9'] = ID_CHAR | HEX, ['a' ... 'f'] = ID_CHAR | HEX, ['g' ... 'z'] = ID_CHAR,
+    ['A' ... 'Z'] = ID_CHAR, ['.'] = ID_CHAR, ['_'] = ID_CHAR, [':'] = ID_CHAR,
+    ['@'] = ID_CHAR, ['/'] = ID_CHAR, ['+'] = ID_CHAR, ['='] = ID_CHAR, ['-'] = ID_CHAR
+};
 
 /* Copies s when it is 1 to IMX_RID_MAX id characters; 0 otherwise. */
 static size_t take_id(const char *s, char *out)
@@ -302,7 +310,7 @@ static size_t take_id(const char *s, char *out)
     if (!s) {
         return 0;
     }
-    while (n <= IMX_RID_MAX && s[n] && id_char((unsigned char)s[n])) {
+    while (n <= IMX_RID_MAX && (char_class[(unsigned char)s[n]] & ID_CHAR)) {
         n++;
     }
     if (!n || n > IMX_RID_MAX || s[n]) {
@@ -313,18 +321,16 @@ static size_t take_id(const char *s, char *out)
     return n;
 }
 
-/* n lowercase hex digits at s, not all zero. */
+/* n lowercase hex digits at s, and with nonzero, not all '0'. */
 static int lower_hex(const char *s, size_t n, int nonzero)
 {
-    int any = 0;
+    unsigned char cls = HEX, any = 0;
 
     for (size_t i = 0; i < n; i++) {
-        if (!((s[i] >= '0' && s[i] <= '9') || (s[i] >= 'a' && s[i] <= 'f'))) {
-            return 0;
-        }
-        any |= s[i] != '0';
+        cls &= char_class[(unsigned char)s[i]];
+        any |= (unsigned char)(s[i] ^ '0');
     }
-    return any || !nonzero;
+    return cls && (any || !nonzero);
 }
 
 /* The trace id of a W3C traceparent ("00-<32 hex>-<16 hex>-<2 hex>"): later

@@ -2291,6 +2291,19 @@ static const char *str_field_of(const char *out, uint32_t key, const char *name)
     return v;
 }
 
+/* Drains src into pend and encodes pend into o (emptied first), as the
+ * writer of summaries does; returns the text, NUL-terminated. */
+static const char *drain_encode(imx_hist_table_t *src, imx_hist_table_t *pend,
+                                imx_hist_out_t *o, int64_t ts, uint64_t *busy)
+{
+    imx_hist_drain(pend, src);
+    o->len = 0;
+    imx_hist_encode(o, "s", pend, key_tags, NULL, ts, busy);
+    imx_hist_reserve(o, 1);
+    o->buf[o->len] = '\0';
+    return o->buf;
+}
+
 /* Issue 11's summary fields: ttfb percentiles from the TTFB series of a
  * key (never a line of their own), slo_good exact, and the exemplar is the
  * id of the slowest request across two children's tables. */
@@ -2342,11 +2355,7 @@ static void test_hist_fields(void)
     x.id = "next";
     x.id_len = 4;
     imx_hist_record_ex(a, 7, 20, 0, &x);
-    imx_hist_drain(pend, a);
-    o.len = 0;
-    imx_hist_encode(&o, "s", pend, key_tags, NULL, 2, &busy);
-    imx_hist_reserve(&o, 1);
-    o.buf[o.len] = '\0';
+    drain_encode(a, pend, &o, 2, &busy);
     CHECK(!strcmp(str_field_of(o.buf, 7, "max_request_id"), "next")
           && field_of(o.buf, 7, "slo_good") == 1, "%s", o.buf);
 
@@ -2354,11 +2363,7 @@ static void test_hist_fields(void)
     x.id = "a\"b\\c\nd";
     x.id_len = 7;
     imx_hist_record_ex(a, 7, 20, 0, &x);
-    imx_hist_drain(pend, a);
-    o.len = 0;
-    imx_hist_encode(&o, "s", pend, key_tags, NULL, 3, &busy);
-    imx_hist_reserve(&o, 1);
-    o.buf[o.len] = '\0';
+    drain_encode(a, pend, &o, 3, &busy);
     CHECK(strstr(o.buf, ",max_request_id=\"a\\\"b\\\\cd\" 3\n") && strchr(o.buf, '\n')
           == o.buf + o.len - 1, "escaped: %s", o.buf);
     free(a); free(b); free(pend); free(o.buf);
@@ -2400,10 +2405,7 @@ static void test_hist_exemplar_race(void)
     for (unsigned i = 0; i < 8; i++) {
         pthread_join(th[i], NULL);
     }
-    imx_hist_drain(pend, t);
-    imx_hist_encode(&o, "s", pend, key_tags, NULL, 1, &busy);
-    imx_hist_reserve(&o, 1);
-    o.buf[o.len] = '\0';
+    drain_encode(t, pend, &o, 1, &busy);
     CHECK(!strcmp(str_field_of(o.buf, 3, "max_request_id"), "t7-1279943"), "exemplar '%s'",
           str_field_of(o.buf, 3, "max_request_id"));
     free(t); free(pend); free(o.buf);
