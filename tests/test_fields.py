@@ -408,3 +408,36 @@ Listen 127.0.0.1:%d
         ("localhost", "HTTP/1.0", "none"), ("localhost", "HTTP/1.1", "none"),
         ("localhost", "HTTP/2.0", "none"), ("tls.test", "", "TLSv1.3"),
         ("tls.test", "", "TLSv1.2"), ("tls.test", "", "TLSv1.3")]), got
+
+
+def test_upstream_across_graceful_restart(module_built, influx, influx_db, httpd_factory,
+                                          backend):
+    """The hook into mod_proxy is made again in every generation (mod_proxy
+    is loaded afresh), once; a worker added by the restart gets its name."""
+    h = httpd_factory(mpm="event", modules=["proxy", "proxy_http"],
+                      extra=str(Imx(influx.write_url(influx_db),
+                                    extra="InfluxMetricsFields upstream\n"))
+                      + proxy_conf(backend.port))
+    assert get(h, "/up/a")[0] == 200
+    other = SlowBackend()
+    try:
+        h.extra += """
+<Location /up2>
+    ProxyPass http://127.0.0.1:%d/second
+    InfluxMetricsRoute up2
+</Location>
+""" % other.port
+        h.write_config()
+        h.graceful()
+        assert get(h, "/up/b")[0] == 200
+        assert get(h, "/up2/c")[0] == 200
+        h.restart()
+        assert get(h, "/up2/d")[0] == 200
+        h.stop()
+    finally:
+        other.stop()
+    rows = raw_rows(influx, influx_db)
+    got = sorted((r["route"], r["upstream"]) for r in rows)
+    first, second = ("http://127.0.0.1:%d/" % backend.port,
+                     "http://127.0.0.1:%d/second" % other.port)
+    assert got == [("up", first), ("up", first), ("up2", second), ("up2", second)], got
