@@ -403,13 +403,15 @@ static unsigned tls_of(const request_rec *r)
 void imx_fields_fill(const request_rec *r, const request_rec *last, unsigned fields,
                      const char *rid_header, imx_point_t *pt, char *rid)
 {
+    const request_rec *q;
     apr_time_t first = 0;
     apr_off_t body = 0;
     uint16_t up = 0;
 
     pt->fields = (uint8_t)fields;
     /* Internal redirects: each request of the chain has its own notes. */
-    for (const request_rec *q = r; q; q = q->next) {
+    q = r;
+    do {
         const req_note_t *n = ap_get_module_config(q->request_config, &influx_metrics_module);
         if (n) {
             if (n->first_out && (!first || n->first_out < first)) {
@@ -420,7 +422,7 @@ void imx_fields_fill(const request_rec *r, const request_rec *last, unsigned fie
                 up = n->upstream;
             }
         }
-    }
+    } while ((q = q->next));
     if (fields & IMX_F_TTFB) {
         apr_time_t d = first ? first - r->request_time : 0;
         pt->ttfb_us = !first ? 0 : d < 1 ? 1 : d > (apr_time_t)UINT32_MAX ? UINT32_MAX
