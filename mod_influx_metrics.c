@@ -7,6 +7,7 @@
  * series strings per server, escaped routes per directory, method names. The
  * log_transaction hook then only fills a fixed-size record and pushes it.
  */
+#include <pthread.h>
 #include <signal.h>
 #include <stdatomic.h>
 #include <sys/stat.h>
@@ -183,10 +184,16 @@ static uint32_t ring_cap;
  * after all the cells. */
 static int rid_wanted;
 static char *ring_rids;
-/* prefork: its SIGTERM handler exits the child on the spot, so a child could
- * die between mod_log_config's line and this module's point; SIGTERM waits
- * for the end of the logging phase instead (see defer_sigterm). */
+/* prefork: its SIGTERM (and SIGHUP) handler exits the child on the spot, so
+ * a child could die between this module's point and mod_log_config's line;
+ * the signal waits for the end of the logging phase instead (see
+ * term_deferred). */
 static int defer_term;
+static _Atomic int in_log;                  /* requests between our log hooks */
+static volatile sig_atomic_t term_pending;  /* the signal that waits */
+static struct sigaction term_prev[2];       /* prefork's: SIGTERM, SIGHUP */
+static pthread_t term_main;                 /* the child's main thread */
+static void defer_term_signals(void);
 static int mode = DEF_MODE;
 #define METHOD_HEAD M_INVALID
 #define METHOD_OTHER (M_INVALID + 1)
@@ -1833,6 +1840,9 @@ static void imx_child_init(apr_pool_t *pchild, server_rec *s)
         return;
     }
     atomic_store(&engine, e);
+    if (defer_term) {
+        defer_term_signals();
+    }
     /* A pre-cleanup, so it runs before the pools of other modules' threads
      * go, on every orderly child exit. */
     apr_pool_pre_cleanup_register(pchild, NULL, child_stop);
@@ -1886,29 +1896,78 @@ static int sampled_in(const imx_dir_conf_t *dc, imx_point_t *pt)
     return (double)(x >> 11) * (1.0 / 9007199254740992.0) < dc->sample;
 }
 
-static apr_status_t undefer_sigterm(void *data)
+/* What prefork would have done with sig. Async-signal-safe. */
+static void term_run_prev(int sig)
 {
-    sigset_t set;
+    const struct sigaction *pa = &term_prev[sig == SIGHUP];
 
-    (void)data;
-    sigemptyset(&set);
-    sigaddset(&set, SIGTERM);
-    sigprocmask(SIG_UNBLOCK, &set, NULL);
-    return APR_SUCCESS;
+    if (pa->sa_handler == SIG_IGN) {
+        return;
+    }
+    if (pa->sa_handler != SIG_DFL) {
+        pa->sa_handler(sig);
+        return;
+    }
+    sigaction(sig, pa, NULL);
+    raise(sig);
 }
 
-/* Blocks SIGTERM until the request's pool goes, right after every module
- * has logged it: a child stopped meanwhile exits a moment later, with the
- * request in the access log and in the ring alike. The cleanup runs even
- * when another module's log hook fails and the others are skipped. */
-static void defer_sigterm(request_rec *r)
+/* prefork's SIGTERM/SIGHUP, wrapped: while a request is between our first
+ * and our last log hook, the signal waits for the last one (imx_log_done),
+ * so a child stopped meanwhile exits with the request in the access log and
+ * in the ring alike. A flag, not sigprocmask: no system call per request.
+ * Should another module's log hook fail (httpd then skips the later ones),
+ * the signal keeps waiting until httpd escalates to SIGKILL, after which the
+ * ring in shared memory is taken over as after any crash. */
+static void term_deferred(int sig)
 {
-    sigset_t set;
+    if (atomic_load(&in_log) > 0) {
+        term_pending = sig;
+        return;
+    }
+    /* prefork's handler exits the process through its pools: from the main
+     * thread only, never from one of mod_http2's workers. */
+    if (!pthread_equal(pthread_self(), term_main)) {
+        pthread_kill(term_main, sig);
+        return;
+    }
+    term_run_prev(sig);
+}
 
-    sigemptyset(&set);
-    sigaddset(&set, SIGTERM);
-    sigprocmask(SIG_BLOCK, &set, NULL);
-    apr_pool_pre_cleanup_register(r->pool, NULL, undefer_sigterm);
+/* child_init, prefork: wraps the handlers prefork has just installed. */
+static void defer_term_signals(void)
+{
+    static const int sigs[2] = { SIGTERM, SIGHUP };
+    struct sigaction sa;
+
+    for (int i = 0; i < 2; i++) {
+        if (sigaction(sigs[i], NULL, &term_prev[i]) != 0
+            || (term_prev[i].sa_flags & SA_SIGINFO)) {
+            defer_term = 0;     /* not what prefork installs: leave them be */
+            return;
+        }
+    }
+    term_main = pthread_self();
+    for (int i = 0; i < 2; i++) {
+        memset(&sa, 0, sizeof(sa));
+        sa.sa_handler = term_deferred;
+        sa.sa_flags = term_prev[i].sa_flags;    /* SA_RESTART as prefork asked */
+        sigfillset(&sa.sa_mask);
+        sigaction(sigs[i], &sa, NULL);
+    }
+}
+
+/* The last log hook of all: a signal that waited goes on now. */
+static int imx_log_done(request_rec *r)
+{
+    (void)r;
+    if (defer_term && atomic_fetch_sub(&in_log, 1) == 1 && term_pending) {
+        int sig = term_pending;
+
+        term_pending = 0;
+        pthread_kill(term_main, sig);   /* to term_deferred, in the main thread */
+    }
+    return DECLINED;
 }
 
 static int imx_log_transaction(request_rec *r)
@@ -1923,15 +1982,15 @@ static int imx_log_transaction(request_rec *r)
     /* Loaded once: the same engine is recorded into, whatever happens. */
     imx_engine_t *e = atomic_load_explicit(&engine, memory_order_acquire);
 
+    if (defer_term) {
+        atomic_fetch_add(&in_log, 1);   /* until imx_log_done */
+    }
     if (!e) {
         return DECLINED;
     }
     dc = ap_get_module_config(r->per_dir_config, &influx_metrics_module);
     if (dc->enabled == 0) {
         return DECLINED;
-    }
-    if (defer_term) {
-        defer_sigterm(r);
     }
     while (last->next) {
         last = last->next;
@@ -2023,9 +2082,10 @@ static void imx_register_hooks(apr_pool_t *p)
     ap_hook_monitor(imx_status_monitor, NULL, NULL, APR_HOOK_MIDDLE);
     ap_hook_child_init(imx_child_init, NULL, NULL, APR_HOOK_MIDDLE);
     ap_hook_child_status(imx_tags_child_status, NULL, NULL, APR_HOOK_MIDDLE);
-    /* First, so that with prefork SIGTERM is deferred before mod_log_config
-     * writes its line (see defer_sigterm). */
+    /* First and last, so that with prefork a stop waits while any module
+     * logs (see term_deferred). */
     ap_hook_log_transaction(imx_log_transaction, NULL, NULL, APR_HOOK_FIRST);
+    ap_hook_log_transaction(imx_log_done, NULL, NULL, APR_HOOK_REALLY_LAST);
     ap_hook_handler(imx_status_handler, NULL, NULL, APR_HOOK_MIDDLE);
     APR_OPTIONAL_HOOK(ap, status_hook, imx_status_hook, NULL, NULL, APR_HOOK_MIDDLE);
 }

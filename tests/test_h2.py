@@ -27,6 +27,11 @@ H2_LAYOUTS = {
               "MaxRequestWorkers": 32, "MinSpareThreads": 8, "MaxSpareThreads": 32,
               "MaxConnectionsPerChild": 0},
 }
+# prefork: all children from the start and none stopped as idle, since the
+# parent wakes an idle child it stops with a request of its own ("OPTIONS *",
+# httpd's internal dummy connection), which is logged and recorded like any.
+PREFORK_FIXED = {"StartServers": 8, "MinSpareServers": 8, "MaxSpareServers": 8,
+                 "ServerLimit": 8, "MaxRequestWorkers": 8, "MaxConnectionsPerChild": 0}
 
 
 def served_and_sent(h):
@@ -51,6 +56,7 @@ def assert_stored_equals_served(influx, db, h, expected):
         "timestamp" % (stored, served, tot["sent"], tot["sent"] - stored))
 
 
+@pytest.mark.allowed_errors(r"AH00161: server reached MaxRequestWorkers")
 @pytest.mark.parametrize("mpm,layout", [
     ("event", "default"), ("worker", "default"), ("prefork", "default"),
     ("event", "small"),
@@ -58,9 +64,13 @@ def assert_stored_equals_served(influx, db, h, expected):
 def test_h2c_stored_equals_served(module_built, influx, influx_db, httpd_factory,
                                   mpm, layout):
     """h2load over h2c (prior knowledge): 8 connections, 32 streams each."""
-    h = httpd_factory(mpm=mpm, modules=["http2"], mpm_conf=H2_LAYOUTS[layout],
-                      extra=H2C_CONF + str(Imx(influx.write_url(influx_db),
-                                               batch_size=1000, flush_interval="200ms")))
+    # A ring for the whole burst: mod_http2's workers log many streams at
+    # once even in a prefork child, whose default ring is sized for one
+    # thread; what this test is about is timestamps, not capacity.
+    h = httpd_factory(mpm=mpm, modules=["http2"],
+                      mpm_conf=PREFORK_FIXED if mpm == "prefork" else H2_LAYOUTS[layout],
+                      extra=H2C_CONF + str(Imx(influx.write_url(influx_db), batch_size=1000,
+                                               buffer_size=65536, flush_interval="200ms")))
     res = h2load(h.url + "small.txt", H2_REQUESTS, c=8, m=32, timeout=180)
     assert "Application protocol: h2c" in res.output, res.output
     assert res.succeeded == res.s2xx == H2_REQUESTS, res.output
