@@ -129,6 +129,21 @@ def test_v3_partial_write_counts_refused_lines(module_built, httpd_factory, fs):
 
 
 @pytest.mark.allowed_errors(*ALLOWED)
+def test_v3_whole_batch_refused(module_built, httpd_factory, fs):
+    """With accept_partial=false InfluxDB 3 stores nothing of a batch with a
+    bad line and says "parsing failed": every point of it is rejected."""
+    h = start(httpd_factory, fs.write_url(v3=True) + "&accept_partial=false",
+              extra="InfluxMetricsBatchSize 1000\n")
+    fs.set_mode(400, dropped=1)
+    n = load(h, 50)
+    st = settle(h, n)
+    h.stop()
+    assert st["rejected"] == n and st["sent"] == 0, st
+    assert not request_lines(fs.lines)
+    assert "parsing failed" in st["last_error"] or "parsing failed" in h.error_log_text()
+
+
+@pytest.mark.allowed_errors(*ALLOWED)
 def test_413_splits_batches(module_built, httpd_factory, fs):
     fs.fail_next(1, 413, min_lines=50)     # a request batch, not a 1-line point
     h = start(httpd_factory, fs.write_url(), extra="InfluxMetricsFlushInterval 2s\n")
