@@ -202,7 +202,72 @@ static void add(_Atomic uint64_t *c, uint64_t v)
     }
 }
 
+/* The exemplar's lock. Held for a 64-byte copy, so a waiter spins briefly;
+ * bounded, for a holder that died (then the exemplar is given up). */
+static int ex_lock(imx_hist_series_t *s)
+{
+    for (int spin = 0; spin < 4096; spin++) {
+        uint32_t z = 0;
+
+        if (atomic_compare_exchange_weak_explicit(&s->ex_lock, &z, 1, memory_order_acquire,
+                                                  memory_order_relaxed)) {
+            return 1;
+        }
+        if ((spin & 63) == 63) {
+            sched_yield();
+        }
+    }
+    return 0;
+}
+
+static void ex_unlock(imx_hist_series_t *s)
+{
+    atomic_store_explicit(&s->ex_lock, 0, memory_order_release);
+}
+
+/* v: duration + 1. Most requests are not the slowest so far and stop at
+ * the first load. */
+static void ex_offer(imx_hist_series_t *s, uint64_t v, const char *id, size_t len)
+{
+    if (v <= atomic_load_explicit(&s->ex_us, memory_order_relaxed) || !ex_lock(s)) {
+        return;
+    }
+    if (v > atomic_load_explicit(&s->ex_us, memory_order_relaxed)) {
+        len = len < IMX_HIST_ID_MAX ? len : IMX_HIST_ID_MAX;
+        memcpy(s->ex_id, id, len);
+        s->ex_len = (uint32_t)len;
+        atomic_store_explicit(&s->ex_us, v, memory_order_relaxed);
+    }
+    ex_unlock(s);
+}
+
+/* Takes s's exemplar out (s has none after); 0 if it had none. */
+static int ex_take(imx_hist_series_t *s, uint64_t *v, char *id, uint32_t *len)
+{
+    if (!atomic_load_explicit(&s->ex_us, memory_order_relaxed)) {
+        return 0;
+    }
+    if (!ex_lock(s)) {
+        /* Its holder died in the middle of a copy: the id may be torn. */
+        atomic_store(&s->ex_us, 0);
+        ex_unlock(s);
+        return 0;
+    }
+    *v = atomic_load_explicit(&s->ex_us, memory_order_relaxed);
+    *len = s->ex_len < IMX_HIST_ID_MAX ? s->ex_len : IMX_HIST_ID_MAX;
+    memcpy(id, s->ex_id, *len);
+    atomic_store_explicit(&s->ex_us, 0, memory_order_relaxed);
+    ex_unlock(s);
+    return *v != 0;
+}
+
 int imx_hist_record(imx_hist_table_t *t, uint32_t key, uint64_t us, int error)
+{
+    return imx_hist_record_ex(t, key, us, error, NULL);
+}
+
+int imx_hist_record_ex(imx_hist_table_t *t, uint32_t key, uint64_t us, int error,
+                       const imx_hist_extra_t *x)
 {
     imx_hist_series_t *s = find(t, key, 1);
 
@@ -216,6 +281,17 @@ int imx_hist_record(imx_hist_table_t *t, uint32_t key, uint64_t us, int error)
     }
     store_max(&s->minr, UINT64_MAX - us);
     store_max(&s->max, us);
+    if (x) {
+        if (x->slo_us) {
+            store_max(&s->slo_us, x->slo_us);
+            if (!error && us <= x->slo_us) {
+                atomic_fetch_add_explicit(&s->slo_good, 1, memory_order_relaxed);
+            }
+        }
+        if (x->id && x->id_len) {
+            ex_offer(s, us + 1, x->id, x->id_len);
+        }
+    }
     /* Last: the request's count. A drain that takes it sees the rest. */
     atomic_fetch_add_explicit(&s->b[imx_hist_bucket(us)], 1, memory_order_release);
     return 1;
@@ -226,7 +302,24 @@ static int has_scalars(imx_hist_series_t *s)
     return atomic_load_explicit(&s->sum, memory_order_relaxed)
            || atomic_load_explicit(&s->errors, memory_order_relaxed)
            || atomic_load_explicit(&s->minr, memory_order_relaxed)
-           || atomic_load_explicit(&s->max, memory_order_relaxed);
+           || atomic_load_explicit(&s->max, memory_order_relaxed)
+           || atomic_load_explicit(&s->slo_good, memory_order_relaxed)
+           || atomic_load_explicit(&s->slo_us, memory_order_relaxed)
+           || atomic_load_explicit(&s->ex_us, memory_order_relaxed);
+}
+
+/* Moves the SLO counts and the exemplar of s into d. */
+static void move_extra(imx_hist_series_t *d, imx_hist_series_t *s)
+{
+    char id[IMX_HIST_ID_MAX];
+    uint32_t len;
+    uint64_t v;
+
+    add(&d->slo_good, atomic_exchange(&s->slo_good, 0));
+    store_max(&d->slo_us, atomic_exchange(&s->slo_us, 0));
+    if (ex_take(s, &v, id, &len)) {
+        ex_offer(d, v, id, len);
+    }
 }
 
 uint32_t imx_hist_drain(imx_hist_table_t *dst, imx_hist_table_t *src)
@@ -269,6 +362,7 @@ uint32_t imx_hist_drain(imx_hist_table_t *dst, imx_hist_table_t *src)
         add(&ds->errors, atomic_exchange(&ss->errors, 0));
         store_max(&ds->minr, atomic_exchange(&ss->minr, 0));
         store_max(&ds->max, atomic_exchange(&ss->max, 0));
+        move_extra(ds, ss);
     }
     return left;
 }
@@ -282,6 +376,7 @@ static void merge(imx_hist_series_t *d, imx_hist_series_t *s)
     add(&d->errors, atomic_load(&s->errors));
     store_max(&d->minr, atomic_load(&s->minr));
     store_max(&d->max, atomic_load(&s->max));
+    move_extra(d, s);
 }
 
 void imx_hist_repair(imx_hist_table_t *t)
@@ -371,11 +466,53 @@ int imx_hist_reserve(imx_hist_out_t *o, size_t need)
  * interval, where the rest of it is. */
 typedef struct {
     uint32_t key;
-    uint64_t sum, errors, minr, max;
+    uint64_t sum, errors, minr, max, slo_good, slo_us, ex_us;
+    uint32_t ex_len;
+    char ex_id[IMX_HIST_ID_MAX];
 } fragment_t;
 
-/* Upper bound of one series' line, besides prefix and tags. */
-#define FIXED_MAX (9 * 40 + 30)
+/* Upper bound of one series' line, besides prefix and tags: the fields
+ * below, the SLO and ttfb fields, and max_request_id with every byte of
+ * the id escaped. */
+#define FIXED_MAX (9 * 40 + 30 + 5 * 40 + 20 + 2 * IMX_HIST_ID_MAX)
+
+/* A string field: '"' and '\' escaped, control bytes left out (ids are
+ * checked by the glue; this keeps a line whole whatever they hold). */
+static char *put_str(char *o, const char *name, const char *v, size_t len)
+{
+    *o++ = ',';
+    while (*name) {
+        *o++ = *name++;
+    }
+    *o++ = '=';
+    *o++ = '"';
+    for (size_t i = 0; i < len; i++) {
+        if (v[i] == '"' || v[i] == '\\') {
+            *o++ = '\\';
+        }
+        else if ((unsigned char)v[i] < 0x20 || v[i] == 0x7f) {
+            continue;
+        }
+        *o++ = v[i];
+    }
+    *o++ = '"';
+    return o;
+}
+
+/* The counts of series s into b; returns their sum. */
+static uint64_t take_buckets(imx_hist_series_t *s, uint64_t *b, unsigned *nz)
+{
+    uint64_t count = 0;
+
+    for (unsigned i = 0; i < IMX_HIST_BUCKETS; i++) {
+        b[i] = atomic_load_explicit(&s->b[i], memory_order_relaxed);
+        count += b[i];
+        if (nz) {
+            *nz += b[i] != 0;
+        }
+    }
+    return count;
+}
 #define BUCKET_FIELD_MAX (2 + 20 + 1 + 20 + 2)
 
 uint32_t imx_hist_encode(imx_hist_out_t *o, const char *prefix, imx_hist_table_t *t,
@@ -384,6 +521,9 @@ uint32_t imx_hist_encode(imx_hist_out_t *o, const char *prefix, imx_hist_table_t
 {
     static const double pct[4] = { 50, 90, 95, 99 };
     static const char *const pname[4] = { "p50_us", "p90_us", "p95_us", "p99_us" };
+    static const double tpct[3] = { 50, 95, 99 };
+    static const char *const tname[3] = { "ttfb_p50_us", "ttfb_p95_us", "ttfb_p99_us" };
+    static uint64_t tdelta[IMX_HIST_BUCKETS];   /* one writer of summaries */
     _Atomic uint32_t *keys = keys_of(t);
     size_t plen = strlen(prefix), start = o->len;
     uint64_t delta[IMX_HIST_BUCKETS], total = 0, ov;
@@ -399,15 +539,12 @@ uint32_t imx_hist_encode(imx_hist_out_t *o, const char *prefix, imx_hist_table_t
         unsigned nz = 0;
         char *w;
 
-        if (!key) {
+        /* Times to first byte are written with the series they belong to. */
+        if (!key || (key & IMX_HIST_TTFB)) {
             continue;
         }
         s = body(t, i);
-        for (unsigned b = 0; b < IMX_HIST_BUCKETS; b++) {
-            delta[b] = atomic_load_explicit(&s->b[b], memory_order_relaxed);
-            count += delta[b];
-            nz += delta[b] != 0;
-        }
+        count = take_buckets(s, delta, &nz);
         if (!count) {
             if (has_scalars(s)) {
                 if (nfrag == fragcap) {
@@ -418,8 +555,12 @@ uint32_t imx_hist_encode(imx_hist_out_t *o, const char *prefix, imx_hist_table_t
                     frag = nf;
                     fragcap = fragcap ? fragcap * 2 : 16;
                 }
-                frag[nfrag++] = (fragment_t){ key, atomic_load(&s->sum), atomic_load(&s->errors),
-                                              atomic_load(&s->minr), atomic_load(&s->max) };
+                frag[nfrag] = (fragment_t){ key, atomic_load(&s->sum), atomic_load(&s->errors),
+                                            atomic_load(&s->minr), atomic_load(&s->max),
+                                            atomic_load(&s->slo_good), atomic_load(&s->slo_us),
+                                            0, 0, { 0 } };
+                ex_take(s, &frag[nfrag].ex_us, frag[nfrag].ex_id, &frag[nfrag].ex_len);
+                nfrag++;
             }
             continue;
         }
@@ -466,6 +607,32 @@ uint32_t imx_hist_encode(imx_hist_out_t *o, const char *prefix, imx_hist_table_t
                 w = put_field(w, name, delta[b], 0);
             }
         }
+        {
+            imx_hist_series_t *ts = find(t, key | IMX_HIST_TTFB, 0);
+            uint64_t tcount = ts ? take_buckets(ts, tdelta, NULL) : 0;
+            uint64_t ex_v, slo_us = atomic_load(&s->slo_us);
+            char ex_id[IMX_HIST_ID_MAX];
+            uint32_t ex_len;
+
+            if (tcount) {
+                uint64_t tmn = atomic_load(&ts->minr), tmx = atomic_load(&ts->max);
+
+                tmn = tmn ? UINT64_MAX - tmn : 0;
+                for (int k = 0; k < 3; k++) {
+                    uint64_t v = imx_hist_percentile(tdelta, tcount, tpct[k]);
+                    if (v < tmn) v = tmn;
+                    if (tmx && v > tmx) v = tmx;
+                    w = put_field(w, tname[k], v, 0);
+                }
+            }
+            if (slo_us) {
+                w = put_field(w, "slo_good", atomic_load(&s->slo_good), 0);
+                w = put_field(w, "slo_threshold_us", slo_us, 0);
+            }
+            if (ex_take(s, &ex_v, ex_id, &ex_len) && ex_len) {
+                w = put_str(w, "max_request_id", ex_id, ex_len);
+            }
+        }
         *w++ = ' ';
         w = imx_put_u64(w, (uint64_t)ts_ns);
         *w++ = '\n';
@@ -483,6 +650,11 @@ uint32_t imx_hist_encode(imx_hist_out_t *o, const char *prefix, imx_hist_table_t
             add(&s->errors, frag[f].errors);
             store_max(&s->minr, frag[f].minr);
             store_max(&s->max, frag[f].max);
+            add(&s->slo_good, frag[f].slo_good);
+            store_max(&s->slo_us, frag[f].slo_us);
+            if (frag[f].ex_us) {
+                ex_offer(s, frag[f].ex_us, frag[f].ex_id, frag[f].ex_len);
+            }
         }
     }
     free(frag);

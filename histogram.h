@@ -39,6 +39,12 @@
 #define IMX_HIST_MAX_EXP 35
 #define IMX_HIST_BUCKETS (IMX_HIST_LINEAR + (IMX_HIST_MAX_EXP - 6) * IMX_HIST_SUB)
 #define IMX_HIST_PAGE 4096
+/* Keys use 31 bits: a key with this bit set holds the times to first byte
+ * of the requests of the key without it (written as its ttfb_p*_us
+ * fields, never as a line of its own). */
+#define IMX_HIST_TTFB 0x80000000u
+/* Longest exemplar id. */
+#define IMX_HIST_ID_MAX 64
 
 /* One series. Its request count is the sum of its buckets, so a point's
  * count and histogram always agree. */
@@ -48,9 +54,20 @@ typedef struct imx_hist_series {
     _Atomic uint64_t minr;      /* UINT64_MAX - min, so that all-zero memory
                                  * is an empty series */
     _Atomic uint64_t max;
+    /* InfluxMetricsSLO: requests within the objective, and the objective
+     * (the largest of the interval's; 0: none). */
+    _Atomic uint64_t slo_good;
+    _Atomic uint64_t slo_us;
+    /* The exemplar: the slowest request that had an id, its duration + 1
+     * (0: none) and id, under ex_lock (a spin lock taken only by a request
+     * slower than the exemplar so far, and by drains). */
+    _Atomic uint64_t ex_us;
+    _Atomic uint32_t ex_lock;
+    uint32_t ex_len;
+    char ex_id[IMX_HIST_ID_MAX];
     _Atomic uint64_t b[IMX_HIST_BUCKETS];
     /* To whole pages: a series in use touches exactly its own pages. */
-    uint64_t pad[(4 * IMX_HIST_PAGE) / 8 - 4 - IMX_HIST_BUCKETS];
+    uint64_t pad[(4 * IMX_HIST_PAGE) / 8 - 8 - IMX_HIST_ID_MAX / 8 - IMX_HIST_BUCKETS];
 } imx_hist_series_t;
 
 typedef struct imx_hist_table {
@@ -80,6 +97,19 @@ uint64_t imx_hist_value(unsigned bucket);
  * (vhost, route, method, status class), never 0. Returns 0 if the table is full (counted in
  * overflow). */
 int imx_hist_record(imx_hist_table_t *t, uint32_t key, uint64_t us, int error);
+
+/* What a request adds besides its duration. */
+typedef struct imx_hist_extra {
+    uint64_t slo_us;            /* its objective, 0: none; within it when no
+                                 * slower and not an error */
+    const char *id;             /* its id (at most IMX_HIST_ID_MAX bytes that
+                                 * need no escaping), or NULL */
+    size_t id_len;
+} imx_hist_extra_t;
+
+/* imx_hist_record, with x (may be NULL). */
+int imx_hist_record_ex(imx_hist_table_t *t, uint32_t key, uint64_t us, int error,
+                       const imx_hist_extra_t *x);
 
 /* Moves src's counts into dst, series by series, while src is being
  * recorded into: each counter is taken with an atomic exchange, so every

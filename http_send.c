@@ -27,6 +27,11 @@
  * where InfluxDB puts "dropped=N". */
 #define RESP_KEEP 1024
 #define RESP_TAIL 64
+/* The key of each entry of InfluxDB 3's list of refused lines. In JSON
+ * text a quote inside a string is escaped, so this (quotes included) only
+ * matches a key, never a part of a refused line's text. */
+#define V3_KEY "\"line_number\""
+#define V3_KEY_LEN (sizeof(V3_KEY) - 1)
 /* A URL that failed is passed over for this long when there are others. */
 #define FAILOVER_HOLD apr_time_from_sec(10)
 /* Longest Retry-After honoured. */
@@ -50,6 +55,11 @@ struct imx_http {
     size_t resp_len;
     char tail[RESP_TAIL + 1];
     size_t tail_len;
+    /* InfluxDB 3 lists each refused line of a partial write, with all of
+     * its text, so the list outgrows what is kept above: its entries are
+     * counted as the body streams by. */
+    uint32_t v3_lines;
+    unsigned v3_state;          /* characters of V3_KEY matched so far */
     apr_interval_time_t retry_after;
 };
 
@@ -106,6 +116,19 @@ static size_t on_body(char *ptr, size_t size, size_t nmemb, void *userdata)
     }
     memcpy(h->tail + h->tail_len, ptr + n - keep, keep);
     h->tail_len += keep;
+    /* V3_KEY's only border is its quote, so on a mismatch the match goes
+     * on from 1 if the byte is a quote, else from 0 (KMP). */
+    for (size_t i = 0; i < n; i++) {
+        if (ptr[i] == V3_KEY[h->v3_state]) {
+            if (++h->v3_state == V3_KEY_LEN) {
+                h->v3_lines++;
+                h->v3_state = 1;
+            }
+        }
+        else {
+            h->v3_state = ptr[i] == '"';
+        }
+    }
     return n;
 }
 
@@ -259,13 +282,25 @@ static const char *resp_text(imx_http_t *h)
     return h->resp;
 }
 
-/* InfluxDB 1.x reports a partial write as 400 with "... dropped=N". */
+/* InfluxDB 1.x reports a partial write as 400 with "... dropped=N".
+ * InfluxDB 3 (/api/v3/write_lp, accept_partial=true, its default) answers
+ * 400 {"error":"partial write of line protocol occurred","data":[{
+ * "original_line":..,"line_number":..,"error_message":..},..]}, one entry
+ * per refused line. Its "parsing failed for write_lp endpoint" (with
+ * accept_partial=false) stores nothing: a plain rejection. */
 static int partial_dropped(imx_http_t *h, uint32_t *dropped)
 {
-    const char *d;
+    const char *d, *text = resp_text(h);
 
     h->tail[h->tail_len] = '\0';
-    if (!strstr(resp_text(h), "partial write")) {
+    if (strstr(text, "partial write of line protocol occurred")) {
+        if (!h->v3_lines) {
+            return 0;
+        }
+        *dropped = h->v3_lines;
+        return 1;
+    }
+    if (!strstr(text, "partial write")) {
         return 0;
     }
     d = strstr(h->tail, "dropped=");
@@ -297,6 +332,8 @@ static imx_send_result_t post_one(imx_http_t *h, target_t *t, const char *body,
     }
     h->resp_len = 0;
     h->tail_len = 0;
+    h->v3_lines = 0;
+    h->v3_state = 0;
     h->retry_after = 0;
     curl_easy_setopt(t->curl, CURLOPT_HTTPHEADER, gzipped ? h->hdrs_gzip : h->hdrs_plain);
     curl_easy_setopt(t->curl, CURLOPT_POSTFIELDS, body);

@@ -35,6 +35,7 @@
 
 #include "batch.h"
 #include "mod_influx_metrics_status.h"
+#include "mod_influx_metrics_fields.h"
 #include "mod_influx_metrics_summary.h"
 #include "mod_influx_metrics_tags.h"
 #include "mod_status.h"
@@ -100,7 +101,8 @@ AP_DECLARE_MODULE(influx_metrics) = {
 /* Tag keys the module writes itself. */
 static const char *const reserved_tags[] = {
     "host", "vhost", "method", "status", "route", "status_class",
-    "time", "_measurement", "_field", "duration_us", "bytes_sent", "sample_rate", NULL
+    "time", "_measurement", "_field", "duration_us", "bytes_sent", "sample_rate",
+    "protocol", "tls", "upstream", "ttfb_us", "bytes_received", "request_id", NULL
 };
 
 typedef struct {
@@ -130,6 +132,10 @@ typedef struct {
     const char *spool_dir;      /* absolute; NULL: no spool */
     apr_off_t spool_size;
     /* Per server, merged into virtual hosts. */
+    int fields_set;             /* InfluxMetricsFields seen here */
+    const void *fields_directive;   /* the line that last set fields */
+    unsigned fields;            /* IMX_F_* of InfluxMetricsFields */
+    const char *rid_header;     /* InfluxMetricsRequestIDHeader, or NULL */
     apr_array_header_t *tags;   /* imx_tag_t, raw */
     int index;                  /* position in the server list */
     /* Registry ids (mod_influx_metrics_summary.h) that name the series of
@@ -149,6 +155,7 @@ typedef struct {
     const char *tag_name;       /* the variable, note or header */
     const char *tag_key;        /* escaped tag key */
     int tag_idx;                /* its table (mod_influx_metrics_tags.c) */
+    apr_interval_time_t slo;    /* UNSET, 0 (none) or InfluxMetricsSLO */
     apr_hash_t *tag_allow;      /* escaped tag key -> apr_hash_t * of the values
                                  * InfluxMetricsTagValues allows; NULL: none */
 } imx_dir_conf_t;
@@ -243,6 +250,10 @@ static void *merge_srv_conf(apr_pool_t *p, void *basev, void *addv)
     MERGE(max_tag_values, UNSET);
     MERGE(spool_dir, NULL);
     MERGE(spool_size, UNSET);
+    /* A vhost's InfluxMetricsFields replaces the server's list. */
+    c->fields_set = add->fields_set || base->fields_set;
+    c->fields = add->fields_set ? add->fields : base->fields;
+    MERGE(rid_header, NULL);
     /* A vhost's tags add to the server's; the same key in the vhost wins. */
     c->tags = apr_array_copy(p, add->tags);
     for (i = 0; i < base->tags->nelts; i++) {
@@ -268,6 +279,7 @@ static void *create_dir_conf(apr_pool_t *p, char *dir)
     c->sample = -1;
     c->keep_slow = UNSET;
     c->keep_errors = UNSET;
+    c->slo = UNSET;
     return c;
 }
 
@@ -288,6 +300,7 @@ static void *merge_dir_conf(apr_pool_t *p, void *basev, void *addv)
     c->sample = add->sample >= 0 ? add->sample : base->sample;
     MERGE(keep_slow, UNSET);
     MERGE(keep_errors, UNSET);
+    MERGE(slo, UNSET);
     if (add->tag_src) {
         c->tag_src = add->tag_src;
         c->tag_name = add->tag_name;
@@ -428,22 +441,28 @@ static const char *set_url(cmd_parms *cmd, void *dc, const char *arg)
                      "'@' in the user name and password (%%2F, %%3F, %%23, %%40)",
                      cmd->directive->directive, imx_url_redacted(cmd->pool, arg));
     }
-    /* Timestamps are nanoseconds; make sure the server reads them so. */
+    /* Timestamps are nanoseconds; make sure the server reads them so.
+     * InfluxDB 3's own endpoint spells it out (and would guess from the
+     * magnitude without it). */
     q = strchr(arg, '?');
-    if (q) {
-        const char *p = ap_strstr_c(q, "precision=");
+    {
+        apr_size_t plen = q ? (apr_size_t)(q - arg) : strlen(arg);
+        int v3 = plen >= 16 && !strncmp(arg + plen - 16, "/api/v3/write_lp", 16);
+        const char *want = v3 ? "nanosecond" : "ns";
+        apr_size_t wl = strlen(want);
+        const char *p = q ? ap_strstr_c(q, "precision=") : NULL;
+
         if (p && (p[-1] == '?' || p[-1] == '&')) {
-            if (strncmp(p + 10, "ns", 2) || (p[12] && p[12] != '&')) {
+            if (strncmp(p + 10, want, wl) || (p[10 + wl] && p[10 + wl] != '&')) {
                 return bad(cmd, imx_url_redacted(cmd->pool, arg),
-                           "the module writes nanosecond timestamps: use precision=ns or leave it out");
+                           apr_psprintf(cmd->pool, "the module writes nanosecond "
+                                        "timestamps: use precision=%s or leave it out", want));
             }
         }
         else {
-            arg = apr_pstrcat(cmd->pool, arg, q[1] ? "&" : "", "precision=ns", NULL);
+            arg = apr_pstrcat(cmd->pool, arg, !q ? "?" : q[1] ? "&" : "", "precision=",
+                              want, NULL);
         }
-    }
-    else {
-        arg = apr_pstrcat(cmd->pool, arg, "?precision=ns", NULL);
     }
     APR_ARRAY_PUSH(sc->urls, const char *) = arg;
     return NULL;
@@ -1065,10 +1084,60 @@ static const char *set_keep_errors(cmd_parms *cmd, void *dc, int on)
     return NULL;
 }
 
+/* InfluxMetricsFields name...: called once per name; a new line starts a
+ * new list (as InfluxMetricsURL does), "none" empties it. */
+static const char *set_fields(cmd_parms *cmd, void *dc, const char *arg)
+{
+    imx_srv_conf_t *sc = CMD_SC(cmd);
+    unsigned bit;
+
+    (void)dc;
+    if (sc->fields_directive != cmd->directive) {
+        sc->fields_directive = cmd->directive;
+        sc->fields_set = 1;
+        sc->fields = 0;
+    }
+    if (!strcasecmp(arg, "none")) {
+        return NULL;
+    }
+    bit = imx_fields_bit(arg);
+    if (!bit) {
+        return bad(cmd, arg, "expected ttfb, bytes_received, request_id, protocol, tls, "
+                   "upstream or none");
+    }
+    sc->fields |= bit;
+    return NULL;
+}
+
+static const char *set_rid_header(cmd_parms *cmd, void *dc, const char *arg)
+{
+    (void)dc;
+    /* An HTTP field name is a token (RFC 9110). */
+    if (!*arg || strlen(arg) > 256 || arg[strspn(arg, "!#$%&'*+-.^_`|~0123456789"
+                                                 "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+                                                 "abcdefghijklmnopqrstuvwxyz")]) {
+        return bad(cmd, arg, "expected a header name such as X-Request-ID");
+    }
+    CMD_SC(cmd)->rid_header = arg;
+    return NULL;
+}
+
+static const char *set_slo(cmd_parms *cmd, void *dc, const char *arg)
+{
+    imx_dir_conf_t *d = dc;
+
+    if (!strcasecmp(arg, "none")) {
+        d->slo = 0;
+        return NULL;
+    }
+    return parse_duration(cmd, arg, apr_time_from_msec(1), apr_time_from_sec(86400), &d->slo);
+}
+
 static const command_rec imx_cmds[] = {
     AP_INIT_ITERATE("InfluxMetricsURL", set_url, NULL, RSRC_CONF,
                     "InfluxDB write endpoint(s), e.g. http://127.0.0.1:8086/write?db=apache "
-                    "or .../api/v2/write?org=o&bucket=b; more than one act as failover, "
+                    "or .../api/v2/write?org=o&bucket=b or .../api/v3/write_lp?db=d; more "
+                    "than one act as failover, "
                     "in order; enables the module"),
     AP_INIT_TAKE1("InfluxMetricsToken", set_token, NULL, RSRC_CONF,
                   "API token: file:/path, env:NAME or the token itself; sent as "
@@ -1136,6 +1205,16 @@ static const command_rec imx_cmds[] = {
     AP_INIT_TAKE1("InfluxMetricsSpoolSize", set_spool_size, NULL, RSRC_CONF,
                   "bytes the spool's files may take together, e.g. 1G (default 1G); "
                   "beyond it the oldest files are deleted"),
+    AP_INIT_ITERATE("InfluxMetricsFields", set_fields, NULL, RSRC_CONF,
+                    "optional fields and tags of request points: ttfb, bytes_received, "
+                    "request_id, protocol, tls, upstream, or none (the default); a "
+                    "virtual host's list replaces the server's"),
+    AP_INIT_TAKE1("InfluxMetricsRequestIDHeader", set_rid_header, NULL, RSRC_CONF,
+                  "request header holding a request id, e.g. X-Request-ID: the last "
+                  "source of request_id, after traceparent and UNIQUE_ID"),
+    AP_INIT_TAKE1("InfluxMetricsSLO", set_slo, NULL, RSRC_CONF | ACCESS_CONF,
+                  "latency objective, e.g. 300ms: summaries count the requests no slower "
+                  "and not 5xx in slo_good; none: no objective (the default)"),
     { NULL }
 };
 
@@ -1496,6 +1575,12 @@ static int imx_post_config(apr_pool_t *pconf, apr_pool_t *plog, apr_pool_t *ptem
                                                  : DEF_MEASUREMENT, IMX_ESC_MEASUREMENT),
                               ",host=", host_escaped, NULL);
     ts_init(s, pconf);
+    /* Request ids take room beside every cell of every ring: only when a
+     * server writes them. */
+    rid_wanted = 0;
+    for (vs = s; vs; vs = vs->next) {
+        rid_wanted |= (srv_conf(vs)->fields & IMX_F_REQUEST_ID) != 0;
+    }
     if (imx_status_init(s) == APR_SUCCESS) {
         ring_init(s, mc);
     }
@@ -1529,6 +1614,7 @@ static int imx_post_config(apr_pool_t *pconf, apr_pool_t *plog, apr_pool_t *ptem
             c->sum_routes = sum_routes;
         }
     }
+    imx_fields_post_config(pconf, s);
     {
         apr_array_header_t *keys = tag_from_keys(pconf);
 
@@ -1886,6 +1972,7 @@ static int imx_log_transaction(request_rec *r)
     const imx_dir_conf_t *dc;
     imx_srv_conf_t *sc;
     imx_point_t pt = { 0 };
+    char rid[IMX_RID_MAX + 1];
     apr_time_t now;
     int midx;
     /* Loaded once: the same engine is recorded into, whatever happens. */
@@ -1918,12 +2005,23 @@ static int imx_log_transaction(request_rec *r)
     pt.route = (uint16_t)sc->sum_routes[dc->route_idx];
     pt.method = (uint8_t)midx;
     pt.status = (uint16_t)(last->status > 0 && last->status < 1000 ? last->status : 0);
+    rid[0] = '\0';
+    if (sc->fields) {
+        imx_fields_fill(r, last, sc->fields, sc->rid_header, &pt, rid);
+    }
     if (mode & MODE_SUMMARY) {
         int cls = pt.status / 100;
-        imx_summary_record(IMX_KEY(sc->sum_server, sc->sum_routes[dc->route_idx], midx,
-                                   cls < 6 ? cls : 0),
-                           (uint64_t)(pt.duration_us > 0 ? pt.duration_us : 0),
-                           pt.status >= 500);
+        uint32_t key = IMX_KEY(sc->sum_server, sc->sum_routes[dc->route_idx], midx,
+                               cls < 6 ? cls : 0);
+        uint64_t us = (uint64_t)(pt.duration_us > 0 ? pt.duration_us : 0);
+
+        if (sc->fields || dc->slo > 0) {
+            imx_summary_record_ex(key, us, pt.status >= 500, pt.ttfb_us,
+                                  dc->slo > 0 ? (uint64_t)dc->slo : 0, rid, pt.rid_len);
+        }
+        else {
+            imx_summary_record(key, us, pt.status >= 500);
+        }
     }
     if ((mode & MODE_RAW) && sampled_in(dc, &pt)) {
         if (dc->tag_src) {
@@ -1943,14 +2041,38 @@ static int imx_log_transaction(request_rec *r)
                          ? other : imx_tags_intern(dc->tag_idx, dc->tag_key, v, other);
             }
         }
-        imx_push(e, &pt);
+        if (pt.rid_len) {
+            imx_push_rid(e, &pt, rid);
+        }
+        else {
+            imx_push(e, &pt);
+        }
     }
     return DECLINED;
 }
 
+/* The filters that measure what InfluxMetricsFields asks for, only for
+ * requests that will be recorded. */
+static void imx_insert_filter(request_rec *r)
+{
+    const imx_dir_conf_t *dc;
+    const imx_srv_conf_t *sc = srv_conf(r->server);
+
+    if (!(sc->fields & (IMX_F_TTFB | IMX_F_BYTES_RECEIVED))
+        || !atomic_load_explicit(&engine, memory_order_relaxed)) {
+        return;
+    }
+    dc = ap_get_module_config(r->per_dir_config, &influx_metrics_module);
+    if (dc->enabled != 0) {
+        imx_fields_insert(r, sc->fields);
+    }
+}
+
 static void imx_register_hooks(apr_pool_t *p)
 {
-    (void)p;
+    imx_fields_register_hooks(p);
+    ap_hook_insert_filter(imx_insert_filter, NULL, NULL, APR_HOOK_MIDDLE);
+    ap_hook_insert_error_filter(imx_insert_filter, NULL, NULL, APR_HOOK_MIDDLE);
     ap_hook_check_config(imx_check_config, NULL, NULL, APR_HOOK_MIDDLE);
     ap_hook_post_config(imx_post_config, NULL, NULL, APR_HOOK_MIDDLE);
     ap_hook_monitor(imx_status_monitor, NULL, NULL, APR_HOOK_MIDDLE);

@@ -425,6 +425,20 @@ void imx_summary_record(uint32_t key, uint64_t us, int error)
     }
 }
 
+void imx_summary_record_ex(uint32_t key, uint64_t us, int error, uint32_t ttfb_us,
+                           uint64_t slo_us, const char *rid, size_t rid_len)
+{
+    imx_hist_table_t *t = atomic_load_explicit(&mine, memory_order_relaxed);
+    imx_hist_extra_t x = { slo_us, rid_len ? rid : NULL, rid_len };
+
+    if (t) {
+        imx_hist_record_ex(t, key, us, error, &x);
+        if (ttfb_us) {
+            imx_hist_record(t, key | IMX_HIST_TTFB, ttfb_us, 0);
+        }
+    }
+}
+
 /* A later interval than the last one written, on this generation's grid;
  * or a last one in the future: the clock was set back. Any change of the
  * interval, either way, can only delay the next election by one interval. */

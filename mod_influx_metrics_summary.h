@@ -63,6 +63,12 @@ void imx_summary_child(int slot);
 /* Request path. */
 void imx_summary_record(uint32_t key, uint64_t us, int error);
 
+/* The same with what InfluxMetricsFields and InfluxMetricsSLO add: ttfb_us
+ * (0: none, nothing sent), the objective slo_us (0: none), the request id
+ * (rid_len 0: none). */
+void imx_summary_record_ex(uint32_t key, uint64_t us, int error, uint32_t ttfb_us,
+                           uint64_t slo_us, const char *rid, size_t rid_len);
+
 /* imx_tick_fn for the engine. */
 void imx_summary_tick(void *ctx, imx_engine_t *e, int final);
 

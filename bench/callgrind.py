@@ -21,6 +21,15 @@ count of imx_log_transaction (callgrind_annotate --inclusive=yes), and the
 flusher the inclusive count of its thread function, both as slopes too.
 
     /usr/bin/python3 bench/callgrind.py [--n 2000] [--quick]
+
+With --fields, instead: the module alone, then with each InfluxMetricsFields
+name on its own, then all of them, each as a slope the same way; every run
+sends the same traceparent header, so the request_id run reads a real id.
+The table gives what each field adds per request to the module's cost
+(static files: nothing is proxied, so `upstream` is the lookup of a request
+mod_proxy did not handle).
+
+    /usr/bin/python3 bench/callgrind.py --fields [--n 3000]
 """
 
 import argparse
@@ -49,6 +58,9 @@ FILL = "fill_batch"             # ring -> line protocol, per batch
 FUNCS = [HOOK, HOOK_DONE, FLUSHER, SEND, FILL]
 # The issue's reference figures for this machine (combined-format access log).
 TARGET_ADDED = 2400
+# --fields: each InfluxMetricsFields name, then all of them.
+FIELDS = ["ttfb", "bytes_received", "request_id", "protocol", "tls", "upstream"]
+TRACEPARENT = "traceparent: 00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
 
 
 def _chown_tree(path, uid, gid):
@@ -78,7 +90,7 @@ def inclusive(outfile, names):
     text = p.stdout.decode(errors="replace")
     res = {}
     for line in text.splitlines():
-        m = re.match(r"\s*([\d,]+)\s+(?:\(\s*[\d.]+%\)\s+)?(\S.*)$", line)
+        m = re.match(r"\s*(\d[\d,]*)\s+(?:\(\s*[\d.]+%\)\s+)?(\S.*)$", line)
         if not m:
             continue
         ir = int(m.group(1).replace(",", ""))
@@ -99,12 +111,14 @@ def total_ir(outfile):
     raise RuntimeError("no totals in %s" % outfile)
 
 
-def one_run(kind, warm, n, null_url, timeout=300):
+def one_run(kind, warm, n, null_url, timeout=300, fields=None, ab_args=()):
     """httpd -X under callgrind serving warm + n requests; returns
-    {"ir": total, "funcs": {...}, "served": ...}."""
+    {"ir": total, "funcs": {...}, "served": ...}. fields: the
+    InfluxMetricsFields line's names (module only)."""
     if kind == "module":
+        extra = "InfluxMetricsFields %s\n" % fields if fields else ""
         h = BenchHttpd(mpm="prefork", load_module=True, name="cg-" + kind,
-                       extra=str(harness.Imx(url=null_url, flush_interval=None)))
+                       extra=str(harness.Imx(url=null_url, flush_interval=None, extra=extra)))
     elif kind == "accesslog":
         h = BenchHttpd(mpm="prefork", access_log="combined", name="cg-" + kind)
     else:
@@ -135,7 +149,8 @@ def one_run(kind, warm, n, null_url, timeout=300):
         served = 0
         for count in (warm, n):
             t0 = time.monotonic()
-            r = harness.ab(url, count, 1, keepalive=True, timeout=timeout)
+            r = harness.ab(url, count, 1, keepalive=True, timeout=timeout,
+                           extra_args=list(ab_args))
             secs = time.monotonic() - t0
             if r.complete != count or r.failed or r.non2xx:
                 raise RuntimeError("ab: %d of %d complete, %d failed, %d non-2xx"
@@ -212,6 +227,53 @@ def run(n=10000, warm=500, n_small=2000):
     return res
 
 
+def run_fields(n=3000, warm=300, n_small=1000):
+    """The module's slope alone and with each field; see the docstring."""
+    t0 = time.monotonic()
+    res = {"warm": warm, "n_small": n_small, "n": n, "path": PATH, "configs": {}}
+    ab_args = ["-H", TRACEPARENT]
+    with NullSink() as null:
+        for label, fields in [("module", None)] + [(f, f) for f in FIELDS] + \
+                             [("all", " ".join(FIELDS))]:
+            a = one_run("module", warm, n_small, null.write_url(), fields=fields,
+                        ab_args=ab_args)
+            b = one_run("module", warm, n, null.write_url(), fields=fields,
+                        ab_args=ab_args)
+            dn = n - n_small
+            c = {"per_request": (b["ir"] - a["ir"]) / dn}
+            if HOOK in a["funcs"] and HOOK in b["funcs"]:
+                c[HOOK] = (b["funcs"][HOOK] - a["funcs"][HOOK]) / dn
+            res["configs"][label] = c
+            log("callgrind --fields: %s: %.0f instructions/request (%.0fs)"
+                % (label, c["per_request"], time.monotonic() - t0))
+    base = res["configs"]["module"]
+    for c in res["configs"].values():
+        c["added"] = c["per_request"] - base["per_request"]
+        if HOOK in c and HOOK in base:
+            c["hook_added"] = c[HOOK] - base[HOOK]
+    res["elapsed_s"] = time.monotonic() - t0
+    return res
+
+
+def report_fields(res):
+    rows = []
+    for label, c in res["configs"].items():
+        rows.append([label if label in ("module", "all") else "InfluxMetricsFields " + label,
+                     common.fmt_num(c["per_request"]),
+                     "-" if label == "module" else common.fmt_num(c["added"]),
+                     "-" if label == "module" or "hook_added" not in c
+                     else common.fmt_num(c["hook_added"])])
+    return "\n".join([
+        "### Instructions each optional field adds (callgrind, httpd -X, prefork, ab -k -c 1)",
+        "", common.md_table(["config", "Ir per request", "added per request",
+                             "of which in the hook"], rows), "",
+        "Slopes between runs of %d and %d requests after %d warm-up requests; every "
+        "request carries a traceparent header. 'added' is against the module without "
+        "InfluxMetricsFields (raw points); it includes the filters' and the encoder's "
+        "work, 'of which in the hook' only %s." % (res["n_small"], res["n"], res["warm"],
+                                                   HOOK), ""])
+
+
 def report(res):
     cf = res["configs"]
     rows = []
@@ -267,7 +329,14 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--n", type=int, default=10000)
     ap.add_argument("--quick", action="store_true", help="N=5000")
+    ap.add_argument("--fields", action="store_true",
+                    help="what each InfluxMetricsFields name adds (default N=3000)")
     a = ap.parse_args()
+    if a.fields:
+        res = run_fields(n=a.n if a.n != 10000 else 3000)
+        common.save_json("callgrind_fields", res)
+        print(report_fields(res))
+        return
     if a.quick:
         a.n = 5000
     res = run(n=a.n)

@@ -30,7 +30,14 @@ Modes (set_mode(mode, **options), and the same arguments for fail_next):
     400           InfluxDB's partial write: {"error":"partial write: field type
                   conflict: ... dropped=N"}; dropped=k refuses the last k lines
                   of the request and stores the others (default: all refused);
-                  body="..." for a 400 with another text (nothing stored)
+                  body="..." for a 400 with another text (nothing stored).
+                  On InfluxDB 3's /api/v3/write_lp, its documented answers
+                  instead: {"error":"partial write of line protocol occurred",
+                  "data":[{"original_line":..,"line_number":n,
+                  "error_message":..},..]}, one entry per refused line (line
+                  numbers from 1); with accept_partial=false in the query,
+                  {"error":"parsing failed for write_lp endpoint","data":{..}}
+                  naming the first refused line, and nothing is stored
     401, 403      authorization failed / not authorized to write
     404           {"error":"database not found: \\"<db>\\""} (db from the query)
     413           request entity too large
@@ -106,6 +113,10 @@ CONTROL_PREFIX = "/__fault/"
 PARTIAL_WRITE = ('partial write: field type conflict: input field "duration_us" on '
                  'measurement "apache_request" is type float, already exists as type '
                  'integer dropped=%d')
+# InfluxDB 3's own write endpoint, and the text of a refused line there.
+V3_PATH = "/api/v3/write_lp"
+V3_LINE_ERROR = ("invalid column type for column 'duration_us', expected "
+                 "iox::column_type::field::integer, got iox::column_type::field::float")
 CANNED = {
     400: None,          # partial write, built per request
     401: "authorization failed",
@@ -344,14 +355,18 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             stored = len(req.lines)
             headers.pop("Content-Type")
         elif body is None:
-            if status == 400:
+            if status == 400 and urllib.parse.urlsplit(req.path).path == V3_PATH:
+                stored, body = _v3_partial(req, b)
+                text = None
+            elif status == 400:
                 dropped = len(req.lines) if b.dropped is None else min(b.dropped, len(req.lines))
                 stored = len(req.lines) - dropped
                 text = PARTIAL_WRITE % dropped
             else:
                 text = (CANNED.get(status) or "injected %d" % status) % {"db": db}
-            body = json.dumps({"error": text})
-            headers["X-Influxdb-Error"] = text
+            if text is not None:
+                body = json.dumps({"error": text})
+                headers["X-Influxdb-Error"] = text
         if b.retry_after is not None:
             headers["Retry-After"] = str(b.retry_after)
         headers.update(b.headers)
@@ -386,6 +401,20 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             self._send(400, json.dumps({"error": str(e)}), {"Content-Type": "application/json"})
             return
         self._send(200, json.dumps(fs.stats()), {"Content-Type": "application/json"})
+
+
+def _v3_partial(req, b):
+    """InfluxDB 3's answer to a write_lp whose last `dropped` lines are
+    refused: (lines stored, JSON body)."""
+    n = len(req.lines)
+    dropped = n if b.dropped is None else min(b.dropped, n)
+    refused = [{"original_line": req.lines[i], "line_number": i + 1,
+                "error_message": V3_LINE_ERROR} for i in range(n - dropped, n)]
+    if str(req.query.get("accept_partial", "true")).lower() == "false":
+        return 0, json.dumps({"error": "parsing failed for write_lp endpoint",
+                              "data": refused[0] if refused else None})
+    return n - dropped, json.dumps({"error": "partial write of line protocol occurred",
+                                    "data": refused})
 
 
 def _control_options(q):
@@ -479,9 +508,13 @@ class FaultServer:
     def url(self):
         return "http://%s:%d" % (HOST, self.port)
 
-    def write_url(self, db="imx", v2=False, org="o", precision=None):
-        """The 1.x /write URL (v2: /api/v2/write?org=&bucket=)."""
-        if v2:
+    def write_url(self, db="imx", v2=False, org="o", precision=None, v3=False):
+        """The 1.x /write URL (v2: /api/v2/write?org=&bucket=; v3:
+        /api/v3/write_lp?db=)."""
+        if v3:
+            q = {"db": db}
+            path = V3_PATH
+        elif v2:
             q = {"org": org, "bucket": db}
             path = "/api/v2/write"
         else:

@@ -79,6 +79,14 @@ BAD = [
      "InfluxMetricsTag team web", ["InfluxMetricsTag", "team", "InfluxMetricsTagFrom"]),
     ("<VirtualHost 127.0.0.1:1>\nInfluxMetricsMode both\n</VirtualHost>",
      ["InfluxMetricsMode", "VirtualHost"]),
+    ("InfluxMetricsFields ttfb latency", ["InfluxMetricsFields", "latency"]),
+    ("<Location /x>\nInfluxMetricsFields ttfb\n</Location>", ["InfluxMetricsFields"]),
+    ("InfluxMetricsRequestIDHeader X:Id", ["InfluxMetricsRequestIDHeader", "X:Id"]),
+    ("InfluxMetricsSLO fast", ["InfluxMetricsSLO", "fast"]),
+    ("InfluxMetricsSLO 0ms", ["InfluxMetricsSLO", "0ms"]),
+    ("InfluxMetricsTag upstream x", ["InfluxMetricsTag", "upstream"]),
+    ('InfluxMetricsURL "http://127.0.0.1:8181/api/v3/write_lp?db=x&precision=ns"',
+     ["InfluxMetricsURL", "precision=nanosecond"]),
 ]
 
 GOOD = [
@@ -94,6 +102,12 @@ GOOD = [
     "<Location /a>\nInfluxMetricsSample 0.25\nInfluxMetricsKeepSlow 500ms\n"
     "InfluxMetricsKeepErrors On\nInfluxMetricsTagFrom note app-route route_name\n</Location>",
     "InfluxMetricsMaxTagValues 50\nInfluxMetricsTagFrom header X-Tenant",
+    "InfluxMetricsFields ttfb bytes_received request_id\nInfluxMetricsFields protocol tls "
+    "upstream\nInfluxMetricsRequestIDHeader X-Request-ID\nInfluxMetricsSLO 300ms\n"
+    "<VirtualHost 127.0.0.1:1>\nInfluxMetricsFields none\n</VirtualHost>\n"
+    "<Location /a>\nInfluxMetricsSLO 2s\n</Location>\n<Location /b>\nInfluxMetricsSLO none\n"
+    "</Location>",
+    "InfluxMetricsURL http://127.0.0.1:8181/api/v3/write_lp?db=x&precision=nanosecond",
 ]
 
 

@@ -5,7 +5,8 @@ The static tests check the provisioning files and the dashboard JSON models
 query of every dashboard - panel targets and template-variable queries, with
 Grafana's macros and variables substituted the way Grafana's InfluxQL
 datasource does - against a real InfluxDB holding data the module wrote
-(InfluxMetricsMode both, routes, sampling, two virtual hosts, 404s and 503s),
+(InfluxMetricsMode both, routes, sampling, two virtual hosts, 404s and 503s,
+every InfluxMetricsFields name, an InfluxMetricsSLO),
 and requires each to return data.
 """
 
@@ -344,6 +345,10 @@ Redirect 503 /sub/boom
 </VirtualHost>
 """
 VHOST2 = "www.example.test"
+# Every optional field (mod_unique_id gives every request an id) and an
+# objective, for the panels that read them.
+FIELDS = ("InfluxMetricsFields ttfb bytes_received request_id protocol tls upstream\n"
+          "InfluxMetricsSLO 100ms\n")
 # (path, extra ab arguments, requests per vhost and round)
 LOAD = [
     ("index.html", [], 25),
@@ -462,9 +467,9 @@ def panel_rename_regex(panel):
 def test_dashboard_queries_return_data(module_built, influx, influx_db, httpd_factory):
     port = harness.free_port()
     h = httpd_factory(
-        mpm="event", port=port, modules=["alias"],
+        mpm="event", port=port, modules=["alias", "unique_id"],
         extra=str(Imx(influx.write_url(influx_db), flush_interval="200ms",
-                      extra="InfluxMetricsMode both\n"))
+                      extra="InfluxMetricsMode both\n" + FIELDS))
         + SITE.format(port=port, vhost2=VHOST2))
     served = generate_traffic(h)
     total = sum(served.values())

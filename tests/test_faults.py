@@ -95,19 +95,52 @@ def test_transient_faults_lose_nothing(module_built, httpd_factory, fs, fault):
             assert again and again[0].t0 - r.t1 >= 0.9, (r, again[:1])
 
 
-@pytest.mark.allowed_errors(*ALLOWED)
-def test_partial_write_counts_rejected(module_built, httpd_factory, fs):
-    h = start(httpd_factory, fs.write_url(), extra="InfluxMetricsBatchSize 1000\n")
-    fs.set_mode(400, dropped=3)
-    n = load(h, 100)
-    wait_until(lambda: status(h)["rejected"] >= 3, 15)
+def partial_writes(httpd_factory, fs, url, dropped, n=100):
+    """n requests while the backend stores all but the last `dropped` lines
+    of each batch, then all: the counts add up exactly. Returns (h, st)."""
+    h = start(httpd_factory, url, extra="InfluxMetricsBatchSize 1000\n")
+    fs.set_mode(400, dropped=dropped)
+    load(h, n)
+    wait_until(lambda: status(h)["rejected"] >= dropped, 15)
     fs.set_mode("ok")
     st = settle(h, n)
     h.stop()
     stored = request_lines(fs.lines)
-    assert st["rejected"] >= 3 and st["sent"] + st["rejected"] == n, st
+    assert st["rejected"] >= dropped and st["sent"] + st["rejected"] == n, st
     assert len(stored) == st["sent"], (len(stored), st)
+    return h, st
+
+
+@pytest.mark.allowed_errors(*ALLOWED)
+def test_partial_write_counts_rejected(module_built, httpd_factory, fs):
+    h, st = partial_writes(httpd_factory, fs, fs.write_url(), 3)
     assert "partial write" in st["last_error"] or "partial write" in h.error_log_text()
+
+
+@pytest.mark.allowed_errors(*ALLOWED)
+def test_v3_partial_write_counts_refused_lines(module_built, httpd_factory, fs):
+    """InfluxDB 3's write_lp: precision=nanosecond is added, and a partial
+    write counts exactly the lines its answer lists as rejected, also when
+    the list is far longer than the answer text kept for the log."""
+    partial_writes(httpd_factory, fs, fs.write_url(v3=True), 40)
+    posts = [r for r in fs.requests if r.method == "POST"]
+    assert posts and all(r.query.get("precision") == "nanosecond" for r in posts)
+    assert any(r.answer == 400 and len(r.lines) >= 40 for r in posts)
+
+
+@pytest.mark.allowed_errors(*ALLOWED)
+def test_v3_whole_batch_refused(module_built, httpd_factory, fs):
+    """With accept_partial=false InfluxDB 3 stores nothing of a batch with a
+    bad line and says "parsing failed": every point of it is rejected."""
+    h = start(httpd_factory, fs.write_url(v3=True) + "&accept_partial=false",
+              extra="InfluxMetricsBatchSize 1000\n")
+    fs.set_mode(400, dropped=1)
+    n = load(h, 50)
+    st = settle(h, n)
+    h.stop()
+    assert st["rejected"] == n and st["sent"] == 0, st
+    assert not request_lines(fs.lines)
+    assert "parsing failed" in st["last_error"] or "parsing failed" in h.error_log_text()
 
 
 @pytest.mark.allowed_errors(*ALLOWED)

@@ -105,6 +105,27 @@ def test_partial_write(fs):
     assert status == 400 and b"unable to parse" in body and fs.count == 2
 
 
+def test_v3_partial_write(fs):
+    """InfluxDB 3's write_lp answers, as documented: every refused line
+    listed with its number; accept_partial=false stores nothing."""
+    path = "/api/v3/write_lp?db=imx&precision=nanosecond"
+    assert fs.write_url(db="d", v3=True) == "%s/api/v3/write_lp?db=d" % fs.url
+    fs.set_mode(400, dropped=2)
+    status, _, body = post(fs, path=path)
+    doc = json.loads(body)
+    assert status == 400 and doc["error"] == "partial write of line protocol occurred"
+    assert [d["line_number"] for d in doc["data"]] == [2, 3]
+    assert [d["original_line"] for d in doc["data"]] == BODY.splitlines()[1:]
+    assert fs.lines == BODY.splitlines()[:1]
+    status, _, body = post(fs, path=path + "&accept_partial=false")
+    doc = json.loads(body)
+    assert status == 400 and doc["error"] == "parsing failed for write_lp endpoint"
+    assert doc["data"]["line_number"] == 2 and fs.count == 1
+    fs.set_mode(400)
+    status, _, body = post(fs, path=path)
+    assert len(json.loads(body)["data"]) == 3 and fs.count == 1
+
+
 @pytest.mark.parametrize("code", [429, 503])
 def test_retry_after(fs, code):
     fs.set_mode(code, retry_after=7)

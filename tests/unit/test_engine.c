@@ -2267,6 +2267,150 @@ static void test_hist_fragment_carried(void)
     free(t); free(pend); free(o.buf);
 }
 
+/* The string value of field `name` in the line of series ",k=<key>", or "". */
+static const char *str_field_of(const char *out, uint32_t key, const char *name)
+{
+    static char v[256];
+    char tag[32], f[64];
+    const char *l, *p, *e;
+    size_t n = 0;
+
+    v[0] = '\0';
+    snprintf(tag, sizeof(tag), ",k=%u ", key);
+    snprintf(f, sizeof(f), ",%s=\"", name);
+    if (!(l = strstr(out, tag)) || !(p = strstr(l, f)) || p > (e = strchr(l, '\n'))) {
+        return v;
+    }
+    for (p += strlen(f); p < e && *p != '"' && n < sizeof(v) - 1; p++) {
+        if (*p == '\\') {
+            p++;
+        }
+        v[n++] = *p;
+    }
+    v[n] = '\0';
+    return v;
+}
+
+/* Drains src into pend and encodes pend into o (emptied first), as the
+ * writer of summaries does; returns the text, NUL-terminated. */
+static const char *drain_encode(imx_hist_table_t *src, imx_hist_table_t *pend,
+                                imx_hist_out_t *o, int64_t ts, uint64_t *busy)
+{
+    imx_hist_drain(pend, src);
+    o->len = 0;
+    imx_hist_encode(o, "s", pend, key_tags, NULL, ts, busy);
+    imx_hist_reserve(o, 1);
+    o->buf[o->len] = '\0';
+    return o->buf;
+}
+
+/* Issue 11's summary fields: ttfb percentiles from the TTFB series of a
+ * key (never a line of their own), slo_good exact, and the exemplar is the
+ * id of the slowest request across two children's tables. */
+static void test_hist_fields(void)
+{
+    imx_hist_table_t *a = new_table(8), *b = new_table(8), *pend = new_table(16);
+    imx_hist_out_t o = { NULL, 0, 0 };
+    imx_hist_extra_t x = { 300000, NULL, 0 };
+    uint64_t busy = 0;
+    char id[16];
+    uint32_t lines;
+
+    for (int i = 0; i < 100; i++) {
+        /* 100 requests of 10 ms .. 1 s; every tenth a 5xx. ttfb = d / 4. */
+        uint64_t d = 10000 + (uint64_t)i * 10000;
+        int err = i % 10 == 9;
+
+        snprintf(id, sizeof(id), "req-%d", i);
+        x.id = id;
+        x.id_len = strlen(id);
+        imx_hist_record_ex(i & 1 ? a : b, 7, d, err, &x);
+        imx_hist_record(i & 1 ? a : b, 7 | IMX_HIST_TTFB, d / 4, 0);
+    }
+    /* A series without ids, SLO or ttfb writes none of those fields. */
+    imx_hist_record(a, 9, 50, 0);
+    imx_hist_drain(pend, a);
+    imx_hist_drain(pend, b);
+    lines = imx_hist_encode(&o, "s", pend, key_tags, NULL, 1, &busy);
+    imx_hist_reserve(&o, 1);
+    o.buf[o.len] = '\0';
+    CHECK(lines == 2, "two lines (the ttfb series is no line): %u\n%s", lines, o.buf);
+    /* d <= 300 ms: i = 0..29, minus the 5xx among them (9, 19, 29). */
+    CHECK(field_of(o.buf, 7, "slo_good") == 27, "slo_good %lld", field_of(o.buf, 7, "slo_good"));
+    CHECK(field_of(o.buf, 7, "slo_threshold_us") == 300000, "threshold");
+    CHECK(!strcmp(str_field_of(o.buf, 7, "max_request_id"), "req-99"), "exemplar '%s'",
+          str_field_of(o.buf, 7, "max_request_id"));
+    /* ttfb: 2.5 ms .. 250 ms in 2.5 ms steps; p50 = the 50th = 125 ms. */
+    CHECK(rel_err((uint64_t)field_of(o.buf, 7, "ttfb_p50_us"), 125000) < 0.01, "ttfb p50 %lld",
+          field_of(o.buf, 7, "ttfb_p50_us"));
+    CHECK(rel_err((uint64_t)field_of(o.buf, 7, "ttfb_p99_us"), 247500) < 0.01, "ttfb p99 %lld",
+          field_of(o.buf, 7, "ttfb_p99_us"));
+    CHECK(field_of(o.buf, 9, "slo_good") == -1 && field_of(o.buf, 9, "ttfb_p50_us") == -1
+          && !*str_field_of(o.buf, 9, "max_request_id"), "no extra fields: %s", o.buf);
+    CHECK(field_of(o.buf, 7, "count") == 100 && busy == 10000 * 100 + 10000 * 4950 + 50,
+          "count and busy exclude the ttfb series: busy %llu", (unsigned long long)busy);
+    CHECK(imx_hist_used(pend) == 0, "pending emptied");
+
+    /* The next interval starts afresh: a faster request is the new exemplar. */
+    x.id = "next";
+    x.id_len = 4;
+    imx_hist_record_ex(a, 7, 20, 0, &x);
+    drain_encode(a, pend, &o, 2, &busy);
+    CHECK(!strcmp(str_field_of(o.buf, 7, "max_request_id"), "next")
+          && field_of(o.buf, 7, "slo_good") == 1, "%s", o.buf);
+
+    /* Whatever an id holds, the line stays one line with one string. */
+    x.id = "a\"b\\c\nd";
+    x.id_len = 7;
+    imx_hist_record_ex(a, 7, 20, 0, &x);
+    drain_encode(a, pend, &o, 3, &busy);
+    CHECK(strstr(o.buf, ",max_request_id=\"a\\\"b\\\\cd\" 3\n") && strchr(o.buf, '\n')
+          == o.buf + o.len - 1, "escaped: %s", o.buf);
+    free(a); free(b); free(pend); free(o.buf);
+}
+
+typedef struct {
+    imx_hist_table_t *t;
+    unsigned id, per;
+} ex_producer_t;
+
+static void *ex_producer_main(void *arg)
+{
+    ex_producer_t *p = arg;
+    char id[32];
+    imx_hist_extra_t x = { 0, id, 0 };
+
+    for (unsigned i = 0; i < p->per; i++) {
+        /* Durations unique across threads: i * 64 + thread. */
+        uint64_t d = (uint64_t)i * 64 + p->id;
+        x.id_len = (size_t)snprintf(id, sizeof(id), "t%u-%" PRIu64, p->id, d);
+        imx_hist_record_ex(p->t, 3, d, 0, &x);
+    }
+    return NULL;
+}
+
+/* Threads racing for the exemplar: it always names the slowest. */
+static void test_hist_exemplar_race(void)
+{
+    imx_hist_table_t *t = new_table(4), *pend = new_table(4);
+    imx_hist_out_t o = { NULL, 0, 0 };
+    ex_producer_t pr[8];
+    pthread_t th[8];
+    uint64_t busy = 0;
+
+    for (unsigned i = 0; i < 8; i++) {
+        pr[i] = (ex_producer_t){ t, i, 20000 };
+        pthread_create(&th[i], NULL, ex_producer_main, &pr[i]);
+    }
+    for (unsigned i = 0; i < 8; i++) {
+        pthread_join(th[i], NULL);
+    }
+    drain_encode(t, pend, &o, 1, &busy);
+    CHECK(!strcmp(str_field_of(o.buf, 3, "max_request_id"), "t7-1279943"), "exemplar '%s'",
+          str_field_of(o.buf, 3, "max_request_id"));
+    free(t); free(pend); free(o.buf);
+}
+
 /* After a holder of the lock died in the middle of an update: a key
  * entered twice, a slot left BUSY, an entry claimed but never keyed. Repair
  * merges and clears, and the table works again. */
@@ -2611,6 +2755,8 @@ int main(int argc, char **argv)
         test_hist_pending_full();
         test_hist_fragment_carried();
         test_hist_repair();
+        test_hist_fields();
+        test_hist_exemplar_race();
         test_names();
     }
     stress_hist(8, 200000);
