@@ -249,62 +249,50 @@ static char *put_lead(char *o, unsigned d)
     return o + 2;
 }
 
-#define FRAC32 ((UINT64_C(1) << 32) - 1)
-#define FRAC48 ((UINT64_C(1) << 48) - 1)
+/* n pairs of digits of f, a fixed-point number with `bits` fraction bits
+ * whose integer part is the next pair: each further pair by a
+ * multiplication by 100. Inlined with constants, the loop unrolls. */
+static inline __attribute__((always_inline)) char *put_pairs(char *o, uint64_t f,
+                                                             unsigned bits, int n)
+{
+#pragma GCC unroll 4
+    for (int i = 0; i < n; i++) {
+        memcpy(o + 2 * i, digits2 + 2 * (f >> bits), 2);
+        f = (f & ((UINT64_C(1) << bits) - 1)) * 100;
+    }
+    return o + 2 * n;
+}
+
+/* The same, with the first pair as one digit when below 10. */
+static inline __attribute__((always_inline)) char *put_lead_pairs(char *o, uint64_t f,
+                                                                  unsigned bits, int n)
+{
+    o = put_lead(o, (unsigned)(f >> bits));
+    return put_pairs(o, (f & ((UINT64_C(1) << bits) - 1)) * 100, bits, n - 1);
+}
 
 /* Up to 8 digits (x < 10^8), no leading zeros, with no division: x over a
  * power of 100 as a fixed-point number (the multipliers are 2^32 / 100,
  * 2^32 / 10^4 and 2^48 / 10^6 rounded up; the excess stays below the last
- * digit pair, checked for every x by tests/unit/test_digits.c), then
- * each next pair of digits by a multiplication by 100. */
+ * digit pair, checked for every x by tests/unit/test_digits.c). */
 static char *put_small(char *o, uint32_t x)
 {
-    uint64_t f;
-
     if (x < 100) {
         return put_lead(o, x);
     }
     if (x < 10000) {
-        f = (uint64_t)x * 42949673u;
-        o = put_lead(o, (unsigned)(f >> 32));
-        f = (f & FRAC32) * 100;
-        memcpy(o, digits2 + 2 * (f >> 32), 2);
-        return o + 2;
+        return put_lead_pairs(o, (uint64_t)x * 42949673u, 32, 2);
     }
     if (x < 1000000) {
-        f = (uint64_t)x * 429497u;
-        o = put_lead(o, (unsigned)(f >> 32));
-        f = (f & FRAC32) * 100;
-        memcpy(o, digits2 + 2 * (f >> 32), 2);
-        f = (f & FRAC32) * 100;
-        memcpy(o + 2, digits2 + 2 * (f >> 32), 2);
-        return o + 4;
+        return put_lead_pairs(o, (uint64_t)x * 429497u, 32, 3);
     }
-    f = (uint64_t)x * 281474977u;
-    o = put_lead(o, (unsigned)(f >> 48));
-    f = (f & FRAC48) * 100;
-    memcpy(o, digits2 + 2 * (f >> 48), 2);
-    f = (f & FRAC48) * 100;
-    memcpy(o + 2, digits2 + 2 * (f >> 48), 2);
-    f = (f & FRAC48) * 100;
-    memcpy(o + 4, digits2 + 2 * (f >> 48), 2);
-    return o + 6;
+    return put_lead_pairs(o, (uint64_t)x * 281474977u, 48, 4);
 }
 
-/* Exactly 8 digits of x < 10^8, leading zeros kept: as the last case of
- * put_small. */
+/* Exactly 8 digits of x < 10^8, leading zeros kept. */
 static char *put8(char *o, uint32_t x)
 {
-    uint64_t f = (uint64_t)x * 281474977u;
-
-    memcpy(o, digits2 + 2 * (f >> 48), 2);
-    f = (f & FRAC48) * 100;
-    memcpy(o + 2, digits2 + 2 * (f >> 48), 2);
-    f = (f & FRAC48) * 100;
-    memcpy(o + 4, digits2 + 2 * (f >> 48), 2);
-    f = (f & FRAC48) * 100;
-    memcpy(o + 6, digits2 + 2 * (f >> 48), 2);
-    return o + 8;
+    return put_pairs(o, (uint64_t)x * 281474977u, 48, 4);
 }
 
 char *imx_put_u64(char *o, uint64_t v)
