@@ -115,8 +115,10 @@ def one_run(kind, warm, n, null_url, timeout=300, fields=None, ab_args=()):
     """httpd -X under callgrind serving warm + n requests; returns
     {"ir": total, "funcs": {...}, "served": ...}. fields: the
     InfluxMetricsFields line's names (module only)."""
-    if kind == "module":
+    if kind in ("module", "summary"):
         extra = "InfluxMetricsFields %s\n" % fields if fields else ""
+        if kind == "summary":
+            extra += "InfluxMetricsMode summary\n"
         h = BenchHttpd(mpm="prefork", load_module=True, name="cg-" + kind,
                        extra=str(harness.Imx(url=null_url, flush_interval=None, extra=extra)))
     elif kind == "accesslog":
@@ -156,7 +158,7 @@ def one_run(kind, warm, n, null_url, timeout=300, fields=None, ab_args=()):
                 raise RuntimeError("ab: %d of %d complete, %d failed, %d non-2xx"
                                    % (r.complete, count, r.failed, r.non2xx))
             served += r.complete
-        if kind == "module":
+        if kind in ("module", "summary"):
             time.sleep(1.5)         # one flush interval: the flusher posts
     finally:
         if proc.poll() is None:
@@ -182,7 +184,7 @@ def run(n=10000, warm=500, n_small=2000):
     t0 = time.monotonic()
     res = {"warm": warm, "n_small": n_small, "n": n, "path": PATH, "configs": {}}
     with NullSink() as null:
-        for kind in ("none", "module", "accesslog"):
+        for kind in ("none", "module", "summary", "accesslog"):
             s0 = null.stats()
             a = one_run(kind, warm, n_small, null.write_url())
             s1 = null.stats()
@@ -278,8 +280,11 @@ def report(res):
     cf = res["configs"]
     rows = []
     labels = {"none": "no module", "module": "module (raw, null backend)",
+              "summary": "module (InfluxMetricsMode summary)",
               "accesslog": "access log (combined format)"}
-    for kind in ("none", "module", "accesslog"):
+    for kind in ("none", "module", "summary", "accesslog"):
+        if kind not in cf:
+            continue
         c = cf[kind]
         rows.append([labels[kind], common.fmt_num(c["per_request"]),
                      "-" if kind == "none" else common.fmt_num(c["added"])])
