@@ -1684,6 +1684,9 @@ static void imx_child_init(apr_pool_t *pchild, server_rec *s)
                                       host_escaped, slot);
         ec.on_stats = imx_status_publish;
         ec.counters = imx_status_counters();
+        /* Only with a slot: the fold of a dead child's slot is what gives
+         * its bytes back. */
+        ec.retry_shared = imx_status_retry_budget();
     }
     imx_summary_child(slot);
     ec.on_tick = flusher_tick;
