@@ -941,7 +941,7 @@ static void rq_add(imx_engine_t *e, const char *data, size_t len, uint32_t n,
         }
         count_drop(e, &e->c->dropped_retry, n, maybe);
         note_failure(e, need > e->conf.retry_buffer ? "dropped (retry buffer too small for it)"
-                     : "dropped (retry buffer full)", n, extra, "");
+                     : "retry buffer full, dropped the newest", n, extra, "");
         return;
     }
     memcpy(rb->data, data, len);
