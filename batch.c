@@ -694,12 +694,21 @@ void imx_retry_release(_Atomic uint64_t *shared, uint64_t bytes)
     }
 }
 
+/* What a retry batch of `need` bytes counts against a shared budget: whole
+ * pages, as malloc hands out the large blocks batches are, so that the
+ * budget bounds the memory the children's retry buffers take, not only
+ * their contents (at 1,024 points a batch, a partial page each is 2.5%). */
+static size_t rb_cost(const imx_engine_t *e, size_t need)
+{
+    return e->conf.retry_shared ? (need + 4095) & ~(size_t)4095 : need;
+}
+
 /* Would `need` more bytes fit in the retry buffer: this engine's alone, or
  * with a shared budget, every engine's together. */
 static int rq_fits(const imx_engine_t *e, size_t need)
 {
     if (e->conf.retry_shared) {
-        return atomic_load(e->conf.retry_shared) + need <= e->conf.retry_buffer;
+        return atomic_load(e->conf.retry_shared) + rb_cost(e, need) <= e->conf.retry_buffer;
     }
     return e->rq_bytes + need <= e->conf.retry_buffer;
 }
@@ -713,37 +722,38 @@ static int rq_fits(const imx_engine_t *e, size_t need)
 static rbatch_t *rb_alloc(imx_engine_t *e, size_t need)
 {
     _Atomic uint64_t *shared = e->conf.retry_shared;
+    size_t cost = rb_cost(e, need);
     rbatch_t *rb;
 
     if (shared) {
         uint64_t cur = atomic_load(shared);
 
         do {
-            if (cur + need > e->conf.retry_buffer) {
+            if (cur + cost > e->conf.retry_buffer) {
                 return NULL;
             }
-        } while (!atomic_compare_exchange_weak(shared, &cur, cur + need));
+        } while (!atomic_compare_exchange_weak(shared, &cur, cur + cost));
     }
     if (!(rb = malloc(need))) {
         if (shared) {
-            imx_retry_release(shared, need);
+            imx_retry_release(shared, cost);
         }
         return NULL;
     }
-    e->rq_held += need;
+    e->rq_held += cost;
     atomic_store(&e->c->retry_bytes, e->rq_held);
     return rb;
 }
 
 static void rb_free(imx_engine_t *e, rbatch_t *rb)
 {
-    size_t need = sizeof(*rb) + rb->len;
+    size_t cost = rb_cost(e, sizeof(*rb) + rb->len);
 
     free(rb);
-    e->rq_held -= need;
+    e->rq_held -= cost;
     atomic_store(&e->c->retry_bytes, e->rq_held);
     if (e->conf.retry_shared) {
-        imx_retry_release(e->conf.retry_shared, need);
+        imx_retry_release(e->conf.retry_shared, cost);
     }
 }
 
@@ -919,7 +929,7 @@ static void rq_add(imx_engine_t *e, const char *data, size_t len, uint32_t n,
     rbatch_t *rb;
     size_t need = sizeof(*rb) + len;
 
-    if (need <= e->conf.retry_buffer) {
+    if (rb_cost(e, need) <= e->conf.retry_buffer) {
         if (e->conf.spool && e->rq_head && !rq_fits(e, need)) {
             spill(e, need);
         }
@@ -933,14 +943,15 @@ static void rq_add(imx_engine_t *e, const char *data, size_t len, uint32_t n,
     /* Too large, no memory, or (shared budget) the other engines hold all
      * of it once this one's own batches are gone: this batch is the one
      * that goes. */
-    if (need > e->conf.retry_buffer || !(rb = rb_alloc(e, need))) {
+    if (rb_cost(e, need) > e->conf.retry_buffer || !(rb = rb_alloc(e, need))) {
         if (e->conf.spool) {
             spool_write(e, data, len, n, extra, maybe);
             imx_spool_sync(e->conf.spool);
             return;
         }
         count_drop(e, &e->c->dropped_retry, n, maybe);
-        note_failure(e, need > e->conf.retry_buffer ? "dropped (retry buffer too small for it)"
+        note_failure(e, rb_cost(e, need) > e->conf.retry_buffer
+                     ? "dropped (retry buffer too small for it)"
                      : "retry buffer full, dropped the newest", n, extra, "");
         return;
     }

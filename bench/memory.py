@@ -131,7 +131,9 @@ def report(res):
     hdr = ["layout", "ring (cells, KB)", "requests", "Private_Dirty KB, no module (median, "
            "min-max)", "with module", "added", "Pss added", "target", ""]
     rows = []
-    for layout, r in res["layouts"].items():
+    for layout in [x for x in LAYOUTS if x in res["layouts"]]:
+        r = res["layouts"][layout]
+
         def cell(cfg):
             xs = r["configs"][cfg]["private_dirty_kb"]
             lo, hi = common.spread(xs)
@@ -141,7 +143,7 @@ def report(res):
         target = TARGET_KB[layout]
         verdict = "n/a" if added is None else ("**met**" if added <= target else
                                                "**missed** by %s KB" % common.fmt_num(added - target))
-        rows.append(["%s (%d x %d)" % (layout, r["children"], r["threads"]),
+        rows.append(["%s (%d children x %d threads)" % (layout, r["children"], r["threads"]),
                      "%s, %s" % (common.fmt_num(r["ring"]), common.fmt_num(r["ring"] * 64 / 1024)),
                      common.fmt_num(r["requests"]), cell("none"), cell("module"),
                      common.fmt_num(added), common.fmt_num(r["added_pss_kb"]),

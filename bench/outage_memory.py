@@ -153,12 +153,12 @@ def report(res):
              "Baseline: after every child served more requests than its ring holds, backend "
              "healthy. Peak: the largest of the per-second sums while the backend answered "
              "503 under load. Rss counts the pages children share once per child; "
-             "Private_Dirty only each child's own. Growth beyond the bound, per child: %s KB "
-             "of Private_Dirty, not broken down here (the likely parts: a child's batch "
-             "buffer filling to a whole batch, which a healthy child at this load never "
-             "needs, and the allocator's headers and slack around the retry batches)." % common.fmt_num(
-                 max(0, res["peak_Private_Dirty"] - res["baseline_kb"]["Private_Dirty"]
-                     - bound_kb) / max(1, res["children"]), 1),
+             "Private_Dirty only each child's own: library and module code first run "
+             "during the outage (error paths, retries) shows in Rss once per child, %s KB "
+             "per child here, although the children share those pages." % common.fmt_num(
+                 max(0, (res["peak_Rss"] - res["baseline_kb"]["Rss"])
+                     - (res["peak_Pss"] - res["baseline_kb"]["Pss"])) / max(1, res["children"]),
+                 1),
              "",
              "- retry buffers of all children together: at most %s bytes seen (the bound: %s)"
              % (common.fmt_num(res["peak_retry_bytes"]), common.fmt_num(res["bound_bytes"])),

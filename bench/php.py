@@ -110,7 +110,8 @@ def run(rounds=10, secs=2, warmup=1):
                 c["p99_ratio"] = [x["p99"] for x in ratios if x["p99"]]
                 c["module"] = common.flusher_totals(h.error_log_text())
                 c["stored"] = null.stats()["request_points"]
-            c["error_log"] = h.check_error_log(allowed=[r"IMX0100"])[:5]
+            # AH00161: 16 connections keep all 16 children busy, as intended.
+            c["error_log"] = h.check_error_log(allowed=[r"IMX0100", r"AH00161"])[:5]
             res["configs"][name] = c
     res["elapsed_s"] = time.monotonic() - t0
     return res

@@ -145,16 +145,33 @@ def targets(res):
     me = res.get("memory")
     if me:
         import memory
-        for layout, lay in me["layouts"].items():
+        for layout in [x for x in memory.LAYOUTS if x in me["layouts"]]:
+            lay = me["layouts"][layout]
             added, goal = lay["added_private_dirty_kb"], memory.TARGET_KB[layout]
-            rows.append(["private memory added per %s child (%d x %d threads) <= %s KB, "
-                         "defaults" % (layout, lay["children"], lay["threads"],
+            rows.append(["private memory added per %s child (%d children x %d threads) "
+                         "<= %s KB, at defaults"
+                         % (layout, lay["children"], lay["threads"],
                                        common.fmt_num(goal)),
                          "%s KB (Pss %s KB)" % (common.fmt_num(added),
                                                 common.fmt_num(lay["added_pss_kb"])),
                          _verdict(added is not None and added <= goal)
                          + ("" if added is None or added <= goal
                             else " by %s KB" % common.fmt_num(added - goal))])
+    om = res.get("outage-memory")
+    if om:
+        bound_kb = om["bound_bytes"] // 1024
+        growth = om["peak_Rss"] - om["baseline_kb"]["Rss"]
+        rows.append(["prefork, %d children, %d s outage under load: total RSS <= baseline + "
+                     "InfluxMetricsRetryBuffer (%s)" % (om["children"], om["outage_s"],
+                                                        om["retry_buffer"]),
+                     "grew %s KB (Private_Dirty %s KB); retry buffers together at most %s "
+                     "bytes of %s" % (common.fmt_num(growth), common.fmt_num(
+                         om["peak_Private_Dirty"] - om["baseline_kb"]["Private_Dirty"]),
+                         common.fmt_num(om["peak_retry_bytes"]), common.fmt_num(om["bound_bytes"])),
+                     _verdict(growth <= bound_kb) + ("" if growth <= bound_kb else
+                                                     " by %s KB" % common.fmt_num(growth - bound_kb))
+                     + "; Pss %s" % _verdict(om["peak_Pss"] - om["baseline_kb"]["Pss"]
+                                             <= bound_kb)])
     sc = res.get("scaling")
     if sc:
         top = max((r for r in sc["scale"] if r["rate"] > 0), key=lambda r: r["rate"])
@@ -239,7 +256,7 @@ def results_md(res, failures, meta):
              "Measured %s on %s (%d cores), Apache %s, commit %s%s; whole run %.0f s; "
              "load average %.1f at the start, %.1f at the end. "
              "Every figure is a ratio or count measured side by side in this one run "
-             "(interleaved rounds; medians with a 95% confidence interval, bootstrap over "
+             "(interleaved rounds; medians with a 95%% confidence interval, bootstrap over "
              "rounds, fixed seed); absolute req/s depend on the machine and what else it "
              "did. A target is met only when the interval's lower bound clears it, missed "
              "when its upper bound is below it, and otherwise not distinguishable from it. "
@@ -288,7 +305,7 @@ def plot(res, path):
               "set xtics rotate by -20 left"]
     nplots = bool(ov) + bool(ws)
     script.append("set multiplot layout 1,%d title 'mod_influx_metrics: throughput "
-                  "ratios (median, 95% CI over interleaved rounds)'" % nplots)
+                  "ratios (median, 95%% CI over interleaved rounds)'" % nplots)
     if ov:
         f = os.path.join(OUT_DIR, "ratios_static.dat")
         conns = ov["conns"]
