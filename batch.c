@@ -930,14 +930,21 @@ static void rq_add(imx_engine_t *e, const char *data, size_t len, uint32_t n,
     size_t need = sizeof(*rb) + len;
 
     if (rb_cost(e, need) <= e->conf.retry_buffer) {
-        if (e->conf.spool && e->rq_head && !rq_fits(e, need)) {
-            spill(e, need);
+        /* With a spool, nothing is dropped for room: another engine may
+         * take what spill() freed before this one reserves it, and then
+         * this batch goes to the spool too (below). */
+        if (e->conf.spool) {
+            if (e->rq_head && !rq_fits(e, need)) {
+                spill(e, need);
+            }
         }
-        while (e->rq_head && !rq_fits(e, need)) {
-            uint32_t old = e->rq_head->n, old_extra = e->rq_head->extra;
-            count_drop(e, &e->c->dropped_retry, old, e->rq_head->maybe_stored);
-            rq_pop(e);
-            note_failure(e, "retry buffer full, dropped the oldest", old, old_extra, "");
+        else {
+            while (e->rq_head && !rq_fits(e, need)) {
+                uint32_t old = e->rq_head->n, old_extra = e->rq_head->extra;
+                count_drop(e, &e->c->dropped_retry, old, e->rq_head->maybe_stored);
+                rq_pop(e);
+                note_failure(e, "retry buffer full, dropped the oldest", old, old_extra, "");
+            }
         }
     }
     /* Too large, no memory, or (shared budget) the other engines hold all
