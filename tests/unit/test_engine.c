@@ -1831,6 +1831,54 @@ static void test_spool_spill(void)
     rm_tree(dir);
 }
 
+/* A shared retry budget that other engines hold in full, with a spool:
+ * every failed batch goes to the spool, none is dropped, the budget is left
+ * as it was; once the backend is back every point arrives once. */
+static void test_spool_shared_budget(void)
+{
+    char dir[] = "/tmp/imx-unit-spool-XXXXXX";
+    imx_spool_shared_t sh;
+    apr_pool_t *p;
+    recorder_t *rc = recorder_new();
+    imx_engine_conf_t c;
+    imx_engine_t *e;
+    imx_stats_t st;
+    _Atomic uint64_t shared;
+    const uint64_t budget = 64 << 10;
+    char err[128];
+
+    CHECK(mkdtemp(dir) != NULL, "mkdtemp");
+    memset(&sh, 0, sizeof(sh));
+    atomic_store(&shared, budget);
+    rc->always_fail = 1;
+    apr_pool_create(&p, NULL);
+    base_conf(&c, rc, 1024, 100);
+    c.retry_buffer = budget;
+    c.retry_shared = &shared;
+    c.spool = open_spool(p, dir, &sh, 1 << 30);
+    e = imx_engine_create(p, &c, err, sizeof(err));
+    CHECK(e != NULL, "create: %s", err);
+    push_ids(e, 100000, 1000);
+    imx_engine_flush_now(e);
+    imx_engine_stats(e, &st);
+    CHECK(st.dropped_retry == 0 && st.to_spool == 1000 && st.retry_bytes == 0
+          && atomic_load(&shared) == budget,
+          "budget taken: to_spool %llu dropped_retry %llu retry_bytes %llu shared %llu",
+          (unsigned long long)st.to_spool, (unsigned long long)st.dropped_retry,
+          (unsigned long long)st.retry_bytes, (unsigned long long)atomic_load(&shared));
+    atomic_store(&shared, 0);
+    rc->always_fail = 0;
+    imx_engine_flush_now(e);
+    imx_engine_stats(e, &st);
+    CHECK(st.unspooled == 1000 && atomic_load(&rc->lines) == 1000 && atomic_load(&rc->dups) == 0
+          && atomic_load(&shared) == 0,
+          "after recovery: unspooled %llu lines %llu dups %llu",
+          (unsigned long long)st.unspooled, (unsigned long long)atomic_load(&rc->lines),
+          (unsigned long long)atomic_load(&rc->dups));
+    finish(e, p, rc, 1000, "spool shared budget");
+    rm_tree(dir);
+}
+
 /* Writes a spool file of the points id0 .. id0 + n - 1, in the shape the
  * recorder parses. */
 static void spool_ids(imx_spool_t *sp, int id0, int n)
@@ -2530,6 +2578,7 @@ int main(int argc, char **argv)
         test_spool_claim_race();
         test_spool_exit_and_resend();
         test_spool_spill();
+        test_spool_shared_budget();
         test_spool_send_outcomes();
         test_spool_write_fails();
         test_hist_buckets();
