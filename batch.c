@@ -63,6 +63,12 @@
  *   bounded by the ring + retry_buffer + one batch being encoded. Order is
  *   kept: nothing new is sent while older batches wait.
  *
+ *   With conf.retry_shared, retry_buffer bounds the FIFOs of every engine
+ *   sharing the counter (the children of a server) together: each batch's
+ *   pages are reserved there before it is kept and given back when it goes.
+ *   An engine that finds the budget taken by others drops (or spools) its
+ *   own oldest batches first, then the new one.
+ *
  *   At stop it sends what is left within shutdown_timeout, and counts what it
  *   could not send as dropped_exit. So, at any time:
  *     recorded == sent + rejected + dropped_retry + dropped_exit + to_spool
