@@ -738,16 +738,14 @@ static rbatch_t *rb_alloc(imx_engine_t *e, size_t need)
 
     if (shared) {
         uint64_t cur = atomic_load(shared);
+        void *m;
 
         do {
             if (cur + cost > e->conf.retry_buffer) {
                 return NULL;
             }
         } while (!atomic_compare_exchange_weak(shared, &cur, cur + cost));
-    }
-    if (shared) {
-        void *m = mmap(NULL, cost, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-
+        m = mmap(NULL, cost, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
         rb = m == MAP_FAILED ? NULL : m;
     }
     else {

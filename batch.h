@@ -216,11 +216,12 @@ typedef struct imx_engine_conf {
     size_t retry_buffer;
     /* Bytes held in the retry buffers of every engine that shares it (in
      * shared memory: every child of a server). With it, retry_buffer bounds
-     * them all together: an engine reserves a batch's bytes here before it
-     * keeps it and gives them back when it frees it, and the bytes it holds
-     * are also in counters->retry_bytes, so that whoever folds a dead
-     * engine's counters can give them back (imx_retry_release). NULL: each
-     * engine is bounded alone. */
+     * them all together: an engine reserves a batch's size here, in whole
+     * pages (the batch is mapped pages of its own), before it keeps it and
+     * gives them back when it frees it, and what it holds is also in
+     * counters->retry_bytes, so that whoever folds a dead engine's counters
+     * can give it back (imx_retry_release). NULL: each engine is bounded
+     * alone (malloc'd batches, bytes counted as they are). */
     _Atomic uint64_t *retry_shared;
     int gzip;
     /* Escaped "measurement,host=h,slot=n" of the module's own counters,
