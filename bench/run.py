@@ -126,8 +126,23 @@ def targets(res):
                          "-"])
     if cg:
         m, a = cg["configs"]["module"]["added"], cg["configs"]["accesslog"]["added"]
+        mc = cg["configs"]["module"]
         rows.append(["instructions added per request < combined access log's",
                      "%s vs %s" % (common.fmt_num(m), common.fmt_num(a)), _verdict(m < a)])
+        # Issue 10's targets (raw mode, defaults, null backend); before it:
+        # 1,621 added (hook 219, 873 per point taken and encoded).
+        for value, title, goal in (
+                (m, "raw mode: instructions added per request <= 700 (before issue 10: 1,621; "
+                    "%s requests)" % common.fmt_num(cg.get("n")), 700),
+                (mc.get("imx_log_transaction"), "the hook alone <= 120 per request "
+                                                "(before: 219)", 120),
+                (mc.get("encode_per_point"), "taking a point from the ring and encoding it "
+                                             "<= 250 per point (before: 873)", 250)):
+            if value is None:
+                continue
+            rows.append([title, common.fmt_num(value),
+                         _verdict(value <= goal) + ("" if value <= goal else
+                                                    " by %s" % common.fmt_num(value - goal))])
     for key, title, goal in (("wsgi", "mod_wsgi hello world with the module >= 0.99 of no "
                                       "metrics, stored == served", 0.99),
                              ("php", "mod_php page, prefork 16 children, with the module "
