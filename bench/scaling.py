@@ -69,21 +69,22 @@ def report(res):
                               "sent/s", "flusher's share of one core (measured)",
                               "flusher CPU ns/point", "points/s on one core at that cost"],
                              rows), ""]
-    # The cost per point at the highest paced rate: the per-POST part is
-    # spread over full batches there, as at any rate a busy child sees.
+    # Measured at each rate: the cost per point falls as the rate rises,
+    # because what a POST and a wake-up cost is spread over more points, so
+    # the highest rate's cost gives what one core could sustain.
     top = max(paced, key=lambda r: r["rate"]) if paced else None
     if top and top["ns_per_point"]:
         ns = top["ns_per_point"]
-        lines.append("From the cost per point at %s/s (%s ns of flusher CPU per point, POSTs "
-                     "included), one child's flusher needs %s of one core at 10k requests/s, "
-                     "%s at 50k and %s at 100k (rate x cost; the measured shares above agree "
-                     "within the noise of a %s s run), and would record up to about %s "
-                     "requests/s with a whole core to itself. The hook's own cost is not in "
-                     "these figures: it runs in the request's thread (see the callgrind "
-                     "table)."
-                     % (common.fmt_num(top["rate"]), common.fmt_num(ns),
-                        "%.1f%%" % (1e4 * ns / 1e7), "%.1f%%" % (5e4 * ns / 1e7),
-                        "%.1f%%" % (1e5 * ns / 1e7), "%.1f" % top["secs"],
+        lines.append("Measured, one child's flusher needs, of one core: %s. The cost per point "
+                     "falls as the rate rises (what each POST and each wake-up costs is "
+                     "spread over more points); at %s/s it is %s ns of flusher CPU per point, "
+                     "POSTs included, so one whole core would record about %s requests/s. "
+                     "The hook's own cost is not in these figures: it runs in the request's "
+                     "thread (see the callgrind table)."
+                     % (", ".join("%.1f%% at %s requests/s" % (100 * r["core_share"],
+                                                               common.fmt_num(r["rate"]))
+                                  for r in paced),
+                        common.fmt_num(top["rate"]), common.fmt_num(ns),
                         common.fmt_num(1e9 / ns, 0)))
     sat = [r for r in res["scale"] if r["rate"] == 0]
     if sat:
