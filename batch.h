@@ -244,6 +244,10 @@ typedef struct imx_counters {
 /* Points recorded and not yet settled, from a consistent reading. */
 uint64_t imx_counters_held(const imx_counters_t *c);
 
+/* Gives back `bytes` reserved in a shared retry budget (conf.retry_shared)
+ * by an engine that is gone: never below zero. */
+void imx_retry_release(_Atomic uint64_t *shared, uint64_t bytes);
+
 /* A snapshot of c into st (counters only; last_error is left alone). */
 void imx_counters_read(const imx_counters_t *c, imx_stats_t *st);
 
@@ -277,6 +281,15 @@ typedef struct imx_engine_conf {
     apr_interval_time_t retry_max_delay;
     apr_interval_time_t retry_max_time;
     size_t retry_buffer;
+    /* Bytes held in the retry buffers of every engine that shares it (in
+     * shared memory: every child of a server). With it, retry_buffer bounds
+     * them all together: an engine reserves a batch's size here, in whole
+     * pages (the batch is mapped pages of its own), before it keeps it and
+     * gives them back when it frees it, and what it holds is also in
+     * counters->retry_bytes, so that whoever folds a dead engine's counters
+     * can give it back (imx_retry_release). NULL: each engine is bounded
+     * alone (malloc'd batches, bytes counted as they are). */
+    _Atomic uint64_t *retry_shared;
     int gzip;
     /* Escaped "measurement,host=h,slot=n" of the module's own counters,
      * written once per flush interval when they changed; NULL: never. */

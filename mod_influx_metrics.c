@@ -70,11 +70,14 @@ AP_DECLARE_MODULE(influx_metrics) = {
 #define DEF_MEASUREMENT     "apache_request"
 #define DEF_FLUSH_INTERVAL  apr_time_from_sec(1)
 #define DEF_BATCH_SIZE      5000
-/* The ring holds about a second of what a child's threads can serve:
- * 1024 records per thread, at least 4096 (256 KiB), at most 65536 (4 MiB);
- * prefork (one thread) gets 4096, event with 25 threads 32768. */
-#define DEF_BUFFER_PER_THREAD 1024
-#define DEF_BUFFER_MIN      4096
+/* The ring is touched in full by every busy child, so it is most of what
+ * the module costs a child in memory (prefork sites run hundreds of them).
+ * The flusher drains it at every full batch (half the ring at most), not
+ * only once per interval, so it need not hold a second of traffic: 512
+ * records per thread, at least 2048 (128 KiB), at most 65536 (4 MiB);
+ * prefork (one thread) gets 2048, event with 25 threads 16384 (1 MiB). */
+#define DEF_BUFFER_PER_THREAD 512
+#define DEF_BUFFER_MIN      2048
 #define DEF_BUFFER_MAX      65536
 #define DEF_TIMEOUT         apr_time_from_sec(5)
 #define DEF_GZIP            0
@@ -1152,7 +1155,7 @@ static const command_rec imx_cmds[] = {
                   "maximum points per POST (default 5000)"),
     AP_INIT_TAKE1("InfluxMetricsBufferSize", set_buffer_size, NULL, RSRC_CONF,
                   "points held per child process before new ones are dropped "
-                  "(default 1024 per thread, 4096 to 65536; rounded up to a power "
+                  "(default 512 per thread, 2048 to 65536; rounded up to a power "
                   "of two)"),
     AP_INIT_TAKE1("InfluxMetricsTimeout", set_timeout, NULL, RSRC_CONF,
                   "time limit of one POST, e.g. 5s (default 5s)"),
@@ -1792,6 +1795,9 @@ static void imx_child_init(apr_pool_t *pchild, server_rec *s)
                                       host_escaped, slot);
         ec.on_stats = imx_status_publish;
         ec.counters = imx_status_counters();
+        /* Only with a slot: the fold of a dead child's slot is what gives
+         * its bytes back. */
+        ec.retry_shared = imx_status_retry_budget();
     }
     imx_summary_child(slot);
     ec.on_tick = flusher_tick;

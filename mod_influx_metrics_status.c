@@ -97,6 +97,11 @@ typedef struct {
      * outlive every generation (and are counted again from the files when
      * httpd starts). */
     _Alignas(64) imx_spool_shared_t spool;
+    /* Bytes in the retry buffers of every child, all generations: the
+     * server-wide InfluxMetricsRetryBuffer budget (imx_engine_conf_t's
+     * retry_shared). A dead child's share is given back when its slot is
+     * folded. */
+    _Alignas(64) _Atomic uint64_t retry_held;
     _Alignas(64) slot_t slots[];
 } shm_t;
 
@@ -107,7 +112,7 @@ static int my_slot = -1;
 
 #define USERDATA_KEY "imx_status_shm"
 /* Bump when the layout of any segment changes. */
-#define SHM_VERSION 5
+#define SHM_VERSION 6
 #define SHM_MAGIC 0x494d5853u   /* "IMXS" */
 
 typedef struct {
@@ -308,6 +313,10 @@ static void fold_slot(uint32_t i)
     char err[200];
     apr_time_t err_time;
 
+    /* Its retry buffer is gone with it: its bytes go back to the budget
+     * (exchanged, so a folder that dies here and a second fold cannot give
+     * them back twice). */
+    imx_retry_release(&shm->retry_held, atomic_exchange(&sl->c.retry_bytes, 0));
     slot_vec(sl, v, &last_ok);
     held = v[C_BUFFERED];
     sending = atomic_load(&sl->c.sending);
@@ -469,6 +478,11 @@ void imx_status_add_dropped_spool(uint64_t points, uint64_t maybe)
 imx_spool_shared_t *imx_status_spool(void)
 {
     return shm ? &shm->spool : NULL;
+}
+
+_Atomic uint64_t *imx_status_retry_budget(void)
+{
+    return shm ? &shm->retry_held : NULL;
 }
 
 imx_counters_t *imx_status_counters(void)

@@ -54,6 +54,10 @@ void imx_status_add_dropped_spool(uint64_t points, uint64_t maybe);
 /* The spool's gauges in the shared segment (NULL without one). */
 imx_spool_shared_t *imx_status_spool(void);
 
+/* The server-wide retry budget: bytes held in every child's retry buffer
+ * (NULL without the segment). */
+_Atomic uint64_t *imx_status_retry_budget(void);
+
 /* The claimed slot's counters, zeroed, for the engine to write into. */
 imx_counters_t *imx_status_counters(void);
 

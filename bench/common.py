@@ -11,7 +11,8 @@ Reuses tests/harness.py for the servers (Httpd, Influx, ...) and adds:
 * aba_round(): A/B/A/C/A... runs, each ratio against the baseline runs
   around it, with the order rotated every round; measured_wrk() adds the
   CPU per request of the server and its backend (from /proc).
-* stats helpers (median, spread) and Markdown tables.
+* stats helpers (median, spread, a bootstrap confidence interval of the
+  median over rounds and the verdict it allows) and Markdown tables.
 * flusher_totals(): sums the module's own "flusher exit:" accounting lines
   from an error log.
 
@@ -21,6 +22,7 @@ Nothing here asserts timings: benchmarks report ratios measured side by side.
 import atexit
 import json
 import os
+import random
 import re
 import shutil
 import statistics
@@ -287,6 +289,54 @@ def fmt_ratio(rs):
         return "n/a"
     lo, hi = spread(rs)
     return "%.3f (%.3f-%.3f)" % (median(rs), lo, hi)
+
+
+# Bootstrap of the median over rounds: the rounds are the independent
+# samples (each ratio is a run against the baseline runs around it), so they
+# are what is resampled. Fixed seed: the same data gives the same interval.
+BOOT_N = 4000
+BOOT_SEED = 20261129
+
+
+def median_ci(xs, level=0.95, n=BOOT_N, seed=BOOT_SEED):
+    """(median, low, high): the median of xs and a percentile-bootstrap
+    confidence interval for it (resampling xs with replacement, n times).
+    (None, None, None) without data; with one value the interval is that
+    value (nothing to say about the noise)."""
+    xs = [x for x in xs if x is not None]
+    if not xs:
+        return None, None, None
+    rng = random.Random(seed)
+    k = len(xs)
+    meds = sorted(statistics.median(rng.choices(xs, k=k)) for _ in range(n))
+    a = (1.0 - level) / 2.0
+    lo = meds[int(a * (n - 1))]
+    hi = meds[int(round((1.0 - a) * (n - 1)))]
+    return statistics.median(xs), lo, hi
+
+
+def fmt_ci(xs, digits=3):
+    """"median [low, high]" with the 95% bootstrap interval, "n/a" without data."""
+    m, lo, hi = median_ci(xs)
+    if m is None:
+        return "n/a"
+    return "{m:.{d}f} [{lo:.{d}f}, {hi:.{d}f}]".format(m=m, lo=lo, hi=hi, d=digits)
+
+
+def verdict_at_least(series, goal):
+    """For ratios where higher is better (throughput), over one or more
+    series (e.g. one per connection count): "met" only when every series'
+    interval lies at or above the goal; "missed" when some series' interval
+    lies wholly below it; otherwise the run cannot tell the median from the
+    goal."""
+    cis = [median_ci(xs) for xs in series]
+    if any(c[0] is None for c in cis):
+        return "n/a"
+    if all(lo >= goal for _, lo, _ in cis):
+        return "**met**"
+    if any(hi < goal for _, _, hi in cis):
+        return "**missed**"
+    return "**not distinguishable from %s**" % ("%g" % goal)
 
 
 def fmt_num(x, digits=0):

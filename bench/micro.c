@@ -24,6 +24,23 @@
  * flush   the engine's own drain path (imx_engine_flush_now: ring -> line
  *         protocol -> [gzip] -> sender), without and with gzip.
  *
+ *
+ *   bench/micro --flusher URL [--quick] [--json FILE]
+ *
+ * flusher the scaling of one flusher with the real libcurl sender (the
+ *         module's defaults: ring 65536, batch 5000, 1 s interval) posting
+ *         to URL (bench/nullsink.py): one producer thread pushes at 10k, 50k
+ *         and 100k points/s for a few seconds, then the engine is stopped
+ *         (its exit flush sends the rest). The flusher's CPU time is the
+ *         process's (getrusage) minus the producer thread's own
+ *         (CLOCK_THREAD_CPUTIME_ID); the main thread only sleeps. Reported:
+ *         its share of one core at each rate, its CPU per point (encode,
+ *         POST through libcurl and the kernel's loopback send), and the
+ *         points/s that cost allows on one whole core. Then "saturated": the
+ *         producer pushes without pause and what the flusher sent per second
+ *         is counted (on 2 cores the producer, the flusher and the null
+ *         backend share them).
+ *
  * Results go to stdout as a table, and with --json to FILE. Times are wall
  * clock on whatever else the machine is doing: compare within one run.
  */
@@ -38,7 +55,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <time.h>
+
+#include <curl/curl.h>
 
 #include <apr_general.h>
 #include <apr_pools.h>
@@ -529,6 +549,204 @@ static void bench_flush(apr_pool_t *root, int gzip, flush_result_t *r)
 }
 
 /* ------------------------------------------------------------------------- */
+/* flusher: one engine, the real sender, a null backend                      */
+
+typedef struct {
+    double rate;                /* asked for, points/s; 0: saturated */
+    double secs;                /* wall time, push start to engine stopped */
+    uint64_t pushed, sent, dropped;
+    double flusher_cpu_s;
+    double core_share;          /* flusher CPU / wall */
+    double ns_per_point;        /* flusher CPU per point sent */
+    uint64_t posts;
+} scale_result_t;
+
+typedef struct {
+    imx_engine_t *e;
+    double rate, secs;
+    uint64_t pushed, dropped;
+    double cpu_s;               /* this thread's own CPU time */
+} producer_t;
+
+static double thread_cpu_s(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+static double process_cpu_s(void)
+{
+    struct rusage ru;
+
+    getrusage(RUSAGE_SELF, &ru);
+    return (double)ru.ru_utime.tv_sec + (double)ru.ru_utime.tv_usec * 1e-6
+           + (double)ru.ru_stime.tv_sec + (double)ru.ru_stime.tv_usec * 1e-6;
+}
+
+/* Pushes in steps of 1 ms (rate / 1000 points each, on an absolute clock so
+ * that a late step is made up), or without pause when rate is 0. */
+static void *producer_main(void *arg)
+{
+    producer_t *pr = arg;
+    struct timespec next;
+    double t0 = now_s(), c0 = thread_cpu_s();
+    unsigned k = 0;
+    double owed = 0;
+
+    clock_gettime(CLOCK_MONOTONIC, &next);
+    while (now_s() - t0 < pr->secs) {
+        if (pr->rate > 0) {
+            owed += pr->rate / 1000.0;
+            while (owed >= 1.0) {
+                if (!imx_push(pr->e, &points[k++ % NPOINTS])) {
+                    pr->dropped++;
+                }
+                pr->pushed++;
+                owed -= 1.0;
+            }
+            next.tv_nsec += 1000000;
+            if (next.tv_nsec >= 1000000000) {
+                next.tv_nsec -= 1000000000;
+                next.tv_sec++;
+            }
+            clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &next, NULL);
+        }
+        else {
+            for (int i = 0; i < 256; i++) {
+                if (!imx_push(pr->e, &points[k++ % NPOINTS])) {
+                    pr->dropped++;
+                }
+                pr->pushed++;
+            }
+        }
+    }
+    pr->cpu_s = thread_cpu_s() - c0;
+    return NULL;
+}
+
+static void bench_scale(apr_pool_t *root, const char *url, double rate, double secs,
+                        scale_result_t *r)
+{
+    apr_pool_t *p;
+    imx_engine_conf_t ec;
+    imx_http_conf_t hc;
+    imx_http_t *http;
+    imx_engine_t *e;
+    imx_stats_t st;
+    producer_t pr;
+    pthread_t t;
+    char err[256];
+    double t0, c0;
+    const char *urls[1];
+
+    apr_pool_create(&p, root);
+    urls[0] = url;
+    memset(&hc, 0, sizeof(hc));
+    hc.urls = urls;
+    hc.nurls = 1;
+    hc.timeout = apr_time_from_sec(5);
+    hc.tls_verify = 1;
+    http = imx_http_create(p, &hc, err, sizeof(err));
+    if (!http) {
+        fprintf(stderr, "micro: imx_http_create: %s\n", err);
+        exit(2);
+    }
+    memset(&ec, 0, sizeof(ec));
+    ec.line_prefix = prefix;
+    ec.capacity = CAPACITY;
+    ec.batch_size = BATCH;
+    ec.flush_interval = apr_time_from_sec(1);
+    ec.shutdown_timeout = apr_time_from_sec(5);
+    ec.retry_interval = apr_time_from_msec(500);
+    ec.retry_base = 2;
+    ec.retry_max_delay = apr_time_from_sec(30);
+    ec.retry_buffer = 64u << 20;
+    ec.send = imx_http_send;
+    ec.send_limit = imx_http_limit;
+    ec.send_ctx = http;
+    e = imx_engine_create(p, &ec, err, sizeof(err));
+    if (!e || imx_engine_start(e) != APR_SUCCESS) {
+        fprintf(stderr, "micro: engine: %s\n", e ? "cannot start" : err);
+        exit(2);
+    }
+    memset(&pr, 0, sizeof(pr));
+    pr.e = e;
+    pr.rate = rate;
+    pr.secs = secs;
+    t0 = now_s();
+    c0 = process_cpu_s();
+    pthread_create(&t, NULL, producer_main, &pr);
+    pthread_join(t, NULL);
+    imx_engine_stop(e);
+    r->secs = now_s() - t0;
+    r->flusher_cpu_s = process_cpu_s() - c0 - pr.cpu_s;
+    imx_engine_stats(e, &st);
+    r->rate = rate;
+    r->pushed = pr.pushed;
+    r->dropped = pr.dropped;
+    r->sent = st.sent;
+    r->posts = st.batches;
+    r->core_share = r->flusher_cpu_s / r->secs;
+    r->ns_per_point = st.sent ? r->flusher_cpu_s * 1e9 / (double)st.sent : 0;
+    apr_pool_destroy(p);
+}
+
+static int main_flusher(apr_pool_t *root, const char *url, const char *json)
+{
+    static const double rates[] = { 10000, 50000, 100000, 0 };
+    scale_result_t r[4];
+    double secs = quick ? 1.5 : 3.0;
+    FILE *f;
+
+    curl_global_init(CURL_GLOBAL_DEFAULT);
+    for (int i = 0; i < 4; i++) {
+        bench_scale(root, url, rates[i], rates[i] > 0 ? secs : secs / 2, &r[i]);
+    }
+    printf("one flusher, real libcurl sender to %s (ring %d, batch %d, 1 s interval)\n",
+           url, CAPACITY, BATCH);
+    printf("%-10s %10s %10s %10s %8s %11s %10s %12s\n", "rate", "pushed", "sent",
+           "dropped", "POSTs", "core share", "ns/point", "points/s/core");
+    for (int i = 0; i < 4; i++) {
+        char rate[32];
+
+        if (r[i].rate > 0) {
+            snprintf(rate, sizeof(rate), "%.0f/s", r[i].rate);
+        }
+        else {
+            snprintf(rate, sizeof(rate), "saturated");
+        }
+        printf("%-10s %10" PRIu64 " %10" PRIu64 " %10" PRIu64 " %8" PRIu64 " %10.1f%% %10.0f "
+               "%12.0f\n", rate, r[i].pushed, r[i].sent, r[i].dropped, r[i].posts,
+               100.0 * r[i].core_share, r[i].ns_per_point,
+               r[i].ns_per_point > 0 ? 1e9 / r[i].ns_per_point : 0.0);
+    }
+    if (json) {
+        f = fopen(json, "w");
+        if (!f) {
+            perror(json);
+            return 1;
+        }
+        fprintf(f, "{\n  \"capacity\": %d, \"batch\": %d, \"cpus\": %d,\n  \"scale\": [\n",
+                CAPACITY, BATCH, ncpus);
+        for (int i = 0; i < 4; i++) {
+            fprintf(f, "    {\"rate\": %.0f, \"secs\": %.3f, \"pushed\": %" PRIu64
+                    ", \"sent\": %" PRIu64 ", \"dropped\": %" PRIu64 ", \"posts\": %" PRIu64
+                    ", \"flusher_cpu_s\": %.4f, \"core_share\": %.4f, \"ns_per_point\": %.1f"
+                    ", \"sent_per_s\": %.0f}%s\n",
+                    r[i].rate, r[i].secs, r[i].pushed, r[i].sent, r[i].dropped, r[i].posts,
+                    r[i].flusher_cpu_s, r[i].core_share, r[i].ns_per_point,
+                    (double)r[i].sent / r[i].secs, i == 3 ? "" : ",");
+        }
+        fprintf(f, "  ]\n}\n");
+        fclose(f);
+    }
+    curl_global_cleanup();
+    return 0;
+}
+
+/* ------------------------------------------------------------------------- */
 
 int main(int argc, char **argv)
 {
@@ -539,6 +757,7 @@ int main(int argc, char **argv)
     push_result_t push[3][4];
     encode_result_t enc;
     flush_result_t fl[2];
+    const char *flusher_url = NULL;
     FILE *f;
 
     for (int i = 1; i < argc; i++) {
@@ -548,8 +767,11 @@ int main(int argc, char **argv)
         else if (!strcmp(argv[i], "--json") && i + 1 < argc) {
             json = argv[++i];
         }
+        else if (!strcmp(argv[i], "--flusher") && i + 1 < argc) {
+            flusher_url = argv[++i];
+        }
         else {
-            fprintf(stderr, "usage: %s [--quick] [--json FILE]\n", argv[0]);
+            fprintf(stderr, "usage: %s [--quick] [--json FILE] [--flusher URL]\n", argv[0]);
             return 2;
         }
     }
@@ -561,6 +783,13 @@ int main(int argc, char **argv)
     apr_pool_create(&root, NULL);
     make_points();
     init_cpus();
+    if (flusher_url) {
+        int rc = main_flusher(root, flusher_url, json);
+
+        apr_pool_destroy(root);
+        apr_terminate();
+        return rc;
+    }
     calibrate_work();
     calibrate_timer();
 

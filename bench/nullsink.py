@@ -37,6 +37,7 @@ class _Counters:
         self.requests = 0
         self.bytes = 0
         self.points = 0
+        self.request_points = 0     # lines of the apache_request measurement
         self.gzipped = 0
         self.bad_gzip = 0
         self.hung = 0
@@ -44,7 +45,8 @@ class _Counters:
     def snapshot(self):
         with self.lock:
             return {"requests": self.requests, "bytes": self.bytes,
-                    "points": self.points, "gzipped": self.gzipped,
+                    "points": self.points, "request_points": self.request_points,
+                    "gzipped": self.gzipped,
                     "bad_gzip": self.bad_gzip, "hung": self.hung}
 
 
@@ -161,10 +163,14 @@ class NullSinkServer:
                 points = data.count(b"\n")
                 if data and not data.endswith(b"\n"):
                     points += 1
+                # Request points apart from summaries and the module's own
+                # counters, so that "stored == served" can be checked.
+                req = data.count(b"\napache_request,") + int(data.startswith(b"apache_request,"))
                 with self.c.lock:
                     self.c.requests += 1
                     self.c.bytes += len(body)
                     self.c.points += points
+                    self.c.request_points += req
                     self.c.gzipped += int(gz)
                     self.c.bad_gzip += bad
                     if self.blackhole:

@@ -1,13 +1,14 @@
 #!/usr/bin/python3
 """Static-file overhead of mod_influx_metrics, as throughput ratios.
 
-Apache (event MPM, 2 children x 25 threads, fixed) serves a 11-byte file on
+Apache (event MPM, 2 children x 64 threads, fixed) serves a 11-byte file on
 loopback to wrk at 5 and 50 connections. Every configuration runs in its own
 server, all of them live at once, and the rounds are interleaved: each round
 runs every configuration once, in an order rotated by one every round, so
 drift (other load, thermal, caches) hits all of them alike. The result per
 configuration is the median of the per-round ratios to "no module" (measured
-in the same round), with their min-max, plus median req/s and p99 latency.
+in the same round), with a 95% bootstrap confidence interval over rounds,
+plus median req/s and p99 latency.
 
 Configurations:
   none        no module, no access log (the baseline)
@@ -21,7 +22,7 @@ Configurations:
   accesslog   no module, mod_log_config writing "%h %l %u %t \"%r\" %>s %b %D"
               to a file (for context)
 
-    /usr/bin/python3 bench/overhead.py [--rounds 5] [--secs 2] [--quick] [--only a,b]
+    /usr/bin/python3 bench/overhead.py [--rounds 10] [--secs 1] [--quick] [--only a,b]
 """
 
 import argparse
@@ -79,7 +80,7 @@ def build_configs(st, want):
 ALL = ["none", "raw-null", "summary", "raw-influx", "blackhole", "accesslog"]
 
 
-def run(rounds=5, secs=2, conns=(5, 50), only=None, warmup=1):
+def run(rounds=10, secs=1, conns=(5, 50), only=None, warmup=1):
     want = set(only or ALL)
     want.add("none")
     notes = []
@@ -163,8 +164,9 @@ def report(res):
     lines = ["### Static file overhead (event MPM, 2 children x 64 threads, 11-byte file, "
              "wrk -t1 --latency, %d interleaved rounds x %d s)" % (res["rounds"], res["secs"]), ""]
     for c in conns:
-        hdr = ["c=%d" % c, "req/s (min-max)", "throughput ratio", "p99 latency ratio",
-               "httpd CPU us/req", "CPU/req ratio", "backend CPU us/req"]
+        hdr = ["c=%d" % c, "req/s (min-max)", "throughput ratio [95% CI]",
+               "p99 latency ratio [95% CI]", "httpd CPU us/req", "CPU/req ratio [95% CI]",
+               "backend CPU us/req"]
         rows = []
         for n in ALL:
             if n not in res["configs"]:
@@ -174,15 +176,16 @@ def report(res):
             bc = common.median(b.get("backend_cpu_us", []))
             rows.append([n, "%s (%s-%s)" % (common.fmt_num(common.median(b["rps"])),
                                             common.fmt_num(lo), common.fmt_num(hi)),
-                         "1" if n == "none" else common.fmt_ratio(b["ratio"]),
-                         "1" if n == "none" else common.fmt_ratio(b["p99_ratio"]),
+                         "1" if n == "none" else common.fmt_ci(b["ratio"]),
+                         "1" if n == "none" else common.fmt_ci(b["p99_ratio"]),
                          common.fmt_num(common.median(b.get("cpu_us", [])), 1),
-                         "1" if n == "none" else common.fmt_ratio(b.get("cpu_ratio")),
+                         "1" if n == "none" else common.fmt_ci(b.get("cpu_ratio")),
                          "-" if bc is None else common.fmt_num(bc, 1)])
         lines += [common.md_table(hdr, rows), ""]
     lines.append("Runs go none, X, none, Y, none, ... with the order of the others rotated "
                  "every round; each ratio divides a run by the mean of the two no-module runs "
-                 "around it; median over rounds, min-max in brackets. Throughput ratio: req/s "
+                 "around it; the median over rounds with its 95% confidence interval (bootstrap "
+                 "over rounds, fixed seed) in brackets. Throughput ratio: req/s "
                  "(>1 is faster); p99 ratio: wrk's p99 latency (<1 is faster); CPU/req ratio: "
                  "user+system CPU of all httpd processes per request (module, flusher and "
                  "libcurl included), which other load on the machine disturbs far less than "
@@ -232,8 +235,8 @@ def report(res):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--rounds", type=int, default=5)
-    ap.add_argument("--secs", type=int, default=2)
+    ap.add_argument("--rounds", type=int, default=10)
+    ap.add_argument("--secs", type=int, default=1)
     ap.add_argument("--quick", action="store_true", help="3 rounds x 1 s")
     ap.add_argument("--only", default="", help="comma-separated configs (none is always run)")
     a = ap.parse_args()

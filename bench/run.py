@@ -1,12 +1,14 @@
 #!/usr/bin/python3
 """Runs every benchmark and writes the results (what `make bench` does).
 
-    /usr/bin/python3 bench/run.py [--quick] [--only micro,overhead,callgrind,wsgi]
+    /usr/bin/python3 bench/run.py [--quick]
+                                  [--only micro,overhead,callgrind,wsgi,php,scaling,memory]
                                   [--rounds N] [--no-plot] [--no-copy]
     /usr/bin/python3 bench/run.py --report-only     # rewrite from the last run's JSON
 
 Each benchmark runs as its own process (bench/micro, bench/overhead.py,
-bench/callgrind.py, bench/wsgi.py) and leaves JSON in bench/out/; this script
+bench/callgrind.py, bench/wsgi.py, bench/php.py, bench/scaling.py,
+bench/memory.py) and leaves JSON in bench/out/; this script
 then writes bench/out/results.md (Markdown tables, targets met or missed),
 bench/out/ratios.png (gnuplot bar chart of the throughput ratios), prints the
 Markdown, and copies both to bench/RESULTS.md and bench/ratios.png (the
@@ -28,9 +30,13 @@ from common import BENCH_DIR, OUT_DIR, REPO_ROOT, log  # noqa: E402
 
 PY = "/usr/bin/python3"
 GNUPLOT = "/usr/bin/gnuplot"
-STEPS = ["micro", "overhead", "callgrind", "wsgi"]
-# Per-step limits (seconds); together well under the 10 minutes promised.
-TIMEOUTS = {"micro": 120, "overhead": 330, "callgrind": 200, "wsgi": 200}
+STEPS = ["micro", "overhead", "callgrind", "wsgi", "php", "scaling", "memory"]
+# Not in the default run (minutes of its own): --only=outage-memory.
+EXTRA_STEPS = ["outage-memory"]
+# Per-step limits (seconds), at 10 rounds; `make bench` takes about 11 minutes.
+TIMEOUTS = {"micro": 120, "overhead": 420, "callgrind": 200, "wsgi": 200, "php": 150,
+            "scaling": 90, "memory": 150, "outage-memory": 400}
+ROUNDS_STEPS = ("overhead", "wsgi", "php")
 
 
 def run_step(name, quick, rounds=None):
@@ -40,16 +46,16 @@ def run_step(name, quick, rounds=None):
             subprocess.run(["make", "-C", REPO_ROOT, "bench/micro"], check=True, timeout=120)
         cmd = [exe, "--json", os.path.join(OUT_DIR, "micro.json")]
     else:
-        cmd = [PY, os.path.join(BENCH_DIR, name + ".py")]
+        cmd = [PY, os.path.join(BENCH_DIR, name.replace("-", "_") + ".py")]
     if quick:
         cmd.append("--quick")
-    if rounds and name in ("overhead", "wsgi"):
+    if rounds and name in ROUNDS_STEPS:
         cmd += ["--rounds", str(rounds)]
     t0 = time.monotonic()
     log("run: %s" % " ".join(os.path.relpath(c, REPO_ROOT) if c.startswith(REPO_ROOT) else c
                               for c in cmd))
     p = subprocess.run(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                       stderr=None, timeout=TIMEOUTS[name] * max(1.0, (rounds or 5) / 5.0),
+                       stderr=None, timeout=TIMEOUTS[name] * max(1.0, (rounds or 10) / 10.0),
                        cwd=REPO_ROOT)
     out = p.stdout.decode(errors="replace")
     if p.returncode != 0:
@@ -65,14 +71,10 @@ def _verdict(ok):
 
 
 def _noisy_verdict(series, goal):
-    """For throughput ratios: met when every median reaches the goal; missed
-    when some configuration stays below it in every round; otherwise the
-    goal lies within the noise of this run."""
-    if all(common.median(rs) >= goal for rs in series):
-        return "**met**"
-    if any(common.spread(rs)[1] < goal for rs in series):
-        return "**missed**"
-    return "**within noise** (median below, some rounds above)"
+    """For throughput ratios: met only when the 95% interval of every
+    series' median lies at or above the goal, missed when one lies wholly
+    below it, otherwise not distinguishable from it (common.verdict_at_least)."""
+    return common.verdict_at_least(series, goal)
 
 
 def targets(res):
@@ -85,20 +87,20 @@ def targets(res):
             return common.median(cf[n]["by_conns"][str(c)]["ratio"]) if n in cf else None
 
         def rng(n, c):
-            return common.spread(cf[n]["by_conns"][str(c)]["ratio"])
+            return common.median_ci(cf[n]["by_conns"][str(c)]["ratio"])
         conns = ov["conns"]
 
         def cpu(n, c):
-            v = common.median(cf[n]["by_conns"][str(c)].get("cpu_ratio", []))
-            return " (CPU/req %.3f)" % v if v else ""
+            rs = cf[n]["by_conns"][str(c)].get("cpu_ratio", [])
+            return " (CPU/req %s)" % common.fmt_ci(rs) if rs else ""
         for n, title, goal in (("raw-null", "static file, raw mode, null backend >= 0.98 of "
                                 "no module", 0.98),
                                ("summary", "static file, summary mode >= 0.99", 0.99)):
             if n not in cf:
                 continue
-            vals = [rmed(n, c) for c in conns]
-            rows.append([title, " / ".join("c=%d: %.3f%s" % (c, v, cpu(n, c))
-                                           for c, v in zip(conns, vals)),
+            rows.append([title, " / ".join("c=%d: %s%s" % (
+                c, common.fmt_ci(cf[n]["by_conns"][str(c)]["ratio"]), cpu(n, c))
+                for c in conns),
                          _noisy_verdict([cf[n]["by_conns"][str(c)]["ratio"] for c in conns],
                                         goal)])
         if "summary" not in cf:
@@ -106,12 +108,15 @@ def targets(res):
         if "blackhole" in cf and "raw-null" in cf:
             parts, ok = [], True
             for c in conns:
-                b, n = rng("blackhole", c), rng("raw-null", c)
-                overlap = b[0] <= n[1] and n[0] <= b[1]
+                _, blo, bhi = rng("blackhole", c)
+                _, nlo, nhi = rng("raw-null", c)
+                overlap = blo <= nhi and nlo <= bhi
                 ok = ok and overlap
-                parts.append("c=%d: %.3f vs %.3f" % (c, rmed("blackhole", c), rmed("raw-null", c)))
+                parts.append("c=%d: %s vs %s" % (
+                    c, common.fmt_ci(cf["blackhole"]["by_conns"][str(c)]["ratio"]),
+                    common.fmt_ci(cf["raw-null"]["by_conns"][str(c)]["ratio"])))
             rows.append(["blackholed backend within noise of a healthy one "
-                         "(per-round ratio ranges overlap)", " / ".join(parts), _verdict(ok)])
+                         "(95% intervals overlap)", " / ".join(parts), _verdict(ok)])
         if "raw-influx" in cf:
             st = cf["raw-influx"].get("stored")
             rows.append(["(reported) InfluxDB 1.x on the same 2 cores",
@@ -121,20 +126,75 @@ def targets(res):
                          "-"])
     if cg:
         m, a = cg["configs"]["module"]["added"], cg["configs"]["accesslog"]["added"]
+        mc = cg["configs"]["module"]
         rows.append(["instructions added per request < combined access log's",
                      "%s vs %s" % (common.fmt_num(m), common.fmt_num(a)), _verdict(m < a)])
-    if ws:
-        d = ws["configs"]["module"]
-        v = common.median(d["ratio"])
+        # Issue 10's targets (raw mode, defaults, null backend); before it:
+        # 1,621 added (hook 219, 873 per point taken and encoded).
+        for value, title, goal in (
+                (m, "raw mode: instructions added per request <= 700 (before issue 10: 1,621; "
+                    "%s requests)" % common.fmt_num(cg.get("n")), 700),
+                (mc.get("imx_log_transaction"), "the hook alone <= 120 per request "
+                                                "(before: 219)", 120),
+                (mc.get("encode_per_point"), "taking a point from the ring and encoding it "
+                                             "<= 250 per point (before: 873)", 250)):
+            if value is None:
+                continue
+            rows.append([title, common.fmt_num(value),
+                         _verdict(value <= goal) + ("" if value <= goal else
+                                                    " by %s" % common.fmt_num(value - goal))])
+    for key, title, goal in (("wsgi", "mod_wsgi hello world with the module >= 0.99 of no "
+                                      "metrics, stored == served", 0.99),
+                             ("php", "mod_php page, prefork 16 children, with the module "
+                                     ">= 0.98 of no module, stored == served", 0.98)):
+        w = res.get(key)
+        if not w:
+            continue
+        d = w["configs"]["module"]
         same = d.get("stored") == d.get("served")
-        cr = common.median(d.get("cpu_ratio", []))
-        rows.append(["mod_wsgi hello world with the module >= 0.99 of no metrics, "
-                     "stored == served",
-                     "%.3f (%.3f-%.3f)%s, stored %s of %s" % (
-                         v, common.spread(d["ratio"])[0], common.spread(d["ratio"])[1],
-                         " (CPU/req %.3f)" % cr if cr else "",
+        rows.append([title, "%s (CPU/req %s), stored %s of %s" % (
+                         common.fmt_ci(d["ratio"]), common.fmt_ci(d.get("cpu_ratio", [])),
                          common.fmt_num(d.get("stored")), common.fmt_num(d.get("served"))),
-                     _noisy_verdict([d["ratio"]], 0.99) if same else "**missed** (stored != served)"])
+                     _noisy_verdict([d["ratio"]], goal) if same
+                     else "**missed** (stored != served)"])
+    me = res.get("memory")
+    if me:
+        import memory
+        for layout in [x for x in memory.LAYOUTS if x in me["layouts"]]:
+            lay = me["layouts"][layout]
+            added, goal = lay["added_private_dirty_kb"], memory.TARGET_KB[layout]
+            rows.append(["private memory added per %s child (%d children x %d threads) "
+                         "<= %s KB, at defaults"
+                         % (layout, lay["children"], lay["threads"],
+                                       common.fmt_num(goal)),
+                         "%s KB (Pss %s KB)" % (common.fmt_num(added),
+                                                common.fmt_num(lay["added_pss_kb"])),
+                         _verdict(added is not None and added <= goal)
+                         + ("" if added is None or added <= goal
+                            else " by %s KB" % common.fmt_num(added - goal))])
+    om = res.get("outage-memory")
+    if om:
+        bound_kb = om["bound_bytes"] // 1024
+        growth = om["peak_Rss"] - om["baseline_kb"]["Rss"]
+        rows.append(["prefork, %d children, %d s outage under load: total RSS <= baseline + "
+                     "InfluxMetricsRetryBuffer (%s)" % (om["children"], om["outage_s"],
+                                                        om["retry_buffer"]),
+                     "grew %s KB (Private_Dirty %s KB); retry buffers together at most %s "
+                     "bytes of %s" % (common.fmt_num(growth), common.fmt_num(
+                         om["peak_Private_Dirty"] - om["baseline_kb"]["Private_Dirty"]),
+                         common.fmt_num(om["peak_retry_bytes"]), common.fmt_num(om["bound_bytes"])),
+                     _verdict(growth <= bound_kb) + ("" if growth <= bound_kb else
+                                                     " by %s KB" % common.fmt_num(growth - bound_kb))
+                     + "; Pss %s" % _verdict(om["peak_Pss"] - om["baseline_kb"]["Pss"]
+                                             <= bound_kb)])
+    sc = res.get("scaling")
+    if sc:
+        top = max((r for r in sc["scale"] if r["rate"] > 0), key=lambda r: r["rate"])
+        rows.append(["(reported) one flusher, null backend: share of one core at 100k "
+                     "points/s; points/s on one core",
+                     "%.1f%%; %s points/s (%s ns/point)" % (
+                         100 * top["core_share"], common.fmt_num(1e9 / top["ns_per_point"]),
+                         common.fmt_num(top["ns_per_point"])), "-"])
     if mi:
         p8 = {p["load"]: p for p in mi["push"] if p["threads"] == 8}
         sat, paced, ref = p8.get("saturated"), p8.get("paced"), p8.get("atomic-ref")
@@ -202,14 +262,21 @@ def results_md(res, failures, meta):
     import overhead
     import callgrind
     import wsgi
+    import php
+    import scaling
+    import memory
+    import outage_memory
     info = common.machine_info()
     lines = ["# Benchmark results", "",
              "Measured %s on %s (%d cores), Apache %s, commit %s%s; whole run %.0f s; "
              "load average %.1f at the start, %.1f at the end. "
              "Every figure is a ratio or count measured side by side in this one run "
-             "(interleaved rounds, medians, min-max); absolute req/s depend on the "
-             "machine and what else it did. Instruction counts (callgrind) do not depend "
-             "on other load; throughput ratios do, by as much as their min-max shows." % (
+             "(interleaved rounds; medians with a 95%% confidence interval, bootstrap over "
+             "rounds, fixed seed); absolute req/s depend on the machine and what else it "
+             "did. A target is met only when the interval's lower bound clears it, missed "
+             "when its upper bound is below it, and otherwise not distinguishable from it. "
+             "Instruction counts (callgrind) do not depend on other load; throughput ratios "
+             "do, by as much as their intervals show." % (
                  meta["when"], info["cpu"], info["cpus"], info["apache"], meta["commit"],
                  " (quick mode)" if meta["quick"] else "", meta["elapsed_s"],
                  meta["load_start"], meta["load_end"]), "",
@@ -217,15 +284,17 @@ def results_md(res, failures, meta):
              "![throughput ratios](ratios.png)", "",
              "## Targets", "",
              common.md_table(["target", "measured", ""], targets(res)), ""]
-    for name, title in (("overhead", None), ("callgrind", None), ("wsgi", None),
-                        ("micro", None)):
+    for name in ("overhead", "callgrind", "wsgi", "php", "scaling", "memory", "micro",
+                 "outage-memory"):
         if name in failures:
             lines += ["### %s: FAILED" % name, "", "```", failures[name][-2000:], "```", ""]
             continue
         if name not in res:
             continue
         lines.append({"overhead": overhead.report, "callgrind": callgrind.report,
-                      "wsgi": wsgi.report, "micro": micro_md}[name](res[name]))
+                      "wsgi": wsgi.report, "php": php.report, "scaling": scaling.report,
+                      "memory": memory.report, "outage-memory": outage_memory.report,
+                      "micro": micro_md}[name](res[name]))
     return "\n".join(lines)
 
 
@@ -251,7 +320,7 @@ def plot(res, path):
               "set xtics rotate by -20 left"]
     nplots = bool(ov) + bool(ws)
     script.append("set multiplot layout 1,%d title 'mod_influx_metrics: throughput "
-                  "ratios (median, min-max over interleaved rounds)'" % nplots)
+                  "ratios (median, 95%% CI over interleaved rounds)'" % nplots)
     if ov:
         f = os.path.join(OUT_DIR, "ratios_static.dat")
         conns = ov["conns"]
@@ -263,9 +332,9 @@ def plot(res, path):
                 row = ['"%s"' % n]
                 for c in conns:
                     rs = ov["configs"][n]["by_conns"][str(c)]["ratio"]
-                    lo, hi = common.spread(rs)
+                    m, lo, hi = common.median_ci(rs)
                     ylo, yhi = min(ylo, lo), max(yhi, hi)
-                    row += ["%.4f" % common.median(rs), "%.4f" % lo, "%.4f" % hi]
+                    row += ["%.4f" % m, "%.4f" % lo, "%.4f" % hi]
                 fh.write(" ".join(row) + "\n")
         script += ["set title 'static file (event MPM, wrk)'",
                    "set yrange [%.2f:%.2f]" % (max(0.0, ylo - 0.05), yhi + 0.05),
@@ -281,12 +350,11 @@ def plot(res, path):
                   "module": "mod_influx_metrics"}
         with open(f, "w") as fh:
             for n in ["perreq", "batched", "module"]:
-                rs = ws["configs"][n]["ratio"]
-                lo, hi = common.spread(rs)
-                fh.write('"%s" %.4f %.4f %.4f\n' % (labels[n], common.median(rs), lo, hi))
+                m, lo, hi = common.median_ci(ws["configs"][n]["ratio"])
+                fh.write('"%s" %.4f %.4f %.4f\n' % (labels[n], m, lo, hi))
         script += ["unset arrow",
                    "set title 'mod_wsgi hello world (wrk -c %d)'" % ws["conns"],
-                   "set yrange [0:%.2f]" % max(1.15, max(common.spread(ws["configs"][n]["ratio"])[1]
+                   "set yrange [0:%.2f]" % max(1.15, max(common.median_ci(ws["configs"][n]["ratio"])[2]
                                                           for n in ["perreq", "batched", "module"]) + 0.05),
                    "set arrow 1 from graph 0, first 1 to graph 1, first 1 nohead dt 2 lc rgb '#444444'",
                    "set arrow 2 from graph 0, first 0.99 to graph 1, first 0.99 nohead dt 3 lc rgb '#cc0000'",
@@ -303,9 +371,9 @@ def plot(res, path):
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true", help="shorter runs (a smoke test)")
-    ap.add_argument("--only", default="", help="comma-separated: " + ",".join(STEPS))
+    ap.add_argument("--only", default="", help="comma-separated: " + ",".join(STEPS + EXTRA_STEPS))
     ap.add_argument("--rounds", type=int, default=None,
-                    help="rounds of overhead and wsgi (default 5; time grows with it)")
+                    help="rounds of overhead, wsgi and php (default 10; time grows with it)")
     ap.add_argument("--no-plot", action="store_true")
     ap.add_argument("--no-copy", action="store_true",
                     help="do not update bench/RESULTS.md and bench/ratios.png")
@@ -323,7 +391,7 @@ def main():
                              a.no_copy or set(last["results"]) != set(STEPS))
     steps = [s for s in a.only.split(",") if s] or STEPS
     for s in steps:
-        if s not in STEPS:
+        if s not in STEPS + EXTRA_STEPS:
             ap.error("unknown step %r" % s)
     os.makedirs(OUT_DIR, exist_ok=True)
     t0 = time.monotonic()

@@ -16,7 +16,7 @@ this machine (its CPU use counts against everyone alike) and keeps an access
 log as the count of requests served; stored counts are read after the
 servers stopped (so the final flushes are in).
 
-    /usr/bin/python3 bench/wsgi.py [--rounds 5] [--secs 2] [--quick]
+    /usr/bin/python3 bench/wsgi.py [--rounds 10] [--secs 1] [--quick]
 """
 
 import argparse
@@ -54,7 +54,7 @@ SetEnv IMX_BENCH_INFLUX "{url}"
 """.format(app=app, callable=callable_name, d=h.dir, url=influx_url)
 
 
-def run(rounds=5, secs=2, warmup=1):
+def run(rounds=10, secs=1, warmup=1):
     if not os.path.exists(WSGI_SO):
         raise SystemExit("mod_wsgi is not installed (%s): apt-get install "
                          "libapache2-mod-wsgi-py3" % WSGI_SO)
@@ -128,9 +128,9 @@ def report(res):
         rows.append([labels[name],
                      "%s (%s-%s)" % (common.fmt_num(common.median(c["rps"])),
                                      common.fmt_num(lo), common.fmt_num(hi)),
-                     "1" if name == "plain" else common.fmt_ratio(c["ratio"]),
+                     "1" if name == "plain" else common.fmt_ci(c["ratio"]),
                      common.fmt_num(common.median(c.get("cpu_us", [])), 1),
-                     "1" if name == "plain" else common.fmt_ratio(c.get("cpu_ratio")),
+                     "1" if name == "plain" else common.fmt_ci(c.get("cpu_ratio")),
                      common.fmt_num(common.median(c.get("backend_cpu_us", [])), 1),
                      common.fmt_num(c["served"]),
                      "-" if stored is None else common.fmt_num(stored),
@@ -138,12 +138,12 @@ def report(res):
                                                  else "no (%+d)" % (stored - c["served"]))])
     lines = ["### mod_wsgi hello world (embedded, event MPM, wrk -c %d, %d interleaved "
              "rounds x %ds)" % (res["conns"], res["rounds"], res["secs"]), "",
-             common.md_table(["config", "req/s (min-max)", "throughput ratio vs (a)",
-                              "httpd CPU us/req", "CPU/req ratio", "InfluxDB CPU us/req",
+             common.md_table(["config", "req/s (min-max)", "throughput ratio vs (a) [95% CI]",
+                              "httpd CPU us/req", "CPU/req ratio [95% CI]", "InfluxDB CPU us/req",
                               "served", "stored", "stored == served"], rows), "",
              "Runs go (a), X, (a), Y, (a), ... with the order rotated every round; each ratio "
-             "divides a run by the mean of the two (a) runs around it; median over rounds, "
-             "min-max in brackets. httpd CPU: user+system of all httpd processes (Python "
+             "divides a run by the mean of the two (a) runs around it; the median over rounds "
+             "with its 95% confidence interval (bootstrap over rounds) in brackets. httpd CPU: user+system of all httpd processes (Python "
              "included) per request; InfluxDB CPU: influxd's per request served during that "
              "configuration's runs. Served: lines of the access log (every configuration keeps "
              "one); stored: count in InfluxDB after the servers stopped."]
@@ -167,8 +167,8 @@ def report(res):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--rounds", type=int, default=5)
-    ap.add_argument("--secs", type=int, default=2)
+    ap.add_argument("--rounds", type=int, default=10)
+    ap.add_argument("--secs", type=int, default=1)
     ap.add_argument("--quick", action="store_true", help="3 rounds x 1 s")
     a = ap.parse_args()
     if a.quick:

@@ -7,7 +7,7 @@ SUDO=""
 [ "$(id -u)" -eq 0 ] || SUDO="sudo"
 PKGS="build-essential apache2 apache2-dev apache2-utils libcurl4-openssl-dev zlib1g-dev \
       debhelper dpkg-dev lintian \
-      influxdb victoria-metrics wrk nghttp2-client curl python3 python3-pytest libapache2-mod-wsgi-py3 \
+      influxdb victoria-metrics wrk nghttp2-client curl python3 python3-pytest libapache2-mod-wsgi-py3 libapache2-mod-php \
       clang libclang-rt-14-dev valgrind gnuplot-nox openssl"
 missing=""
 for p in $PKGS; do

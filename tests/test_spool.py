@@ -53,8 +53,12 @@ def back_and_count(h, ix):
     return (served(h), ix.count("spool", "apache_request"), totals(flusher_exits(h)), st)
 
 
-def wait_settled(h, timeout=25):
-    """Until nothing is held in memory or in the spool."""
+def wait_settled(h, timeout=45):
+    """Until nothing is held in memory or in the spool. A child learns that
+    the backend is back at its next retry, up to the 30 s backoff cap after
+    its last failure: with the retry buffer shared by all children, a child
+    whose failed batches all went to the spool probes only by trying a
+    spooled file, at its own backoff."""
     def settled():
         s = imx_status(h)
         return s if s["buffered"] == 0 and s["spooled"] == 0 and s["spool_bytes"] == 0 \

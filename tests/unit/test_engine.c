@@ -1225,6 +1225,121 @@ static void test_retry_buffer_eviction(void)
     finish(e, p, rc, 1001, "evict");
 }
 
+/* Pushes ids first .. first + n - 1 (all of one digit count, so every
+ * batch of a size encodes to the same length). */
+static void push_ids(imx_engine_t *e, uint64_t first, int n)
+{
+    imx_point_t pt;
+
+    for (int i = 0; i < n; i++) {
+        fill_point(&pt, first + (uint64_t)i);
+        CHECK(imx_push(e, &pt), "push %llu", (unsigned long long)(first + (uint64_t)i));
+    }
+}
+
+/* Two engines (two children) sharing one retry budget: together they never
+ * hold more than retry_buffer; the one that finds the budget taken by the
+ * other drops its own new batches; bytes come back when batches are sent or
+ * dropped and when an engine exits; a dead engine's share is given back
+ * once, never below zero. */
+static void test_retry_shared_budget(void)
+{
+    apr_pool_t *pa, *pb;
+    recorder_t *ra = recorder_new(), *rb = recorder_new();
+    imx_engine_conf_t c;
+    imx_engine_t *a, *b;
+    imx_stats_t sa, sb;
+    _Atomic uint64_t shared = 0;
+    char err[128];
+    uint64_t one;
+
+    ra->always_fail = rb->always_fail = 1;
+    apr_pool_create(&pa, NULL);
+    apr_pool_create(&pb, NULL);
+    /* The size one batch of 100 such points takes, from a first engine. */
+    base_conf(&c, ra, 1024, 100);
+    c.retry_shared = &shared;
+    a = imx_engine_create(pa, &c, err, sizeof(err));
+    CHECK(a != NULL, "create: %s", err);
+    push_ids(a, 100000, 100);
+    imx_engine_flush_now(a);
+    imx_engine_stats(a, &sa);
+    one = sa.retry_bytes;
+    CHECK(one > 100 * 60 && atomic_load(&shared) == one && sa.buffered == 100,
+          "one batch: retry_bytes %llu shared %llu", (unsigned long long)one,
+          (unsigned long long)atomic_load(&shared));
+    imx_engine_stop(a);
+    CHECK(atomic_load(&shared) == 0, "a stopped engine still holds %llu",
+          (unsigned long long)atomic_load(&shared));
+    apr_pool_destroy(pa);
+    recorder_free(ra);
+    ra = recorder_new();
+    ra->always_fail = 1;
+    apr_pool_create(&pa, NULL);
+
+    /* Room for three and a half batches, for both engines together. */
+    base_conf(&c, ra, 1024, 100);
+    c.retry_shared = &shared;
+    c.retry_buffer = 3 * one + one / 2;
+    a = imx_engine_create(pa, &c, err, sizeof(err));
+    CHECK(a != NULL, "create: %s", err);
+    c.send_ctx = rb;
+    b = imx_engine_create(pb, &c, err, sizeof(err));
+    CHECK(b != NULL, "create: %s", err);
+
+    push_ids(a, 100000, 1000);
+    imx_engine_flush_now(a);
+    imx_engine_stats(a, &sa);
+    CHECK(sa.buffered == 300 && sa.dropped_retry == 700 && sa.retry_bytes == 3 * one
+          && atomic_load(&shared) == 3 * one,
+          "a alone: buffered %llu dropped_retry %llu retry_bytes %llu shared %llu",
+          (unsigned long long)sa.buffered, (unsigned long long)sa.dropped_retry,
+          (unsigned long long)sa.retry_bytes, (unsigned long long)atomic_load(&shared));
+    /* b holds nothing of its own to evict: each new batch of its is the one
+     * that goes. */
+    push_ids(b, 200000, 1000);
+    imx_engine_flush_now(b);
+    imx_engine_stats(b, &sb);
+    CHECK(sb.buffered == 0 && sb.dropped_retry == 1000 && sb.retry_bytes == 0
+          && atomic_load(&shared) == 3 * one,
+          "b behind a: buffered %llu dropped_retry %llu retry_bytes %llu shared %llu",
+          (unsigned long long)sb.buffered, (unsigned long long)sb.dropped_retry,
+          (unsigned long long)sb.retry_bytes, (unsigned long long)atomic_load(&shared));
+    /* a's backend comes back: its bytes return, and b can keep batches. */
+    ra->always_fail = 0;
+    imx_engine_flush_now(a);
+    imx_engine_stats(a, &sa);
+    CHECK(sa.sent == 300 && sa.retry_bytes == 0 && atomic_load(&shared) == 0,
+          "a delivered: sent %llu retry_bytes %llu shared %llu", (unsigned long long)sa.sent,
+          (unsigned long long)sa.retry_bytes, (unsigned long long)atomic_load(&shared));
+    push_ids(b, 201000, 500);
+    imx_engine_flush_now(b);
+    imx_engine_stats(b, &sb);
+    CHECK(sb.buffered == 300 && sb.dropped_retry == 1200 && atomic_load(&shared) == 3 * one,
+          "b alone: buffered %llu dropped_retry %llu shared %llu",
+          (unsigned long long)sb.buffered, (unsigned long long)sb.dropped_retry,
+          (unsigned long long)atomic_load(&shared));
+    /* b exits with its backend still down: its batches are dropped_exit and
+     * their bytes given back. */
+    imx_engine_stop(b);
+    imx_engine_stats(b, &sb);
+    CHECK(sb.dropped_exit == 300 && atomic_load(&shared) == 0,
+          "b stopped: dropped_exit %llu shared %llu", (unsigned long long)sb.dropped_exit,
+          (unsigned long long)atomic_load(&shared));
+    check_identity(b, 1500, "shared budget b");
+    finish(a, pa, ra, 1000, "shared budget a");
+    apr_pool_destroy(pb);
+    recorder_free(rb);
+
+    /* What a fold gives back for a dead engine: never below zero. */
+    atomic_store(&shared, 5000);
+    imx_retry_release(&shared, 3000);
+    CHECK(atomic_load(&shared) == 2000, "release: %llu", (unsigned long long)atomic_load(&shared));
+    imx_retry_release(&shared, 3000);
+    CHECK(atomic_load(&shared) == 0, "release below zero: %llu",
+          (unsigned long long)atomic_load(&shared));
+}
+
 /* Retry-After from the backend sets the next attempt. */
 static void test_retry_after(void)
 {
@@ -1733,6 +1848,54 @@ static void test_spool_spill(void)
           (unsigned long long)atomic_load(&rc->lines),
           (unsigned long long)atomic_load(&rc->dups));
     finish(e, p, rc, 1000, "spill");
+    rm_tree(dir);
+}
+
+/* A shared retry budget that other engines hold in full, with a spool:
+ * every failed batch goes to the spool, none is dropped, the budget is left
+ * as it was; once the backend is back every point arrives once. */
+static void test_spool_shared_budget(void)
+{
+    char dir[] = "/tmp/imx-unit-spool-XXXXXX";
+    imx_spool_shared_t sh;
+    apr_pool_t *p;
+    recorder_t *rc = recorder_new();
+    imx_engine_conf_t c;
+    imx_engine_t *e;
+    imx_stats_t st;
+    _Atomic uint64_t shared;
+    const uint64_t budget = 64 << 10;
+    char err[128];
+
+    CHECK(mkdtemp(dir) != NULL, "mkdtemp");
+    memset(&sh, 0, sizeof(sh));
+    atomic_store(&shared, budget);
+    rc->always_fail = 1;
+    apr_pool_create(&p, NULL);
+    base_conf(&c, rc, 1024, 100);
+    c.retry_buffer = budget;
+    c.retry_shared = &shared;
+    c.spool = open_spool(p, dir, &sh, 1 << 30);
+    e = imx_engine_create(p, &c, err, sizeof(err));
+    CHECK(e != NULL, "create: %s", err);
+    push_ids(e, 100000, 1000);
+    imx_engine_flush_now(e);
+    imx_engine_stats(e, &st);
+    CHECK(st.dropped_retry == 0 && st.to_spool == 1000 && st.retry_bytes == 0
+          && atomic_load(&shared) == budget,
+          "budget taken: to_spool %llu dropped_retry %llu retry_bytes %llu shared %llu",
+          (unsigned long long)st.to_spool, (unsigned long long)st.dropped_retry,
+          (unsigned long long)st.retry_bytes, (unsigned long long)atomic_load(&shared));
+    atomic_store(&shared, 0);
+    rc->always_fail = 0;
+    imx_engine_flush_now(e);
+    imx_engine_stats(e, &st);
+    CHECK(st.unspooled == 1000 && atomic_load(&rc->lines) == 1000 && atomic_load(&rc->dups) == 0
+          && atomic_load(&shared) == 0,
+          "after recovery: unspooled %llu lines %llu dups %llu",
+          (unsigned long long)st.unspooled, (unsigned long long)atomic_load(&rc->lines),
+          (unsigned long long)atomic_load(&rc->dups));
+    finish(e, p, rc, 1000, "spool shared budget");
     rm_tree(dir);
 }
 
@@ -2738,6 +2901,7 @@ int main(int argc, char **argv)
         test_flusher_signal_mask();
         test_partial_write();
         test_retry_buffer_eviction();
+        test_retry_shared_budget();
         test_retry_after();
         test_spool_format();
         test_spool_bad_files();
@@ -2746,6 +2910,7 @@ int main(int argc, char **argv)
         test_spool_claim_race();
         test_spool_exit_and_resend();
         test_spool_spill();
+        test_spool_shared_budget();
         test_spool_send_outcomes();
         test_spool_write_fails();
         test_hist_buckets();
