@@ -257,8 +257,10 @@ static void free_buffers(imx_engine_t *e)
     free(e->xbuf);
     free(e->body);
     free(e->gz);
-    free(e->pcache);
-    e->pcache = NULL;
+    if (e->pcache) {
+        munmap(e->pcache, PCACHE_N * sizeof(*e->pcache));
+        e->pcache = NULL;
+    }
     free(e->sacc);
     e->sacc = NULL;
     e->sacc_cap = e->sacc_len = 0;
@@ -526,7 +528,13 @@ static int encode_point(imx_engine_t *e, const imx_point_t *pt, const char *rid)
 
     if (!e->pcache && !e->pcache_tried) {
         e->pcache_tried = 1;
-        e->pcache = calloc(PCACHE_N, sizeof(*e->pcache));
+        /* Mapped, not calloc'd: a page of it is memory only once an entry
+         * in it is used (calloc would clear, so touch, all of it). */
+        e->pcache = mmap(NULL, PCACHE_N * sizeof(*e->pcache), PROT_READ | PROT_WRITE,
+                         MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+        if (e->pcache == MAP_FAILED) {
+            e->pcache = NULL;
+        }
     }
     if (e->pcache) {
         pc = &e->pcache[((k1 * 0x9e3779b97f4a7c15ULL) ^ (k2 * 0xc2b2ae3d27d4eb4fULL))
