@@ -413,3 +413,31 @@ class Stack:
                     obj.cleanup()
                 except Exception:  # noqa: BLE001
                     pass
+
+
+def problem_lines(res, names):
+    """Report lines for the wrk errors and error-log lines of each config."""
+    lines = []
+    for name in names:
+        c = res["configs"][name]
+        if c.get("errors"):
+            lines.append("- %s: %d wrk errors (non-2xx or socket)" % (name, c["errors"]))
+        if c.get("error_log"):
+            lines.append("- %s error log: %s" % (name, "; ".join(x[:160] for x in c["error_log"])))
+    return lines
+
+
+def rounds_main(doc, name, run, report, secs):
+    """The command line of a benchmark in interleaved rounds: --rounds,
+    --secs, --quick (3 rounds x 1 s); saves the JSON and prints the report."""
+    import argparse
+    ap = argparse.ArgumentParser(description=doc.split("\n")[0])
+    ap.add_argument("--rounds", type=int, default=10)
+    ap.add_argument("--secs", type=int, default=secs)
+    ap.add_argument("--quick", action="store_true", help="3 rounds x 1 s")
+    a = ap.parse_args()
+    if a.quick:
+        a.rounds, a.secs = 3, 1
+    res = run(a.rounds, a.secs)
+    save_json(name, res)
+    print(report(res))

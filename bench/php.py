@@ -15,7 +15,6 @@ its access log.
     /usr/bin/python3 bench/php.py [--rounds 10] [--secs 2] [--quick]
 """
 
-import argparse
 import os
 import sys
 import time
@@ -150,26 +149,12 @@ def report(res):
                         common.fmt_num(tot.get("batches")),
                         common.fmt_num(tot.get("dropped_full", 0) + tot.get("dropped_exit", 0)
                                        + tot.get("dropped_retry", 0))))
-    for name in CONFIGS:
-        c = res["configs"][name]
-        if c.get("errors"):
-            lines.append("- %s: %d wrk errors (non-2xx or socket)" % (name, c["errors"]))
-        if c.get("error_log"):
-            lines.append("- %s error log: %s" % (name, "; ".join(x[:160] for x in c["error_log"])))
+    lines += common.problem_lines(res, CONFIGS)
     return "\n".join(lines) + "\n"
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--rounds", type=int, default=10)
-    ap.add_argument("--secs", type=int, default=2)
-    ap.add_argument("--quick", action="store_true", help="3 rounds x 1 s")
-    a = ap.parse_args()
-    if a.quick:
-        a.rounds, a.secs = 3, 1
-    res = run(a.rounds, a.secs)
-    common.save_json("php", res)
-    print(report(res))
+    common.rounds_main(__doc__, "php", run, report, 2)
 
 
 if __name__ == "__main__":

@@ -19,7 +19,6 @@ servers stopped (so the final flushes are in).
     /usr/bin/python3 bench/wsgi.py [--rounds 10] [--secs 1] [--quick]
 """
 
-import argparse
 import os
 import shutil
 import sys
@@ -156,26 +155,12 @@ def report(res):
                                      common.fmt_num(m.get("dropped_full", 0)
                                                     + m.get("dropped_exit", 0)
                                                     + m.get("dropped_retry", 0))))
-    for name in CONFIGS:
-        c = res["configs"][name]
-        if c.get("errors"):
-            lines.append("- %s: %d wrk errors (non-2xx or socket)" % (name, c["errors"]))
-        if c.get("error_log"):
-            lines.append("- %s error log: %s" % (name, "; ".join(x[:160] for x in c["error_log"])))
+    lines += common.problem_lines(res, CONFIGS)
     return "\n".join(lines) + "\n"
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--rounds", type=int, default=10)
-    ap.add_argument("--secs", type=int, default=1)
-    ap.add_argument("--quick", action="store_true", help="3 rounds x 1 s")
-    a = ap.parse_args()
-    if a.quick:
-        a.rounds, a.secs = 3, 1
-    res = run(a.rounds, a.secs)
-    common.save_json("wsgi", res)
-    print(report(res))
+    common.rounds_main(__doc__, "wsgi", run, report, 1)
 
 
 if __name__ == "__main__":
