@@ -77,12 +77,17 @@
 static int quick;
 static double push_secs = 0.6, encode_secs = 0.8;
 
-static double now_s(void)
+static double clock_s(clockid_t id)
 {
     struct timespec ts;
 
-    clock_gettime(CLOCK_MONOTONIC, &ts);
+    clock_gettime(id, &ts);
     return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+static double now_s(void)
+{
+    return clock_s(CLOCK_MONOTONIC);
 }
 
 static uint64_t now_ns(void)
@@ -570,10 +575,7 @@ typedef struct {
 
 static double thread_cpu_s(void)
 {
-    struct timespec ts;
-
-    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+    return clock_s(CLOCK_THREAD_CPUTIME_ID);
 }
 
 static double process_cpu_s(void)
