@@ -1035,8 +1035,9 @@ static void rq_add(imx_engine_t *e, const char *data, size_t len, uint32_t n,
 {
     rbatch_t *rb;
     size_t need = sizeof(*rb) + len;
+    int too_large = rb_cost(e, need) > e->conf.retry_buffer;
 
-    if (rb_cost(e, need) <= e->conf.retry_buffer) {
+    if (!too_large) {
         /* With a spool, nothing is dropped for room: another engine may
          * take what spill() freed before this one reserves it, and then
          * this batch goes to the spool too (below). */
@@ -1057,14 +1058,14 @@ static void rq_add(imx_engine_t *e, const char *data, size_t len, uint32_t n,
     /* Too large, no memory, or (shared budget) the other engines hold all
      * of it once this one's own batches are gone: this batch is the one
      * that goes. */
-    if (rb_cost(e, need) > e->conf.retry_buffer || !(rb = rb_alloc(e, need))) {
+    if (too_large || !(rb = rb_alloc(e, need))) {
         if (e->conf.spool) {
             spool_write(e, data, len, n, extra, maybe);
             imx_spool_sync(e->conf.spool);
             return;
         }
         count_drop(e, &e->c->dropped_retry, n, maybe);
-        note_failure(e, rb_cost(e, need) > e->conf.retry_buffer
+        note_failure(e, too_large
                      ? "dropped (retry buffer too small for it)"
                      : "retry buffer full, dropped the newest", n, extra, "");
         return;

@@ -148,8 +148,7 @@ char *imx_pescape(apr_pool_t *p, const char *in, imx_esc_kind_t kind)
     return out;
 }
 
-/* Longest decimal form of an int64 with sign, and of a uint32. */
-#define I64_DIGITS 20
+/* Longest decimal form of a uint32. */
 #define U32_DIGITS 10
 
 const char *const imx_protocol_names[IMX_PROTO_N] = {

@@ -166,23 +166,20 @@ int imx_summary_server_id(server_rec *s, const char *vhost_text, const char *tag
 
 int imx_summary_route_id(server_rec *s, const char *route_escaped)
 {
-    imx_names_t *r = registry(s);
     char *text;
-    int id = -1;
+    int id;
 
     if (!route_escaped) {
         return 0;
     }
-    if (r && (text = malloc(strlen(route_escaped) + 8))) {
-        size_t len = (size_t)sprintf(text, ",route=%s", route_escaped);
-        id = imx_names_intern(r, 1, text, len, len);
-        free(text);
-    }
-    if (id < 0) {
+    if (!(text = malloc(strlen(route_escaped) + 8))) {
         names_missed++;
         return 1;
     }
-    return id;
+    sprintf(text, ",route=%s", route_escaped);
+    id = imx_summary_name_id(s, 1, text);
+    free(text);
+    return id < 0 ? 1 : id;
 }
 
 /* ",vhost=..,route=..,method=..,status_class=..<static tags>" for a key,

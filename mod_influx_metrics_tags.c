@@ -92,15 +92,18 @@ static tags_shm_t *seg;
 
 #define USERDATA_KEY "imx_tags_shm"
 
-static size_t table_bytes(void)
+/* Table idx of a bank in segment t (this process's `shm`, or `seg`). */
+static table_hdr_t *table_in(const tags_shm_t *t, uint32_t bank, uint32_t idx)
 {
-    return sizeof(table_hdr_t) + (size_t)shm->nslots * sizeof(entry_t);
+    size_t bytes = sizeof(table_hdr_t) + (size_t)t->nslots * sizeof(entry_t);
+
+    return (table_hdr_t *)((char *)t + APR_ALIGN_DEFAULT(sizeof(*t))
+                           + ((size_t)bank * t->ntables + idx) * bytes);
 }
 
 static table_hdr_t *table(uint32_t bank, int idx)
 {
-    return (table_hdr_t *)((char *)shm + APR_ALIGN_DEFAULT(sizeof(*shm))
-                           + ((size_t)bank * shm->ntables + (size_t)idx) * table_bytes());
+    return table_in(shm, bank, (uint32_t)idx);
 }
 
 apr_status_t imx_tags_init(server_rec *s, int ntables, int max_values)
@@ -230,10 +233,7 @@ const char *imx_tags_text(uint32_t ref)
     bank = (uint32_t)(g / per_bank);
     idx = (uint32_t)(g % per_bank) / seg->nslots;
     i = (uint32_t)(g % seg->nslots);
-    e = (entry_t *)((char *)seg + APR_ALIGN_DEFAULT(sizeof(*seg))
-                    + ((size_t)bank * seg->ntables + idx)
-                      * (sizeof(table_hdr_t) + (size_t)seg->nslots * sizeof(entry_t))
-                    + sizeof(table_hdr_t)) + i;
+    e = (entry_t *)(table_in(seg, bank, idx) + 1) + i;
     word = atomic_load_explicit(&e->state, memory_order_acquire);
     if ((word & 3) != READY || ((word >> 2) & 0xff) != (ref >> REF_BITS)) {
         return NULL;
