@@ -216,7 +216,7 @@ def test_sigkill_lost_in_crash_is_exact(module_built, influx, influx_db, httpd_f
     assert lost == 0 and stored == served, counters
 
 
-@pytest.mark.parametrize("mpm", ["prefork", "event"])
+@pytest.mark.parametrize("mpm", ["prefork", "worker", "event"])
 def test_sigkill_of_old_generation_child_is_sent_by_new_one(module_built, mod_delay, influx,
                                                           influx_db, httpd_factory, mpm):
     """The last child of a generation, still busy after a graceful restart,
