@@ -187,12 +187,15 @@ static uint32_t ring_cap;
  * after all the cells. */
 static int rid_wanted;
 static char *ring_rids;
-/* prefork: its SIGTERM (and SIGHUP) handler exits the child on the spot, so
- * a child could die between this module's point and mod_log_config's line;
- * the signal waits for the end of the logging phase instead (see
+/* prefork: its SIGTERM (and SIGHUP) handler exits the child on the spot,
+ * freeing its pools inside the handler. So a child could die between this
+ * module's point and mod_log_config's line, and a signal that interrupts
+ * malloc() corrupts the heap (single-threaded) or deadlocks on it. The
+ * signal waits while the main thread is in a stretch of ours: the logging
+ * phase, and the child_init phase, which allocates a lot (see
  * term_deferred). */
 static int defer_term;
-static _Atomic int in_log;                  /* requests between our log hooks */
+static _Atomic int term_hold;   /* stretches the signal waits for */
 static volatile sig_atomic_t term_pending;  /* the signal that waits */
 static struct sigaction term_prev[2];       /* prefork's: SIGTERM, SIGHUP */
 static pthread_t term_main;                 /* the child's main thread */
@@ -1846,9 +1849,6 @@ static void imx_child_init(apr_pool_t *pchild, server_rec *s)
         return;
     }
     atomic_store(&engine, e);
-    if (defer_term) {
-        defer_term_signals();
-    }
     /* A pre-cleanup, so it runs before the pools of other modules' threads
      * go, on every orderly child exit. */
     apr_pool_pre_cleanup_register(pchild, NULL, child_stop);
@@ -1923,7 +1923,7 @@ static void term_run_prev(int sig)
  * ring in shared memory is taken over as after any crash. */
 static void term_deferred(int sig)
 {
-    if (atomic_load(&in_log) > 0) {
+    if (atomic_load(&term_hold) > 0) {
         term_pending = sig;
         return;
     }
@@ -1959,17 +1959,51 @@ static void defer_term_signals(void)
     }
 }
 
-/* The last log hook of all: a signal that waited goes on now. */
-static int imx_log_done(request_rec *r)
+/* Ends a stretch that term_hold held: a signal that waited goes on now. */
+static void term_release(void)
 {
-    (void)r;
-    if (defer_term && atomic_fetch_sub(&in_log, 1) == 1 && term_pending) {
+    if (atomic_fetch_sub(&term_hold, 1) == 1 && term_pending) {
         int sig = term_pending;
 
         term_pending = 0;
         pthread_kill(term_main, sig);   /* to term_deferred, in the main thread */
     }
+}
+
+/* The last log hook of all. */
+static int imx_log_done(request_rec *r)
+{
+    (void)r;
+    if (defer_term) {
+        term_release();
+    }
     return DECLINED;
+}
+
+/* The first child_init of all modules (prefork): from here to the last one
+ * (imx_child_init_done), prefork's stop signals wait. Every module's
+ * child_init allocates, this one's (libcurl, the engine) most, and the
+ * process is single-threaded until the flusher starts: prefork's handler
+ * freeing pchild in between corrupted the heap ("corrupted double-linked
+ * list" at a restart under load). */
+static void imx_child_init_hold(apr_pool_t *pchild, server_rec *s)
+{
+    (void)pchild; (void)s;
+    if (defer_term) {
+        atomic_fetch_add(&term_hold, 1);
+        defer_term_signals();
+        if (!defer_term) {
+            atomic_fetch_sub(&term_hold, 1);    /* not prefork's handlers */
+        }
+    }
+}
+
+static void imx_child_init_done(apr_pool_t *pchild, server_rec *s)
+{
+    (void)pchild; (void)s;
+    if (defer_term) {
+        term_release();
+    }
 }
 
 static int imx_log_transaction(request_rec *r)
@@ -1985,7 +2019,7 @@ static int imx_log_transaction(request_rec *r)
     imx_engine_t *e = atomic_load_explicit(&engine, memory_order_acquire);
 
     if (defer_term) {
-        atomic_fetch_add(&in_log, 1);   /* until imx_log_done */
+        atomic_fetch_add(&term_hold, 1);    /* until imx_log_done */
     }
     if (!e) {
         return DECLINED;
@@ -2082,7 +2116,9 @@ static void imx_register_hooks(apr_pool_t *p)
     ap_hook_check_config(imx_check_config, NULL, NULL, APR_HOOK_MIDDLE);
     ap_hook_post_config(imx_post_config, NULL, NULL, APR_HOOK_MIDDLE);
     ap_hook_monitor(imx_status_monitor, NULL, NULL, APR_HOOK_MIDDLE);
+    ap_hook_child_init(imx_child_init_hold, NULL, NULL, APR_HOOK_REALLY_FIRST);
     ap_hook_child_init(imx_child_init, NULL, NULL, APR_HOOK_MIDDLE);
+    ap_hook_child_init(imx_child_init_done, NULL, NULL, APR_HOOK_REALLY_LAST);
     ap_hook_child_status(imx_tags_child_status, NULL, NULL, APR_HOOK_MIDDLE);
     /* First and last, so that with prefork a stop waits while any module
      * logs (see term_deferred). */

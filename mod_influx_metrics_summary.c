@@ -235,19 +235,6 @@ static const char *key_tags(void *ctx, uint32_t key)
 /* ------------------------------------------------------------------------- */
 /* The segment                                                                */
 
-typedef struct {
-    void *addr;
-    size_t size;
-} mapping_t;
-
-static apr_status_t unmap(void *data)
-{
-    mapping_t *m = data;
-
-    munmap(m->addr, m->size);
-    return APR_SUCCESS;
-}
-
 /* As imx_shm_once, but the mapping commits no memory up front
  * (MAP_NORESERVE): it has room for every slot's table at full size, of which
  * only the pages in use are ever backed, and at a large ServerLimit and
@@ -257,7 +244,6 @@ static void *segment_once(server_rec *s, size_t size, int *created)
 {
     apr_pool_t *pp = s->process->pool;
     void *data = NULL;
-    mapping_t *m;
 
     *created = 0;
     apr_pool_userdata_get(&data, USERDATA_KEY, pp);
@@ -269,10 +255,10 @@ static void *segment_once(server_rec *s, size_t size, int *created)
     if (data == MAP_FAILED) {
         return NULL;
     }
-    m = apr_palloc(pp, sizeof(*m));
-    m->addr = data;
-    m->size = size;
-    apr_pool_cleanup_register(pp, m, unmap, apr_pool_cleanup_null);
+    /* Never unmapped: it lives as long as the process, and a cleanup of
+     * this module's on the process pool would run after httpd unloaded the
+     * module (pconf goes first), a call into unmapped code: the parent
+     * crashed at every stop. */
     apr_pool_userdata_set(data, USERDATA_KEY, apr_pool_cleanup_null, pp);
     *created = 1;
     return data;

@@ -29,6 +29,7 @@ import gzip
 import json
 import os
 import re
+import resource
 import shutil
 import signal
 import socket
@@ -63,6 +64,14 @@ HOST = "127.0.0.1"
 IS_ROOT = os.geteuid() == 0
 # httpd refuses to run its children as root; the Debian account is used then.
 RUN_USER = "www-data"
+# IMX_TEST_CORES=1: httpd children dump core into <its dir>/cores (for gdb)
+# when they crash; the directory is kept like any failed test's.
+CORES = os.environ.get("IMX_TEST_CORES") == "1"
+
+
+def _core_limit():
+    resource.setrlimit(resource.RLIMIT_CORE,
+                       (resource.RLIM_INFINITY, resource.RLIM_INFINITY))
 
 KEEP_TMP = os.environ.get("IMX_KEEP_TMP", "") not in ("", "0")
 
@@ -975,6 +984,13 @@ class Httpd:
             _write(path, content)
         for sub in ("run", "lock"):
             os.makedirs(os.path.join(self.dir, sub), mode=0o755, exist_ok=True)
+        if CORES:
+            cores = os.path.join(self.dir, "cores")
+            os.makedirs(cores, mode=0o777, exist_ok=True)
+            os.chmod(cores, 0o777)
+            # A child that crashes after its pools are gone (httpd then no
+            # longer moves to CoreDumpDirectory) dumps into ServerRoot.
+            os.chmod(self.dir, 0o777)
         # Own mime.types: mod_mime's default (conf/mime.types) is relative to
         # ServerRoot, which is this directory.
         _write(os.path.join(self.dir, "mime.types"),
@@ -1045,8 +1061,9 @@ MaxKeepAliveRequests 0
 {mpm_conf}
 </IfModule>
 
+{cores}
 {extra}
-{probe}""".format(d=d, host=HOST, port=self.port, load=load, user=user,
+{probe}""".format(d=d, cores=('CoreDumpDirectory "%s/cores"' % d) if CORES else "", host=HOST, port=self.port, load=load, user=user,
            log_level=self.log_level, fmt=ACCESS_LOG_FORMAT, mpm=self.mpm,
            mpm_conf=self._mpm_text(), extra=self.extra, probe=probe)
 
@@ -1078,7 +1095,8 @@ MaxKeepAliveRequests 0
         self.proc = subprocess.Popen(
             self._cmd("-DFOREGROUND"), stdin=subprocess.DEVNULL,
             stdout=self._stderr, stderr=subprocess.STDOUT, cwd=self.dir,
-            start_new_session=True, env=self.env)
+            start_new_session=True, env=self.env,
+            preexec_fn=_core_limit if CORES else None)
         _RUNNING.add(self)
 
         self.http_probe = http_probe
@@ -1206,6 +1224,14 @@ MaxKeepAliveRequests 0
                     self._remember_children()
                     self.proc.kill()
                     self.proc.wait(timeout=10)
+            # httpd logs nothing once its pools are gone: the exit status is
+            # the only trace of a crash at the very end (a SIGKILL above is
+            # already a problem of its own).
+            rc = self.proc.returncode
+            if rc is not None and rc < 0 and rc != -signal.SIGKILL:
+                msg = "parent %d died of signal %d" % (self.proc.pid, -rc)
+                if msg not in self.problems:    # stop() may run twice
+                    self.problems.append(msg)
             left = _wait_gone(self._children, timeout)
             if left:
                 self.problems.append("children %s outlived the parent, killed"
