@@ -1988,7 +1988,14 @@ static int imx_log_done(request_rec *r)
  * list" at a restart under load). */
 static void imx_child_init_hold(apr_pool_t *pchild, server_rec *s)
 {
-    (void)pchild; (void)s;
+    (void)pchild;
+    if (!srv_conf(s)->urls) {
+        return;
+    }
+    /* Before any module's child_init: a child that died without this line
+     * died before this module ran any code in it (the tests tell httpd's
+     * own crashes from this module's by it). */
+    ap_log_error(APLOG_MARK, APLOG_INFO, 0, s, "IMX0019: child starting");
     if (defer_term) {
         atomic_fetch_add(&term_hold, 1);
         defer_term_signals();

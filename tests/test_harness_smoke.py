@@ -230,6 +230,7 @@ def test_check_error_log_classification(httpd_factory):
     ts = "[Wed Nov 25 11:49:37.860015 2026]"
     lines = [
         ts + " [mpm_event:notice] [pid 1:tid 1] AH00489: resuming normal operations",
+        ts + " [influx_metrics:info] [pid 7:tid 7] IMX0019: child starting",
         ts + " [influx_metrics:info] [pid 1:tid 2] sent 10 points",
         ts + " [influx_metrics:warn] [pid 1:tid 2] backend said 500, will retry",
         ts + " [influx_metrics:error] [pid 1:tid 2] cannot connect",
@@ -242,8 +243,26 @@ def test_check_error_log_classification(httpd_factory):
     with open(h.error_log_path, "w") as f:
         f.write("\n".join(lines) + "\n")
     bad = h.check_error_log()
-    assert bad == lines[3:]
-    assert h.check_error_log(allowed=[r"cannot connect", r"AH0004\d", r"Sanitizer"]) == [lines[4]]
+    assert bad == lines[4:]
+    assert h.check_error_log(allowed=[r"cannot connect", r"AH0004\d", r"Sanitizer"]) == [lines[5]]
+
+    # A child that crashed before logging IMX0019 crashed before the module
+    # ran in it: httpd's (with glibc's abort message, when it was the only
+    # crash); one that had logged it is the module's business.
+    early = [
+        ts + " [influx_metrics:info] [pid 8:tid 8] IMX0019: child starting",
+        "corrupted double-linked list",
+        ts + " [core:notice] [pid 1:tid 1] AH00052: child pid 9 exit signal Aborted (6)",
+    ]
+    with open(h.error_log_path, "w") as f:
+        f.write("\n".join(early) + "\n")
+    assert h.crashed_before_module() == [9]
+    assert h.check_error_log() == []
+    with open(h.error_log_path, "a") as f:
+        f.write(ts + " [core:notice] [pid 1:tid 1] AH00052: child pid 8 exit signal"
+                " Aborted (6)\n")
+    assert h.check_error_log() == [early[1], ts + " [core:notice] [pid 1:tid 1] AH00052:"
+                                   " child pid 8 exit signal Aborted (6)"]
     os.remove(h.error_log_path)
 
 
