@@ -298,6 +298,7 @@ def test_sigkill_of_old_generation_child_is_sent_by_new_one(module_built, mod_de
     h.stop()
     for t in slow:
         t.join(5)
+    assert statuses == [None], "the killed child's request got an answer: %s" % statuses
     served = {}
     for p_, n in served_paths(h, *where).items():
         served[where[p_]] = n
@@ -401,7 +402,8 @@ def test_graceful_changing_flush_interval_keeps_summaries(module_built, influx, 
 
 def _slow_gets(h, host, path, n, timeout=30):
     """n threads, each one GET of path with that Host header; returns the
-    threads (started) and the list their statuses go to."""
+    threads (started) and the list their statuses go to (None for a request
+    whose connection was closed without an answer: its child was killed)."""
     statuses = []
 
     def one():
@@ -411,6 +413,8 @@ def _slow_gets(h, host, path, n, timeout=30):
             r = c.getresponse()
             r.read()
             statuses.append(r.status)
+        except (http.client.RemoteDisconnected, ConnectionError):
+            statuses.append(None)
         finally:
             c.close()
     threads = [threading.Thread(target=one, daemon=True) for _ in range(n)]
