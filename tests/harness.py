@@ -72,6 +72,14 @@ CORES = os.environ.get("IMX_TEST_CORES") == "1"
 def _core_limit():
     resource.setrlimit(resource.RLIMIT_CORE,
                        (resource.RLIM_INFINITY, resource.RLIM_INFINITY))
+    # Without the shared anonymous mappings (the module's rings and tables,
+    # hundreds of MB of address space): a core is then written in a moment,
+    # not in the seconds after which httpd escalates to SIGTERM.
+    try:
+        with open("/proc/self/coredump_filter", "w") as f:
+            f.write("0x31")
+    except OSError:
+        pass
 
 KEEP_TMP = os.environ.get("IMX_KEEP_TMP", "") not in ("", "0")
 
@@ -860,6 +868,24 @@ STOCK_HTTPD_CRASHES = [r"AH00052: child pid \d+ exit signal Segmentation fault"]
 # the module's line from the start of a child (see crashed_before_module).
 _CRASHED = re.compile(r"AH0005[12]: child pid (\d+) exit signal")
 _STARTED = re.compile(r"\[pid (\d+):tid \d+\] IMX0019: ")
+
+
+def early_crash_pattern(pid):
+    """The lines httpd logs about child pid's death by a signal, or about
+    escalating while it took long to die (dumping core)."""
+    return r"AH000(5[12]: child pid|4[5-7]: child process) %d (exit signal|still did not)" % pid
+
+# httpd's own races, told by the crashing thread's frames in a core (gdb's
+# "bt"); see docs/operations.md.
+STOCK_CORE_RACES = {
+    # event, stopping a child ungracefully under load: the main thread reads
+    # a worker's socket while the worker frees its connection.
+    # (The faulting frame is #0, or follows httpd's handler, which re-raises
+    # the signal to the process: any thread may then be "thread 1".)
+    "event close_worker_sockets": r"(?:^#0|<signal handler called>\n#\d+) +0x[0-9a-f]+ in "
+                                  r"apr_os_sock_get \(\) from \S*libapr[^\n]*\n"
+                                  r"#\d+ +0x[0-9a-f]+ in .* from \S*mod_mpm_event\.so",
+}
 GLIBC_HEAP_ABORT = (r"^(corrupted |malloc\(\)|free\(\)|double free|malloc_consolidate"
                     r"|munmap_chunk|realloc\(\)|unaligned |invalid )")
 # "[Tue Nov 25 11:44:19.123456 2026] [module:level] [pid ...] ..."
@@ -926,11 +952,15 @@ class Httpd:
         override it.
     env: the environment of apache2 (configtest and start), e.g. to set
         http_proxy; None: the test process's own.
+    cores: crashed children dump core into <dir>/cores (also for every
+        server with IMX_TEST_CORES=1), where check_error_log reads them with
+        gdb to tell httpd's known races from other crashes (STOCK_CORE_RACES).
     """
 
     def __init__(self, mpm="event", load_module=True, module_so=MODULE_SO,
                  extra="", mpm_conf=None, log_level=None,
-                 modules=(), port=None, name="httpd", record_probes=False, env=None):
+                 modules=(), port=None, name="httpd", record_probes=False, env=None,
+                 cores=False):
         if mpm not in DEFAULT_MPM_CONF:
             raise ValueError("unknown MPM %r" % mpm)
         self.mpm = mpm
@@ -945,6 +975,7 @@ class Httpd:
         self.modules = list(modules)
         self.record_probes = record_probes
         self.env = env
+        self.cores = cores or CORES
         self.name = name
         self.port = port or free_port()
         # Regexes of error-log lines a test expects (see check_error_log).
@@ -990,7 +1021,7 @@ class Httpd:
             _write(path, content)
         for sub in ("run", "lock"):
             os.makedirs(os.path.join(self.dir, sub), mode=0o755, exist_ok=True)
-        if CORES:
+        if self.cores:
             cores = os.path.join(self.dir, "cores")
             os.makedirs(cores, mode=0o777, exist_ok=True)
             os.chmod(cores, 0o777)
@@ -1069,7 +1100,7 @@ MaxKeepAliveRequests 0
 
 {cores}
 {extra}
-{probe}""".format(d=d, cores=('CoreDumpDirectory "%s/cores"' % d) if CORES else "", host=HOST, port=self.port, load=load, user=user,
+{probe}""".format(d=d, cores=('CoreDumpDirectory "%s/cores"' % d) if self.cores else "", host=HOST, port=self.port, load=load, user=user,
            log_level=self.log_level, fmt=ACCESS_LOG_FORMAT, mpm=self.mpm,
            mpm_conf=self._mpm_text(), extra=self.extra, probe=probe)
 
@@ -1102,7 +1133,7 @@ MaxKeepAliveRequests 0
             self._cmd("-DFOREGROUND"), stdin=subprocess.DEVNULL,
             stdout=self._stderr, stderr=subprocess.STDOUT, cwd=self.dir,
             start_new_session=True, env=self.env,
-            preexec_fn=_core_limit if CORES else None)
+            preexec_fn=_core_limit if self.cores else None)
         _RUNNING.add(self)
 
         self.http_probe = http_probe
@@ -1308,9 +1339,10 @@ MaxKeepAliveRequests 0
             # right after it started. Harness self-tests are not about that.
             allowed += STOCK_HTTPD_CRASHES
         text = self.error_log_text()
-        early = self.crashed_before_module(text)
+        early = self.stock_crashes(text)
         if early:
-            allowed += [r"AH0005[12]: child pid %d exit signal" % pid for pid in early]
+            # (and the escalation while it dumped core, when it did)
+            allowed += [early_crash_pattern(pid) for pid in early]
             if len(early) == len(_CRASHED.findall(text)):
                 # glibc's abort message names no process: tolerated only
                 # when every crash was such a child.
@@ -1329,18 +1361,49 @@ MaxKeepAliveRequests 0
         out += ["[harness] " + p for p in self.problems]
         return out
 
-    def crashed_before_module(self, text=None):
-        """PIDs of children that died of a signal without having logged
-        IMX0019, which the module logs before any module's child_init runs:
-        httpd crashed them before this module ran any code in them (prefork's
-        stop handler frees pools inside the signal handler; a restart that
-        reaches a child still being set up can corrupt its heap, see
-        docs/operations.md). Empty for a server without the module."""
+    def stock_crashes(self, text=None):
+        """PIDs of children that httpd itself crashed, by what can prove it
+        (see docs/operations.md); empty for a server without the module:
+        - died of a signal without having logged IMX0019, which the module
+          logs before any module's child_init runs: crashed before this
+          module ran any code in it (prefork's stop handler frees pools
+          inside the signal handler; a restart that reaches a child still
+          being set up can corrupt its heap);
+        - with cores, a core of that child whose crashing thread matches one
+          of STOCK_CORE_RACES."""
         if not self.load_module:
             return []
         text = self.error_log_text() if text is None else text
         started = set(int(p) for p in _STARTED.findall(text))
-        return [int(p) for p in _CRASHED.findall(text) if int(p) not in started]
+        crashed = [int(p) for p in _CRASHED.findall(text)]
+        out = [p for p in crashed if p not in started]
+        if self.cores and len(out) < len(crashed):
+            races = self._core_races()
+            out += [p for p in crashed if p in started and p in races]
+        return out
+
+    def _core_races(self):
+        """{pid: race name} of the cores in this server's directories whose
+        faulting thread shows one of STOCK_CORE_RACES (gdb's backtraces)."""
+        out = {}
+        gdb = shutil.which("gdb")
+        for path in (os.path.join(self.dir, "cores", "core"), os.path.join(self.dir, "core")):
+            if not gdb or not os.path.exists(path):
+                continue
+            try:
+                bt = subprocess.run([gdb, "-batch", "-ex", "info inferiors",
+                                     "-ex", "thread apply all bt 12", APACHE2, path],
+                                    stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                    stderr=subprocess.STDOUT, timeout=120).stdout.decode(
+                                        errors="replace")
+            except (OSError, subprocess.TimeoutExpired):
+                continue
+            pid = re.search(r"^\*? *1 +process (\d+)", bt, re.M)
+            frames = "\n".join(ln for ln in bt.splitlines() if ln.startswith("#"))
+            for name, sig in STOCK_CORE_RACES.items():
+                if pid and re.search(sig, frames, re.M):
+                    out[int(pid.group(1))] = name
+        return out
 
     def cleanup(self):
         if not KEEP_TMP:

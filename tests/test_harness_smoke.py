@@ -252,11 +252,14 @@ def test_check_error_log_classification(httpd_factory):
     early = [
         ts + " [influx_metrics:info] [pid 8:tid 8] IMX0019: child starting",
         "corrupted double-linked list",
-        ts + " [core:notice] [pid 1:tid 1] AH00052: child pid 9 exit signal Aborted (6)",
+        ts + " [core:warn] [pid 1:tid 1] AH00045: child process 9 still did not exit,"
+             " sending a SIGTERM",
+        ts + " [core:notice] [pid 1:tid 1] AH00051: child pid 9 exit signal Aborted (6),"
+             " possible coredump in /tmp",
     ]
     with open(h.error_log_path, "w") as f:
         f.write("\n".join(early) + "\n")
-    assert h.crashed_before_module() == [9]
+    assert h.stock_crashes() == [9]
     assert h.check_error_log() == []
     with open(h.error_log_path, "a") as f:
         f.write(ts + " [core:notice] [pid 1:tid 1] AH00052: child pid 8 exit signal"
