@@ -64,8 +64,8 @@ HOST = "127.0.0.1"
 IS_ROOT = os.geteuid() == 0
 # httpd refuses to run its children as root; the Debian account is used then.
 RUN_USER = "www-data"
-# IMX_TEST_CORES=1: httpd children dump core into <its dir>/cores (for gdb)
-# when they crash; the directory is kept like any failed test's.
+# IMX_TEST_CORES=1: the children of every httpd, not only of those that load
+# the module, dump core into <its dir>/cores (for gdb) when they crash.
 CORES = os.environ.get("IMX_TEST_CORES") == "1"
 
 
@@ -952,15 +952,17 @@ class Httpd:
         override it.
     env: the environment of apache2 (configtest and start), e.g. to set
         http_proxy; None: the test process's own.
-    cores: crashed children dump core into <dir>/cores (also for every
-        server with IMX_TEST_CORES=1), where check_error_log reads them with
-        gdb to tell httpd's known races from other crashes (STOCK_CORE_RACES).
+    cores: crashed children dump core into <dir>/cores, where
+        check_error_log reads them with gdb to tell httpd's known races from
+        other crashes (STOCK_CORE_RACES). Default: when the module is loaded
+        (a server without it tolerates crashes anyway), or for every server
+        with IMX_TEST_CORES=1.
     """
 
     def __init__(self, mpm="event", load_module=True, module_so=MODULE_SO,
                  extra="", mpm_conf=None, log_level=None,
                  modules=(), port=None, name="httpd", record_probes=False, env=None,
-                 cores=False):
+                 cores=None):
         if mpm not in DEFAULT_MPM_CONF:
             raise ValueError("unknown MPM %r" % mpm)
         self.mpm = mpm
@@ -975,7 +977,7 @@ class Httpd:
         self.modules = list(modules)
         self.record_probes = record_probes
         self.env = env
-        self.cores = cores or CORES
+        self.cores = CORES or (load_module if cores is None else cores)
         self.name = name
         self.port = port or free_port()
         # Regexes of error-log lines a test expects (see check_error_log).

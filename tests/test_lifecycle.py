@@ -49,7 +49,7 @@ def test_restarts_and_graceful_restarts_under_load(module_built, influx, influx_
     request). No child crashes or needs SIGKILL, each restart serves again
     within 5 s, and at the end every request served is stored."""
     h2 = mpm == "event"
-    h = httpd_factory(mpm=mpm, modules=["http2"] if h2 else (), cores=True,
+    h = httpd_factory(mpm=mpm, modules=["http2"] if h2 else (),
                       extra=(H2C_CONF if h2 else "")
                       + str(Imx(influx.write_url(influx_db), batch_size=1000)))
     url = h.url + "small.txt"
