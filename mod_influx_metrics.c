@@ -1983,9 +1983,11 @@ static int imx_log_done(request_rec *r)
 /* The first child_init of all modules (prefork): from here to the last one
  * (imx_child_init_done), prefork's stop signals wait. Every module's
  * child_init allocates, this one's (libcurl, the engine) most, and the
- * process is single-threaded until the flusher starts: prefork's handler
- * freeing pchild in between corrupted the heap ("corrupted double-linked
- * list" at a restart under load). */
+ * process is single-threaded until the flusher starts, so prefork's handler
+ * freeing pchild in between would corrupt the heap, as it does when a
+ * restart reaches a child before child_init ("corrupted double-linked list",
+ * httpd's own window). httpd 2.4.63 and later block signals during
+ * child_init themselves; this covers the ones that do not. */
 static void imx_child_init_hold(apr_pool_t *pchild, server_rec *s)
 {
     (void)pchild;
