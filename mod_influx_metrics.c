@@ -1986,7 +1986,7 @@ static int imx_log_done(request_rec *r)
  * process is single-threaded until the flusher starts, so prefork's handler
  * freeing pchild in between would corrupt the heap, as it does when a
  * restart reaches a child before child_init ("corrupted double-linked list",
- * httpd's own window). httpd 2.4.63 and later block signals during
+ * httpd's own window). httpd 2.4.49 and later block signals during
  * child_init themselves; this covers the ones that do not. */
 static void imx_child_init_hold(apr_pool_t *pchild, server_rec *s)
 {
