@@ -81,13 +81,14 @@ def test_exact_delivery_with_graceful_restart_and_recycling(
 
 
 def test_exact_count_victoriametrics_v2_with_token(module_built, vm, httpd_factory):
-    token_dir = harness.make_tmpdir("imx-token")
-    token_file = os.path.join(token_dir, "influx.token")
+    # In the server's own directory, which goes with it.
+    h = httpd_factory(start=False, mpm="event")
+    token_file = os.path.join(h.dir, "influx.token")
     with open(token_file, "w") as f:
         f.write("vm-secret-token-123\n")
-    h = httpd_factory(mpm="event", extra=str(Imx(
-        vm.write_url(v2=True, db="exact"), token="file:" + token_file,
-        measurement="vm_exact", gzip=True)))
+    h.extra = str(Imx(vm.write_url(v2=True, db="exact"), token="file:" + token_file,
+                      measurement="vm_exact", gzip=True))
+    h.start()
     res = ab(h.url + "small.txt", REQUESTS, CONCURRENCY, keepalive=True)
     assert res.complete == REQUESTS and res.failed == 0
     h.stop()
