@@ -427,6 +427,18 @@ def problem_lines(res, names):
     return lines
 
 
+def module_line(tot):
+    """The report line of the module's own accounting (its flusher exit
+    totals), or None when it sent nothing."""
+    if not tot.get("batches"):
+        return None
+    return ("- module: recorded %s, sent %s in %s POSTs (%s points each on average), dropped %s"
+            % (fmt_num(tot.get("recorded")), fmt_num(tot.get("sent")), fmt_num(tot["batches"]),
+               fmt_num(tot.get("sent", 0) / tot["batches"]),
+               fmt_num(tot.get("dropped_full", 0) + tot.get("dropped_exit", 0)
+                       + tot.get("dropped_retry", 0))))
+
+
 def rounds_main(doc, name, run, report, secs):
     """The command line of a benchmark in interleaved rounds: --rounds,
     --secs, --quick (3 rounds x 1 s); saves the JSON and prints the report."""

@@ -141,14 +141,9 @@ def report(res):
              "bootstrap confidence interval. Both servers keep the same access log (the count "
              "of requests served); stored: request points the null backend received, read "
              "after a graceful stop."]
-    m = res["configs"]["module"]
-    tot = m.get("module") or {}
-    if tot:
-        lines.append("- module: recorded %s, sent %s in %s POSTs, dropped %s"
-                     % (common.fmt_num(tot.get("recorded")), common.fmt_num(tot.get("sent")),
-                        common.fmt_num(tot.get("batches")),
-                        common.fmt_num(tot.get("dropped_full", 0) + tot.get("dropped_exit", 0)
-                                       + tot.get("dropped_retry", 0))))
+    mline = common.module_line(res["configs"]["module"].get("module") or {})
+    if mline:
+        lines.append(mline)
     lines += common.problem_lines(res, CONFIGS)
     return "\n".join(lines) + "\n"
 

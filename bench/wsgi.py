@@ -146,15 +146,9 @@ def report(res):
              "included) per request; InfluxDB CPU: influxd's per request served during that "
              "configuration's runs. Served: lines of the access log (every configuration keeps "
              "one); stored: count in InfluxDB after the servers stopped."]
-    m = res["configs"]["module"].get("module") or {}
-    if m.get("batches"):
-        lines.append("- module: recorded %s, sent %s in %s POSTs (%s points each on average), "
-                     "dropped %s" % (common.fmt_num(m.get("recorded")), common.fmt_num(m.get("sent")),
-                                     common.fmt_num(m["batches"]),
-                                     common.fmt_num(m.get("sent", 0) / m["batches"]),
-                                     common.fmt_num(m.get("dropped_full", 0)
-                                                    + m.get("dropped_exit", 0)
-                                                    + m.get("dropped_retry", 0))))
+    mline = common.module_line(res["configs"]["module"].get("module") or {})
+    if mline:
+        lines.append(mline)
     lines += common.problem_lines(res, CONFIGS)
     return "\n".join(lines) + "\n"
 
