@@ -865,15 +865,9 @@ EVENT_SHUTDOWN_RACES = [r"\(9\)Bad file descriptor: AH0309[23]: process_"]
 # Httpd.check_error_log).
 STOCK_HTTPD_CRASHES = [r"AH00052: child pid \d+ exit signal Segmentation fault"]
 # A child's death by a signal (AH00051 when it may have dumped core), and
-# the module's line from the start of a child (see crashed_before_module).
+# the module's line from the start of a child (see Httpd.stock_crashes).
 _CRASHED = re.compile(r"AH0005[12]: child pid (\d+) exit signal")
 _STARTED = re.compile(r"\[pid (\d+):tid \d+\] IMX0019: ")
-
-
-def early_crash_pattern(pid):
-    """The lines httpd logs about child pid's death by a signal, or about
-    escalating while it took long to die (dumping core)."""
-    return r"AH000(5[12]: child pid|4[5-7]: child process) %d (exit signal|still did not)" % pid
 
 # httpd's own races, told by the crashing thread's frames in a core (gdb's
 # "bt"); see docs/operations.md.
@@ -1102,7 +1096,8 @@ MaxKeepAliveRequests 0
 
 {cores}
 {extra}
-{probe}""".format(d=d, cores=('CoreDumpDirectory "%s/cores"' % d) if self.cores else "", host=HOST, port=self.port, load=load, user=user,
+{probe}""".format(d=d, host=HOST, port=self.port, load=load, user=user,
+           cores=('CoreDumpDirectory "%s/cores"' % d) if self.cores else "",
            log_level=self.log_level, fmt=ACCESS_LOG_FORMAT, mpm=self.mpm,
            mpm_conf=self._mpm_text(), extra=self.extra, probe=probe)
 
@@ -1341,14 +1336,7 @@ MaxKeepAliveRequests 0
             # right after it started. Harness self-tests are not about that.
             allowed += STOCK_HTTPD_CRASHES
         text = self.error_log_text()
-        early = self.stock_crashes(text)
-        if early:
-            # (and the escalation while it dumped core, when it did)
-            allowed += [early_crash_pattern(pid) for pid in early]
-            if len(early) == len(_CRASHED.findall(text)):
-                # glibc's abort message names no process: tolerated only
-                # when every crash was such a child.
-                allowed += [GLIBC_HEAP_ABORT]
+        allowed += self.stock_crash_patterns(text)
         allow = [re.compile(r) for r in allowed]
         bad = [re.compile(r) for r in BAD_PATTERNS]
         out = []
@@ -1384,13 +1372,28 @@ MaxKeepAliveRequests 0
             out += [p for p in crashed if p in started and p in races]
         return out
 
+    def stock_crash_patterns(self, text=None):
+        """Regexes of the error-log lines about the children of
+        stock_crashes(): their death, httpd's escalation while one took long
+        to die (dumping core), and glibc's abort message, which names no
+        process, only when every crash was such a child."""
+        text = self.error_log_text() if text is None else text
+        stock = self.stock_crashes(text)
+        out = [r"AH000(5[12]: child pid|4[5-7]: child process) %d (exit signal|still did not)"
+               % pid for pid in stock]
+        if stock and len(stock) == len(_CRASHED.findall(text)):
+            out.append(GLIBC_HEAP_ABORT)
+        return out
+
     def _core_races(self):
         """{pid: race name} of the cores in this server's directories whose
         faulting thread shows one of STOCK_CORE_RACES (gdb's backtraces)."""
         out = {}
         gdb = shutil.which("gdb")
+        if not gdb:
+            return out
         for path in (os.path.join(self.dir, "cores", "core"), os.path.join(self.dir, "core")):
-            if not gdb or not os.path.exists(path):
+            if not os.path.exists(path):
                 continue
             try:
                 bt = subprocess.run([gdb, "-batch", "-ex", "info inferiors",
@@ -1401,9 +1404,11 @@ MaxKeepAliveRequests 0
             except (OSError, subprocess.TimeoutExpired):
                 continue
             pid = re.search(r"^\*? *1 +process (\d+)", bt, re.M)
+            if not pid:
+                continue
             frames = "\n".join(ln for ln in bt.splitlines() if ln.startswith("#"))
             for name, sig in STOCK_CORE_RACES.items():
-                if pid and re.search(sig, frames, re.M):
+                if re.search(sig, frames, re.M):
                     out[int(pid.group(1))] = name
         return out
 
