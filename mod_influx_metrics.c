@@ -1959,10 +1959,11 @@ static void defer_term_signals(void)
     }
 }
 
-/* Ends a stretch that term_hold held: a signal that waited goes on now. */
+/* Ends a stretch that term_hold held (prefork): a signal that waited goes
+ * on now. */
 static void term_release(void)
 {
-    if (atomic_fetch_sub(&term_hold, 1) == 1 && term_pending) {
+    if (defer_term && atomic_fetch_sub(&term_hold, 1) == 1 && term_pending) {
         int sig = term_pending;
 
         term_pending = 0;
@@ -1974,9 +1975,7 @@ static void term_release(void)
 static int imx_log_done(request_rec *r)
 {
     (void)r;
-    if (defer_term) {
-        term_release();
-    }
+    term_release();
     return DECLINED;
 }
 
@@ -2010,9 +2009,7 @@ static void imx_child_init_hold(apr_pool_t *pchild, server_rec *s)
 static void imx_child_init_done(apr_pool_t *pchild, server_rec *s)
 {
     (void)pchild; (void)s;
-    if (defer_term) {
-        term_release();
-    }
+    term_release();
 }
 
 static int imx_log_transaction(request_rec *r)
