@@ -149,18 +149,38 @@ typedef struct {
  * low by a process killed mid-way). */
 #define SPOOL_RESCAN apr_time_from_sec(5)
 
-/* A batch waiting in the retry buffer. */
+/* Line protocol being built (malloc'd, grown as needed). */
+typedef struct lpbuf {
+    char *buf;
+    size_t len, cap;
+} lpbuf_t;
+
+/* A batch waiting in the retry buffer: one failed POST, or several small
+ * ones gathered (rq_append), up to batch_size points, its other lines
+ * always first. */
 typedef struct rbatch {
-    struct rbatch *next;
+    struct rbatch *next, *prev;
     uint32_t n;                 /* request points in it */
     uint32_t extra;             /* lines before them that are not request points
                                  * (the module's counters, summaries) */
     int maybe_stored;           /* a POST of it failed after the body went out:
                                  * the backend may have stored it anyway */
-    apr_time_t first_fail;
+    int posted;                 /* it was POSTed: it is sent again as it was */
+    apr_time_t first_fail;      /* of its oldest part */
+    apr_time_t last_fail;       /* of its newest part: it expires by this one,
+                                 * so no point goes before retry_max_time */
     size_t len;
+    size_t size;                /* bytes it takes, header included: its pages
+                                 * with a shared budget (what it costs there) */
     char data[];
 } rbatch_t;
+
+/* Small failed batches are gathered into the newest retry batch while it
+ * is younger than this share of retry_max_time (or RQ_GATHER_MAX): its
+ * oldest points then wait at most that much longer than retry_max_time. */
+#define RQ_GATHER_SHARE 8
+#define RQ_GATHER_MAX apr_time_from_sec(60)
+#define PAGE_ROUND(x) (((x) + 4095) & ~(size_t)4095)
 
 struct imx_engine {
     imx_engine_conf_t conf;
@@ -175,8 +195,10 @@ struct imx_engine {
 
     /* Owned by the flusher (or by the caller of imx_engine_flush_now). */
     _Alignas(CACHE_LINE) uint64_t tail;
-    char *body;                 /* the batch being built and sent */
-    size_t body_len, body_cap;
+    lpbuf_t wb;                 /* the batch being built and sent */
+    lpbuf_t side;               /* points moved out of the ring while a POST
+                                 * waits (send_wait) */
+    int in_wait;
     uint32_t work_n;            /* request points in body */
     uint32_t work_extra;        /* lines of other points before them */
     unsigned char *gz;
@@ -255,7 +277,10 @@ static void free_buffers(imx_engine_t *e)
     }
     e->rq_head = e->rq_tail = NULL;
     free(e->xbuf);
-    free(e->body);
+    free(e->wb.buf);
+    free(e->side.buf);
+    e->side.buf = NULL;
+    e->side.cap = e->side.len = 0;
     free(e->gz);
     if (e->pcache) {
         munmap(e->pcache, PCACHE_N * sizeof(*e->pcache));
@@ -264,9 +289,9 @@ static void free_buffers(imx_engine_t *e)
     free(e->sacc);
     e->sacc = NULL;
     e->sacc_cap = e->sacc_len = 0;
-    e->xbuf = e->body = NULL;
+    e->xbuf = e->wb.buf = NULL;
     e->gz = NULL;
-    e->xcap = e->xlen = e->body_cap = e->body_len = e->gz_cap = 0;
+    e->xcap = e->xlen = e->wb.cap = e->wb.len = e->gz_cap = 0;
     if (e->zs_ready) {
         deflateEnd(&e->zs);
         e->zs_ready = 0;
@@ -512,17 +537,18 @@ int imx_push_rid(imx_engine_t *e, const imx_point_t *pt, const char *rid)
     return push(e, pt, rid);
 }
 
-static int grow_body(imx_engine_t *e, size_t need);
+static int lpbuf_grow(lpbuf_t *b, size_t need, size_t first);
 
-/* Appends pt's line to the body; 0 when the body cannot grow (out of
- * memory: the point stays in the ring for the next round). */
-static int encode_point(imx_engine_t *e, const imx_point_t *pt, const char *rid)
+/* Appends pt's line to b; 0 when b cannot grow (out of memory: the point
+ * stays in the ring for the next round). */
+static int encode_point(imx_engine_t *e, lpbuf_t *b, const imx_point_t *pt, const char *rid)
 {
     uint64_t k1 = (uint64_t)pt->server | (uint64_t)pt->route << 16
                   | (uint64_t)pt->upstream << 32 | (uint64_t)pt->status << 48;
     uint64_t k2 = (uint64_t)pt->tag | (uint64_t)pt->method << 32
                   | (uint64_t)pt->protocol << 40 | (uint64_t)pt->tls << 48
                   | (uint64_t)pt->fields << 56;
+    size_t first = (size_t)e->conf.batch_size * 160 + 512;
     pcache_ent_t *pc = NULL;
     size_t n;
 
@@ -541,48 +567,83 @@ static int encode_point(imx_engine_t *e, const imx_point_t *pt, const char *rid)
                         >> (64 - 8)];
     }
     if (pc && pc->len && pc->k1 == k1 && pc->k2 == k2) {
-        if (e->body_len + pc->len + IMX_VALUES_MAX > e->body_cap
-            && !grow_body(e, e->body_len + pc->len + IMX_VALUES_MAX)) {
+        if (b->len + pc->len + IMX_VALUES_MAX > b->cap
+            && !lpbuf_grow(b, b->len + pc->len + IMX_VALUES_MAX, first)) {
             return 0;
         }
-        memcpy(e->body + e->body_len, pc->text, pc->len);
+        memcpy(b->buf + b->len, pc->text, pc->len);
         n = pc->len;
     }
     else {
-        size_t need = e->body_len + imx_line_max(e->prefix_len, &e->conf.names, pt);
+        size_t need = b->len + imx_line_max(e->prefix_len, &e->conf.names, pt);
 
-        if (need > e->body_cap && !grow_body(e, need)) {
+        if (need > b->cap && !lpbuf_grow(b, need, first)) {
             return 0;
         }
-        n = imx_encode_series(e->body + e->body_len, e->conf.line_prefix, e->prefix_len,
+        n = imx_encode_series(b->buf + b->len, e->conf.line_prefix, e->prefix_len,
                               &e->conf.names, pt);
         if (pc && n <= PCACHE_TEXT) {
-            memcpy(pc->text, e->body + e->body_len, n);
+            memcpy(pc->text, b->buf + b->len, n);
             pc->len = (uint32_t)n;
             pc->k1 = k1;
             pc->k2 = k2;
         }
     }
-    e->body_len += n;
-    e->body_len += imx_encode_values(e->body + e->body_len, pt, rid, &e->tsc);
+    b->len += n;
+    b->len += imx_encode_values(b->buf + b->len, pt, rid, &e->tsc);
+    return 1;
+}
+
+/* Room for `need` bytes in b (`first`: the first allocation's size). */
+static int lpbuf_grow(lpbuf_t *b, size_t need, size_t first)
+{
+    size_t cap = b->cap ? b->cap : first;
+    char *nb;
+
+    if (need <= b->cap) {
+        return 1;
+    }
+    while (cap < need) {
+        cap *= 2;
+    }
+    nb = realloc(b->buf, cap);
+    if (!nb) {
+        return 0;
+    }
+    b->buf = nb;
+    b->cap = cap;
     return 1;
 }
 
 static int grow_body(imx_engine_t *e, size_t need)
 {
-    size_t cap = e->body_cap ? e->body_cap : (size_t)e->conf.batch_size * 160 + 512;
-    char *nb;
+    return lpbuf_grow(&e->wb, need, (size_t)e->conf.batch_size * 160 + 512);
+}
 
-    while (cap < need) {
-        cap *= 2;
+/* Moves up to `max` published points from the ring to b. Returns how many. */
+static uint32_t take_points(imx_engine_t *e, lpbuf_t *b, uint32_t max)
+{
+    uint32_t n = 0;
+
+    while (n < max) {
+        cell_t *c = &e->cells[e->tail & e->mask];
+
+        if (atomic_load_explicit(&c->seq, memory_order_acquire) != e->tail + 1) {
+            break;              /* empty, or its producer is still writing */
+        }
+        if (!encode_point(e, b, &c->pt, e->rids ? e->rids + (e->tail & e->mask) * IMX_RID_MAX
+                                                : NULL)) {
+            break;              /* out of memory: try again next round */
+        }
+        atomic_store_explicit(&c->seq, e->tail + e->mask + 1, memory_order_release);
+        e->tail++;
+        n++;
     }
-    nb = realloc(e->body, cap);
-    if (!nb) {
-        return 0;
-    }
-    e->body = nb;
-    e->body_cap = cap;
-    return 1;
+    /* After the batch is complete: a crash before this leaves its points
+     * between taken and head, where a rescuer finds their cells freed
+     * (counted lost; they died in this batch). */
+    atomic_store_explicit(&e->c->taken, e->tail, memory_order_release);
+    return n;
 }
 
 #define SELF_FIELDS 14
@@ -625,53 +686,31 @@ static size_t encode_self(imx_engine_t *e, char *out)
  * after the self line if one is due. Returns the number of lines in it. */
 static uint32_t fill_batch(imx_engine_t *e)
 {
-    uint32_t n = 0;
-
-    e->body_len = 0;
+    e->wb.len = 0;
     e->work_extra = 0;
     if (e->self_due && e->conf.self_prefix) {
-        if (e->body_cap >= strlen(e->conf.self_prefix) + SELF_MAX
-            || grow_body(e, strlen(e->conf.self_prefix) + SELF_MAX)) {
-            e->body_len = encode_self(e, e->body);
+        if (grow_body(e, strlen(e->conf.self_prefix) + SELF_MAX)) {
+            e->wb.len = encode_self(e, e->wb.buf);
             e->work_extra = 1;
         }
         e->self_due = 0;
     }
-    if (e->xlen && (e->body_cap >= e->body_len + e->xlen
-                    || grow_body(e, e->body_len + e->xlen))) {
-        memcpy(e->body + e->body_len, e->xbuf, e->xlen);
-        e->body_len += e->xlen;
+    if (e->xlen && grow_body(e, e->wb.len + e->xlen)) {
+        memcpy(e->wb.buf + e->wb.len, e->xbuf, e->xlen);
+        e->wb.len += e->xlen;
         e->work_extra += e->xlines;
         e->xlen = 0;
         e->xlines = 0;
     }
-    while (n < e->conf.batch_size) {
-        cell_t *c = &e->cells[e->tail & e->mask];
-
-        if (atomic_load_explicit(&c->seq, memory_order_acquire) != e->tail + 1) {
-            break;              /* empty, or its producer is still writing */
-        }
-        if (!encode_point(e, &c->pt, e->rids ? e->rids + (e->tail & e->mask) * IMX_RID_MAX
-                                            : NULL)) {
-            break;              /* out of memory: try again next round */
-        }
-        atomic_store_explicit(&c->seq, e->tail + e->mask + 1, memory_order_release);
-        e->tail++;
-        n++;
-    }
-    e->work_n = n;
-    /* After the batch is complete: a crash before this leaves its points
-     * between taken and head, where a rescuer finds their cells freed
-     * (counted lost; they died in this batch). */
-    atomic_store_explicit(&e->c->taken, e->tail, memory_order_release);
-    return n + e->work_extra;
+    e->work_n = take_points(e, &e->wb, e->conf.batch_size);
+    return e->work_n + e->work_extra;
 }
 
 static void work_done(imx_engine_t *e)
 {
     e->work_n = 0;
     e->work_extra = 0;
-    e->body_len = 0;
+    e->wb.len = 0;
 }
 
 /* gzip data into e->gz; returns its length, 0 on failure. */
@@ -786,12 +825,12 @@ void imx_retry_release(_Atomic uint64_t *shared, uint64_t bytes)
     }
 }
 
-/* What a retry batch of `need` bytes counts against a shared budget: the
+/* What a retry batch of `need` bytes costs: with a shared budget, the
  * whole pages it is mapped in (see rb_alloc), so that the budget bounds the
  * memory the children's retry buffers take, not only their contents. */
 static size_t rb_cost(const imx_engine_t *e, size_t need)
 {
-    return e->conf.retry_shared ? (need + 4095) & ~(size_t)4095 : need;
+    return e->conf.retry_shared ? PAGE_ROUND(need) : need;
 }
 
 /* Would `need` more bytes fit in the retry buffer: this engine's alone, or
@@ -802,6 +841,26 @@ static int rq_fits(const imx_engine_t *e, size_t need)
         return atomic_load(e->conf.retry_shared) + rb_cost(e, need) <= e->conf.retry_buffer;
     }
     return e->rq_bytes + need <= e->conf.retry_buffer;
+}
+
+/* Reserves `cost` bytes in the shared budget; 0 when others hold it. */
+static int budget_take(imx_engine_t *e, size_t cost)
+{
+    _Atomic uint64_t *shared = e->conf.retry_shared;
+    uint64_t cur = atomic_load(shared);
+
+    do {
+        if (cur + cost > e->conf.retry_buffer) {
+            return 0;
+        }
+    } while (!atomic_compare_exchange_weak(shared, &cur, cur + cost));
+    return 1;
+}
+
+static void held_add(imx_engine_t *e, size_t add)
+{
+    e->rq_held += add;
+    atomic_store(&e->c->retry_bytes, e->rq_held);
 }
 
 /* A retry batch of `need` bytes, its bytes reserved in the shared budget
@@ -822,14 +881,11 @@ static rbatch_t *rb_alloc(imx_engine_t *e, size_t need)
     rbatch_t *rb;
 
     if (shared) {
-        uint64_t cur = atomic_load(shared);
         void *m;
 
-        do {
-            if (cur + cost > e->conf.retry_buffer) {
-                return NULL;
-            }
-        } while (!atomic_compare_exchange_weak(shared, &cur, cur + cost));
+        if (!budget_take(e, cost)) {
+            return NULL;
+        }
         m = mmap(NULL, cost, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
         rb = m == MAP_FAILED ? NULL : m;
     }
@@ -842,14 +898,46 @@ static rbatch_t *rb_alloc(imx_engine_t *e, size_t need)
         }
         return NULL;
     }
-    e->rq_held += cost;
-    atomic_store(&e->c->retry_bytes, e->rq_held);
+    rb->size = cost;
+    held_add(e, cost);
     return rb;
+}
+
+/* Room for `add` more bytes of data in rb, which may move (the caller
+ * relinks it); NULL, rb untouched, when the budget or memory says no. */
+static rbatch_t *rb_grow(imx_engine_t *e, rbatch_t *rb, size_t add)
+{
+    size_t need = sizeof(*rb) + rb->len + add, cost = rb_cost(e, need), more;
+    rbatch_t *nb;
+
+    if (need <= rb->size) {
+        return rb;
+    }
+    more = cost - rb->size;
+    if (e->conf.retry_shared) {
+        void *m;
+
+        if (!budget_take(e, more)) {
+            return NULL;
+        }
+        m = mremap(rb, rb->size, cost, MREMAP_MAYMOVE);
+        if (m == MAP_FAILED) {
+            imx_retry_release(e->conf.retry_shared, more);
+            return NULL;
+        }
+        nb = m;
+    }
+    else if (!(nb = realloc(rb, cost))) {
+        return NULL;
+    }
+    nb->size = cost;
+    held_add(e, more);
+    return nb;
 }
 
 static void rb_free(imx_engine_t *e, rbatch_t *rb)
 {
-    size_t cost = rb_cost(e, sizeof(*rb) + rb->len);
+    size_t cost = rb->size;
 
     if (e->conf.retry_shared) {
         munmap(rb, cost);
@@ -882,7 +970,10 @@ static void rq_unlink_head(imx_engine_t *e)
     rbatch_t *rb = e->rq_head;
 
     e->rq_head = rb->next;
-    if (!e->rq_head) {
+    if (e->rq_head) {
+        e->rq_head->prev = NULL;
+    }
+    else {
         e->rq_tail = NULL;
     }
     e->rq_bytes -= sizeof(*rb) + rb->len;
@@ -890,10 +981,14 @@ static void rq_unlink_head(imx_engine_t *e)
     rq_publish(e);
 }
 
-/* Puts a batch back at the head (it was the oldest and stays so). */
+/* Puts a batch at the head (it is the oldest). */
 static void rq_link_head(imx_engine_t *e, rbatch_t *rb)
 {
+    rb->prev = NULL;
     rb->next = e->rq_head;
+    if (e->rq_head) {
+        e->rq_head->prev = rb;
+    }
     e->rq_head = rb;
     if (!e->rq_tail) {
         e->rq_tail = rb;
@@ -901,6 +996,100 @@ static void rq_link_head(imx_engine_t *e, rbatch_t *rb)
     e->rq_bytes += sizeof(*rb) + rb->len;
     e->rq_points += rb->n;
     rq_publish(e);
+}
+
+static void rq_link_tail(imx_engine_t *e, rbatch_t *rb)
+{
+    rb->next = NULL;
+    rb->prev = e->rq_tail;
+    if (e->rq_tail) {
+        e->rq_tail->next = rb;
+    }
+    else {
+        e->rq_head = rb;
+    }
+    e->rq_tail = rb;
+    e->rq_bytes += sizeof(*rb) + rb->len;
+    e->rq_points += rb->n;
+    rq_publish(e);
+}
+
+/* Where the first `lines` lines of data end (0 if it has fewer). */
+static size_t lines_end(const char *data, size_t len, uint32_t lines)
+{
+    size_t cut = 0;
+
+    for (uint32_t seen = 0; seen < lines; seen++) {
+        const char *nl = memchr(data + cut, '\n', len - cut);
+        if (!nl) {
+            return 0;
+        }
+        cut = (size_t)(nl - data) + 1;
+    }
+    return cut;
+}
+
+/* Appends a batch of n points and `extra` other lines (those first) to
+ * the lines at buf (*len bytes, of which the first *extra_have lines are
+ * other lines), which have room: its other lines go after theirs, so that
+ * they stay first (the 413 split relies on it), its points at the end. */
+static void join_lines(char *buf, size_t *len, uint32_t extra_have, const char *data,
+                       size_t dlen, uint32_t extra)
+{
+    size_t xe = extra ? lines_end(data, dlen, extra) : 0;
+
+    if (xe) {
+        size_t at = extra_have ? lines_end(buf, *len, extra_have) : 0;
+
+        memmove(buf + at + xe, buf + at, *len - at);
+        memcpy(buf + at, data, xe);
+    }
+    memcpy(buf + *len + xe, data + xe, dlen - xe);
+    *len += dlen;
+}
+
+/* Gathers a batch that was never POSTed (drained from the ring during a
+ * backoff or a long POST) into the newest retry batch, if that one was
+ * never POSTed either (see RQ_GATHER_SHARE): during an outage every child
+ * adds a small batch at each wake-up, and each in pages of its own would
+ * take a shared budget many times over what they hold. A batch that was
+ * POSTed is sent again as it was. Returns 0 when it does not go there. */
+static int rq_append(imx_engine_t *e, const char *data, size_t len, uint32_t n,
+                     uint32_t extra, apr_time_t first_fail, int maybe)
+{
+    rbatch_t *rb = e->rq_tail, *nb;
+    apr_interval_time_t window = e->conf.retry_max_time
+                                 ? e->conf.retry_max_time / RQ_GATHER_SHARE : RQ_GATHER_MAX;
+
+    if (window > RQ_GATHER_MAX) {
+        window = RQ_GATHER_MAX;
+    }
+    if (!rb || rb->posted || rb->maybe_stored != maybe
+        || (uint64_t)rb->n + n > e->conf.batch_size
+        || first_fail - rb->first_fail >= window || first_fail < rb->first_fail
+        || (!e->conf.retry_shared && !rq_fits(e, len))) {
+        return 0;
+    }
+    if (!(nb = rb_grow(e, rb, len))) {
+        return 0;
+    }
+    if (nb != rb) {
+        if (nb->prev) {
+            nb->prev->next = nb;
+        }
+        else {
+            e->rq_head = nb;
+        }
+        e->rq_tail = nb;
+    }
+    join_lines(nb->data, &nb->len, nb->extra, data, len, extra);
+    nb->n += n;
+    nb->extra += extra;
+    nb->last_fail = first_fail;
+    e->rq_bytes += len;
+    e->rq_points += n;
+    rq_publish(e);
+    return 1;
 }
 
 static void rq_pop(imx_engine_t *e)
@@ -1003,8 +1192,8 @@ static void spool_put(imx_engine_t *e, const char *data, size_t len, uint32_t n,
         e->sacc = nb;
         e->sacc_cap = cap;
     }
-    memcpy(e->sacc + e->sacc_len, data, len);
-    e->sacc_len += len;
+    /* Other lines first in the file too: a 413 split relies on it. */
+    join_lines(e->sacc, &e->sacc_len, e->sacc_extra, data, len, extra);
     e->sacc_n += n;
     e->sacc_extra += extra;
     e->sacc_maybe |= maybe;
@@ -1028,15 +1217,22 @@ static void spill(imx_engine_t *e, size_t need)
     spool_note(e, IMX_LOG_NOTICE, "retry buffer full: moved to the spool", moved, "");
 }
 
+/* rq_add's how: */
+#define RQ_POSTED 1             /* a POST of it failed (else: never POSTed) */
+#define RQ_FRONT 2              /* older than what the buffer holds: at its head */
+
 /* Appends a copy of data to the retry buffer, making room by moving the
  * oldest batches to the spool, or without a spool by dropping them. */
 static void rq_add(imx_engine_t *e, const char *data, size_t len, uint32_t n,
-                   uint32_t extra, apr_time_t first_fail, int maybe)
+                   uint32_t extra, apr_time_t first_fail, int maybe, int how)
 {
     rbatch_t *rb;
     size_t need = sizeof(*rb) + len;
     int too_large = rb_cost(e, need) > e->conf.retry_buffer;
 
+    if (!how && !too_large && rq_append(e, data, len, n, extra, first_fail, maybe)) {
+        return;
+    }
     if (!too_large) {
         /* With a spool, nothing is dropped for room: another engine may
          * take what spill() freed before this one reserves it, and then
@@ -1074,24 +1270,19 @@ static void rq_add(imx_engine_t *e, const char *data, size_t len, uint32_t n,
     rb->len = len;
     rb->n = n;
     rb->extra = extra;
-    rb->first_fail = first_fail;
+    rb->first_fail = rb->last_fail = first_fail;
     rb->maybe_stored = maybe;
-    rb->next = NULL;
-    if (e->rq_tail) {
-        e->rq_tail->next = rb;
+    rb->posted = (how & RQ_POSTED) != 0;
+    if (how & RQ_FRONT) {
+        rq_link_head(e, rb);
     }
     else {
-        e->rq_head = rb;
+        rq_link_tail(e, rb);
     }
-    e->rq_tail = rb;
-    e->rq_bytes += need;
-    e->rq_points += n;
-    rq_publish(e);
 }
 
 static int send_data(imx_engine_t *e, const char *data, size_t len, uint32_t n,
                      uint32_t extra, apr_time_t first_fail, imx_send_info_t *info);
-static size_t cut_half(const char *data, size_t len, uint32_t half);
 
 /* 413: sends the two halves (cut at a line boundary) at once, each split
  * again if need be. They are not queued: a small retry buffer would evict one
@@ -1106,18 +1297,49 @@ static int send_halves(imx_engine_t *e, const char *data, size_t len, uint32_t n
     size_t cut;
     imx_send_info_t info;
 
-    if (lines < 2 || !(cut = cut_half(data, len, half))) {
+    if (lines < 2 || !(cut = lines_end(data, len, half))) {
         return 0;
     }
     if (!send_data(e, data, cut, half - extra1, extra1, first_fail, &info)) {
-        rq_add(e, data, cut, half - extra1, extra1, first_fail, info.maybe_stored);
+        rq_add(e, data, cut, half - extra1, extra1, first_fail, info.maybe_stored, RQ_POSTED);
     }
     if (!send_data(e, data + cut, len - cut, n - (half - extra1), extra - extra1,
                    first_fail, &info)) {
         rq_add(e, data + cut, len - cut, n - (half - extra1), extra - extra1, first_fail,
-               info.maybe_stored);
+               info.maybe_stored, RQ_POSTED);
     }
     return 1;
+}
+
+/* imx_send_wait_fn, from inside a POST that waits on the network: the
+ * flusher is the ring's only drain, so a backend that does not answer (a
+ * list of failover URLs that time out one by one) would otherwise let the
+ * ring overflow while the backend that answers is up. Once the ring is half
+ * full, its points move to the retry buffer in batches of batch_size (or,
+ * with a spool, on from there), as they do while the flusher backs off;
+ * they are sent after the POST under way, in order. Not without a retry
+ * buffer: there, a moved batch would be dropped, and in the ring it may
+ * still be sent. */
+static void send_wait(void *ctx)
+{
+    imx_engine_t *e = ctx;
+    uint64_t half = (e->mask + 1) / 2;
+
+    if (e->in_wait || (!e->conf.retry_buffer && !e->conf.spool)) {
+        return;
+    }
+    e->in_wait = 1;
+    while (atomic_load_explicit(&e->c->recorded, memory_order_relaxed) - e->tail >= half) {
+        uint32_t n;
+
+        e->side.len = 0;
+        n = take_points(e, &e->side, e->conf.batch_size);
+        if (!n) {
+            break;
+        }
+        rq_add(e, e->side.buf, e->side.len, n, 0, apr_time_now(), 0, 0);
+    }
+    e->in_wait = 0;
 }
 
 /* POSTs data (gzipped if configured) and keeps what every answer means for
@@ -1136,6 +1358,8 @@ static imx_send_result_t post_body(imx_engine_t *e, const char *data, size_t len
     imx_send_result_t res;
 
     memset(info, 0, sizeof(*info));
+    info->wait = send_wait;
+    info->wait_ctx = e;
     if (e->conf.gzip) {
         size_t zl = gzip_data(e, data, len);
         if (zl) {
@@ -1153,6 +1377,7 @@ static imx_send_result_t post_body(imx_engine_t *e, const char *data, size_t len
     switch (res) {
     case IMX_SEND_OK:
     case IMX_SEND_PARTIAL:
+        e->retry_at = 0;
         atomic_fetch_add_explicit(&e->c->batches, 1, memory_order_relaxed);
         if (res == IMX_SEND_OK) {
             atomic_fetch_add_explicit(&e->c->bytes, blen, memory_order_relaxed);
@@ -1183,22 +1408,6 @@ static imx_send_result_t post_body(imx_engine_t *e, const char *data, size_t len
         break;
     }
     return res;
-}
-
-/* Where to cut `lines` lines of data in two (after the first `half`), or 0
- * when there are fewer lines than counted: refuse, don't guess. */
-static size_t cut_half(const char *data, size_t len, uint32_t half)
-{
-    size_t cut = 0;
-
-    for (uint32_t seen = 0; seen < half; seen++) {
-        const char *nl = memchr(data + cut, '\n', len - cut);
-        if (!nl) {
-            return 0;
-        }
-        cut = (size_t)(nl - data) + 1;
-    }
-    return cut;
 }
 
 /* Sends one batch. Returns 1 when it is settled (stored, refused or split),
@@ -1245,7 +1454,7 @@ static void expire(imx_engine_t *e, apr_time_t now)
     uint64_t moved = 0;
 
     while (e->conf.retry_max_time && e->rq_head
-           && now - e->rq_head->first_fail > e->conf.retry_max_time) {
+           && now - e->rq_head->last_fail > e->conf.retry_max_time) {
         uint32_t n = e->rq_head->n, extra = e->rq_head->extra;
         if (e->conf.spool) {
             spool_put(e, e->rq_head->data, e->rq_head->len, n, e->rq_head->extra,
@@ -1300,7 +1509,7 @@ static void drain(imx_engine_t *e, int final, uint64_t until)
 
             if (e->retry_at > now) {
                 if (fill_batch(e)) {
-                    rq_add(e, e->body, e->body_len, e->work_n, e->work_extra, now, 0);
+                    rq_add(e, e->wb.buf, e->wb.len, e->work_n, e->work_extra, now, 0, 0);
                     work_done(e);
                     continue;
                 }
@@ -1319,6 +1528,7 @@ static void drain(imx_engine_t *e, int final, uint64_t until)
             /* Out of the queue while it is sent, so that nothing done
              * meanwhile can evict it. */
             rq_unlink_head(e);
+            rb->posted = 1;
             if (!send_data(e, rb->data, rb->len, rb->n, rb->extra, rb->first_fail, &info)) {
                 rb->maybe_stored |= info.maybe_stored;
                 rq_link_head(e, rb);
@@ -1336,9 +1546,10 @@ static void drain(imx_engine_t *e, int final, uint64_t until)
         if (!fill_batch(e)) {
             return;
         }
-        if (!send_data(e, e->body, e->body_len, e->work_n, e->work_extra, now, &info)) {
-            rq_add(e, e->body, e->body_len, e->work_n, e->work_extra, now,
-                   info.maybe_stored);
+        if (!send_data(e, e->wb.buf, e->wb.len, e->work_n, e->work_extra, now, &info)) {
+            /* Before what send_wait moved there meanwhile: it is older. */
+            rq_add(e, e->wb.buf, e->wb.len, e->work_n, e->work_extra, now,
+                   info.maybe_stored, RQ_POSTED | (e->rq_head ? RQ_FRONT : 0));
         }
         work_done(e);
     }
@@ -1372,7 +1583,7 @@ static int spool_post(imx_engine_t *e, const char *data, size_t len, uint32_t n,
         uint32_t extra1 = extra < half ? extra : half;
         size_t cut;
 
-        if (lines >= 2 && (cut = cut_half(data, len, half))) {
+        if (lines >= 2 && (cut = lines_end(data, len, half))) {
             logf_(e, IMX_LOG_WARNING, "backend refused %zu bytes of spooled points as too "
                   "large; sending them in halves", blen);
             return spool_post(e, data, cut, half - extra1, extra1, stored, refused, info)
@@ -1463,12 +1674,12 @@ static void spool_leftovers(imx_engine_t *e)
                   e->rq_head->maybe_stored);
         rq_pop(e);
     }
-    if (!e->rq_head && e->body_len && now_safe() < end) {
-        spool_put(e, e->body, e->body_len, e->work_n, e->work_extra, 0);
+    if (!e->rq_head && e->wb.len && now_safe() < end) {
+        spool_put(e, e->wb.buf, e->wb.len, e->work_n, e->work_extra, 0);
         work_done(e);
     }
-    while (!e->rq_head && !e->body_len && now_safe() < end && fill_batch(e)) {
-        spool_put(e, e->body, e->body_len, e->work_n, e->work_extra, 0);
+    while (!e->rq_head && !e->wb.len && now_safe() < end && fill_batch(e)) {
+        spool_put(e, e->wb.buf, e->wb.len, e->work_n, e->work_extra, 0);
         work_done(e);
     }
     if (e->sacc_len && now_safe() < end) {

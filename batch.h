@@ -153,6 +153,11 @@ typedef enum {
     IMX_SEND_TOO_LARGE          /* body too large: split it and send the halves */
 } imx_send_result_t;
 
+/* Called by a sender while its POST waits on the network (about every
+ * 20 ms), from the flusher thread itself: the engine keeps draining its
+ * ring meanwhile. */
+typedef void imx_send_wait_fn(void *ctx);
+
 /* What a send tells the engine besides its result. */
 typedef struct imx_send_info {
     apr_interval_time_t retry_after;    /* the backend's Retry-After, or 0 */
@@ -162,6 +167,10 @@ typedef struct imx_send_info {
     int maybe_stored;           /* IMX_SEND_RETRY after the body was sent (no
                                  * answer, cut, timed out): it may be stored */
     char err[256];              /* on failure: what happened, never a secret */
+    /* Set by the engine before the call (the rest is zeroed), kept by the
+     * sender: NULL, or called while the POST waits. */
+    imx_send_wait_fn *wait;
+    void *wait_ctx;
 } imx_send_info_t;
 
 /* Optional: called from another thread (at shutdown) so that a send in
@@ -457,11 +466,13 @@ imx_http_t *imx_http_create(apr_pool_t *p, const imx_http_conf_t *conf,
                             char *err, size_t errsz);
 
 /* imx_send_fn and imx_send_limit_fn implementations; ctx is the imx_http_t.
- * Answers: 2xx stored; 400 with "partial write ... dropped=N" partial; other
- * 400 and 4xx rejected; 413 too large; 401, 403, 404 retried slowly; 408,
- * 429, 5xx and transport errors retried (Retry-After honoured). A URL that
- * fails that way passes the batch to the next URL; the first URL is tried
- * again first once a retry interval has passed. */
+ * Answers: 2xx stored; 400 or 422 with "partial write ... dropped=N"
+ * partial (N plus the lines InfluxDB could not parse refused); other 400
+ * and 4xx rejected; 413 too large; 401, 403, 404 retried slowly; 408, 429,
+ * 5xx and transport errors retried (Retry-After honoured). A URL that fails
+ * that way passes the batch to the next URL, within one timeout for the
+ * whole attempt; a failed URL is passed over for 10 s, twice as long after
+ * each further failure (at most 320 s), then tried first again. */
 imx_send_result_t imx_http_send(void *ctx, const char *body, size_t len,
                                 int gzipped, apr_time_t deadline,
                                 imx_send_info_t *info);

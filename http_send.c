@@ -10,6 +10,7 @@
  * nowhere else. Error texts name the URL without user info and query.
  * Proxies: only the configured one; the environment's are ignored.
  */
+#include <errno.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -31,16 +32,37 @@
  * text a quote inside a string is escaped, so this (quotes included) only
  * matches a key, never a part of a refused line's text. */
 #define V3_KEY "\"line_number\""
-#define V3_KEY_LEN (sizeof(V3_KEY) - 1)
-/* A URL that failed is passed over for this long when there are others. */
+/* InfluxDB 1.x's text for each line it could not parse (a partial write
+ * that says dropped=0 for them). A refused line is quoted after it, but
+ * every space a point can hold is escaped ("\ "), so the text with its
+ * spaces only matches InfluxDB's own words. */
+#define PARSE_KEY "unable to parse '"
+/* A URL that failed is passed over for this long when there are others,
+ * twice as long after each further failure, up to FAILOVER_HOLD_MAX. */
 #define FAILOVER_HOLD apr_time_from_sec(10)
-/* Longest Retry-After honoured. */
-#define RETRY_AFTER_MAX apr_time_from_sec(600)
+#define FAILOVER_HOLD_MAX apr_time_from_sec(320)
+/* Longest Retry-After honoured (seconds). */
+#define RETRY_AFTER_MAX_S 600
+/* How often a POST that waits on the network hands the flusher back to
+ * the engine (imx_send_info_t.wait). */
+#define WAIT_SLICE_MS 20
+
+/* Counts the occurrences of a fixed text in a body as it streams by, in
+ * any cut of it into pieces (Knuth-Morris-Pratt). */
+#define MATCH_MAX 32
+typedef struct matcher {
+    const char *pat;
+    unsigned len;
+    unsigned state;             /* characters matched so far */
+    uint32_t hits;
+    unsigned char fail[MATCH_MAX];
+} matcher_t;
 
 typedef struct target {
     CURL *curl;
     const char *url_safe;
     apr_time_t down_until;
+    apr_interval_time_t hold;   /* how long the next failure passes it over */
 } target_t;
 
 struct imx_http {
@@ -48,6 +70,7 @@ struct imx_http {
     int n;
     struct curl_slist *hdrs_plain;
     struct curl_slist *hdrs_gzip;
+    CURLM *multi;               /* runs every POST, so that it can wait in slices */
     apr_interval_time_t timeout;
     const char *via;                /* "", or " via proxy <redacted URL>" */
     _Atomic apr_time_t limit;       /* 0, or the time a POST must end by */
@@ -55,13 +78,56 @@ struct imx_http {
     size_t resp_len;
     char tail[RESP_TAIL + 1];
     size_t tail_len;
-    /* InfluxDB 3 lists each refused line of a partial write, with all of
-     * its text, so the list outgrows what is kept above: its entries are
-     * counted as the body streams by. */
-    uint32_t v3_lines;
-    unsigned v3_state;          /* characters of V3_KEY matched so far */
+    /* InfluxDB 3 lists each refused line of a partial write, and InfluxDB
+     * 1.x names each line it could not parse, with all of its text, so the
+     * list outgrows what is kept above: its entries are counted as the
+     * body streams by. */
+    matcher_t v3_lines;
+    matcher_t parse_errors;
     apr_interval_time_t retry_after;
 };
+
+static void matcher_init(matcher_t *m, const char *pat)
+{
+    unsigned k = 0;
+
+    m->pat = pat;
+    m->len = (unsigned)strlen(pat);
+    m->fail[0] = 0;
+    for (unsigned i = 1; i < m->len; i++) {
+        while (k && pat[i] != pat[k]) {
+            k = m->fail[k - 1];
+        }
+        if (pat[i] == pat[k]) {
+            k++;
+        }
+        m->fail[i] = (unsigned char)k;
+    }
+    m->state = 0;
+    m->hits = 0;
+}
+
+static void matcher_reset(matcher_t *m)
+{
+    m->state = 0;
+    m->hits = 0;
+}
+
+static void matcher_feed(matcher_t *m, const char *p, size_t n)
+{
+    unsigned k = m->state;
+
+    for (size_t i = 0; i < n; i++) {
+        while (k && p[i] != m->pat[k]) {
+            k = m->fail[k - 1];
+        }
+        if (p[i] == m->pat[k] && ++k == m->len) {
+            m->hits++;
+            k = m->fail[k - 1];
+        }
+    }
+    m->state = k;
+}
 
 /* User info and query can hold secrets, and users do write '/', '?', '#'
  * and '@' unencoded in passwords, where RFC 3986, libcurl and the user
@@ -116,19 +182,8 @@ static size_t on_body(char *ptr, size_t size, size_t nmemb, void *userdata)
     }
     memcpy(h->tail + h->tail_len, ptr + n - keep, keep);
     h->tail_len += keep;
-    /* V3_KEY's only border is its quote, so on a mismatch the match goes
-     * on from 1 if the byte is a quote, else from 0 (KMP). */
-    for (size_t i = 0; i < n; i++) {
-        if (ptr[i] == V3_KEY[h->v3_state]) {
-            if (++h->v3_state == V3_KEY_LEN) {
-                h->v3_lines++;
-                h->v3_state = 1;
-            }
-        }
-        else {
-            h->v3_state = ptr[i] == '"';
-        }
-    }
+    matcher_feed(&h->v3_lines, ptr, n);
+    matcher_feed(&h->parse_errors, ptr, n);
     return n;
 }
 
@@ -147,22 +202,25 @@ static size_t on_header(char *buf, size_t size, size_t nitems, void *userdata)
     vl = n - 12 < sizeof(val) - 1 ? n - 12 : sizeof(val) - 1;
     memcpy(val, buf + 12, vl);
     val[vl] = '\0';
+    errno = 0;
     secs = strtol(val, &end, 10);
     while (*end == ' ' || *end == '\r' || *end == '\n') {
         end++;
     }
+    /* Clamped in seconds, before the conversion to microseconds, which
+     * would overflow for an absurd value (or an HTTP date far ahead). */
     if (end != val && !*end && secs >= 0) {
-        h->retry_after = apr_time_from_sec(secs);
+        h->retry_after = apr_time_from_sec(secs > RETRY_AFTER_MAX_S || errno
+                                           ? RETRY_AFTER_MAX_S : secs);
     }
     else {
         time_t when = curl_getdate(val, NULL);   /* an HTTP date */
         if (when > 0) {
-            apr_time_t d = apr_time_from_sec(when) - apr_time_now();
-            h->retry_after = d > 0 ? d : 0;
+            time_t now = time(NULL);
+            h->retry_after = when <= now ? 0
+                             : apr_time_from_sec(when - now > RETRY_AFTER_MAX_S
+                                                 ? RETRY_AFTER_MAX_S : when - now);
         }
-    }
-    if (h->retry_after > RETRY_AFTER_MAX) {
-        h->retry_after = RETRY_AFTER_MAX;
     }
     return n;
 }
@@ -183,6 +241,9 @@ static apr_status_t http_cleanup(void *data)
 
     for (int i = 0; i < h->n; i++) {
         curl_easy_cleanup(h->t[i].curl);
+    }
+    if (h->multi) {
+        curl_multi_cleanup(h->multi);
     }
     curl_slist_free_all(h->hdrs_plain);
     curl_slist_free_all(h->hdrs_gzip);
@@ -212,9 +273,16 @@ imx_http_t *imx_http_create(apr_pool_t *p, const imx_http_conf_t *conf,
         l = curl_slist_append(l, it->data);
     }
     h->hdrs_gzip = curl_slist_append(l, "Content-Encoding: gzip");
+    matcher_init(&h->v3_lines, V3_KEY);
+    matcher_init(&h->parse_errors, PARSE_KEY);
+    h->multi = curl_multi_init();
     apr_pool_cleanup_register(p, h, http_cleanup, apr_pool_cleanup_null);
     if (!h->hdrs_plain || !h->hdrs_gzip) {
         snprintf(err, errsz, "out of memory building headers");
+        return NULL;
+    }
+    if (!h->multi) {
+        snprintf(err, errsz, "curl_multi_init failed");
         return NULL;
     }
     for (i = 0; i < conf->nurls; i++) {
@@ -225,6 +293,7 @@ imx_http_t *imx_http_create(apr_pool_t *p, const imx_http_conf_t *conf,
             return NULL;
         }
         h->t[i].curl = c;
+        h->t[i].hold = FAILOVER_HOLD;
         h->t[i].url_safe = imx_url_redacted(p, conf->urls[i]);
         h->n = i + 1;
         curl_easy_setopt(c, CURLOPT_URL, conf->urls[i]);
@@ -289,22 +358,27 @@ static const char *resp_text(imx_http_t *h)
     return h->resp;
 }
 
-/* InfluxDB 1.x reports a partial write as 400 with "... dropped=N".
- * InfluxDB 3 (/api/v3/write_lp, accept_partial=true, its default) answers
- * 400 {"error":"partial write of line protocol occurred","data":[{
- * "original_line":..,"line_number":..,"error_message":..},..]}, one entry
- * per refused line. Its "parsing failed for write_lp endpoint" (with
- * accept_partial=false) stores nothing: a plain rejection. */
+/* InfluxDB 1.x reports a partial write as 400 with "partial write: ...
+ * dropped=N", InfluxDB 2.x as 422 with the same words (after storing the
+ * rest). N counts the points refused after parsing (retention, type
+ * conflicts); lines that did not parse are named one by one ("unable to
+ * parse '...': duplicate tags") and are not in N, so they are counted from
+ * the body. InfluxDB 3 (/api/v3/write_lp, accept_partial=true, its
+ * default) answers 400 {"error":"partial write of line protocol occurred",
+ * "data":[{"original_line":..,"line_number":..,"error_message":..},..]},
+ * one entry per refused line. Its "parsing failed for write_lp endpoint"
+ * (with accept_partial=false) stores nothing: a plain rejection. */
 static int partial_dropped(imx_http_t *h, uint32_t *dropped)
 {
     const char *d, *text = resp_text(h);
+    unsigned long n;
 
     h->tail[h->tail_len] = '\0';
     if (strstr(text, "partial write of line protocol occurred")) {
-        if (!h->v3_lines) {
+        if (!h->v3_lines.hits) {
             return 0;
         }
-        *dropped = h->v3_lines;
+        *dropped = h->v3_lines.hits;
         return 1;
     }
     if (!strstr(text, "partial write")) {
@@ -314,8 +388,46 @@ static int partial_dropped(imx_http_t *h, uint32_t *dropped)
     if (!d) {
         return 0;
     }
-    *dropped = (uint32_t)strtoul(d + 8, NULL, 10);
+    n = strtoul(d + 8, NULL, 10) + h->parse_errors.hits;
+    *dropped = n > UINT32_MAX ? UINT32_MAX : (uint32_t)n;
     return 1;
+}
+
+/* Runs the transfer of t in slices of WAIT_SLICE_MS, handing the thread
+ * to the engine between them (info->wait), so that a POST waiting on a
+ * backend that does not answer never keeps the ring from being drained. */
+static CURLcode perform(imx_http_t *h, target_t *t, imx_send_info_t *info)
+{
+    CURLcode cc = CURLE_OK;
+    CURLMsg *msg;
+    int running = 1, left;
+
+    if (curl_multi_add_handle(h->multi, t->curl) != CURLM_OK) {
+        return CURLE_FAILED_INIT;
+    }
+    while (running) {
+        if (curl_multi_perform(h->multi, &running) != CURLM_OK) {
+            cc = CURLE_FAILED_INIT;
+            break;
+        }
+        if (!running) {
+            break;
+        }
+        if (curl_multi_poll(h->multi, NULL, 0, WAIT_SLICE_MS, NULL) != CURLM_OK) {
+            cc = CURLE_FAILED_INIT;
+            break;
+        }
+        if (info->wait) {
+            info->wait(info->wait_ctx);
+        }
+    }
+    while ((msg = curl_multi_info_read(h->multi, &left))) {
+        if (msg->msg == CURLMSG_DONE && msg->easy_handle == t->curl) {
+            cc = msg->data.result;
+        }
+    }
+    curl_multi_remove_handle(h->multi, t->curl);
+    return cc;
 }
 
 static imx_send_result_t post_one(imx_http_t *h, target_t *t, const char *body,
@@ -339,8 +451,8 @@ static imx_send_result_t post_one(imx_http_t *h, target_t *t, const char *body,
     }
     h->resp_len = 0;
     h->tail_len = 0;
-    h->v3_lines = 0;
-    h->v3_state = 0;
+    matcher_reset(&h->v3_lines);
+    matcher_reset(&h->parse_errors);
     h->retry_after = 0;
     curl_easy_setopt(t->curl, CURLOPT_HTTPHEADER, gzipped ? h->hdrs_gzip : h->hdrs_plain);
     curl_easy_setopt(t->curl, CURLOPT_POSTFIELDS, body);
@@ -348,7 +460,7 @@ static imx_send_result_t post_one(imx_http_t *h, target_t *t, const char *body,
     curl_easy_setopt(t->curl, CURLOPT_TIMEOUT_MS, (long)apr_time_as_msec(budget) + 1);
     curl_easy_setopt(t->curl, CURLOPT_CONNECTTIMEOUT_MS, (long)apr_time_as_msec(budget) + 1);
 
-    cc = curl_easy_perform(t->curl);
+    cc = perform(h, t, info);
     if (cc != CURLE_OK) {
         curl_off_t up = 0;
 
@@ -368,7 +480,7 @@ static imx_send_result_t post_one(imx_http_t *h, target_t *t, const char *body,
     }
     snprintf(info->err, sizeof(info->err), "POST %s%s answered HTTP %ld: %s", t->url_safe,
              h->via, code, resp_text(h));
-    if (code == 400 && partial_dropped(h, &info->dropped)) {
+    if ((code == 400 || code == 422) && partial_dropped(h, &info->dropped)) {
         return IMX_SEND_PARTIAL;
     }
     if (code == 413) {
@@ -397,9 +509,18 @@ imx_send_result_t imx_http_send(void *ctx, const char *body, size_t len,
 {
     imx_http_t *h = ctx;
     imx_send_result_t res = IMX_SEND_RETRY;
-    apr_time_t now = apr_time_now();
+    apr_time_t now = apr_time_now(), end;
+    imx_send_wait_fn *wait = info->wait;
+    void *wait_ctx = info->wait_ctx;
     int tried = 0, maybe = 0;
 
+    /* The whole failover attempt, every URL included, ends within one
+     * InfluxMetricsTimeout (and by the caller's deadline): a list of URLs
+     * that do not answer costs one timeout per attempt, not one per URL. */
+    end = now + h->timeout;
+    if (deadline && deadline < end) {
+        end = deadline;
+    }
     /* In order of preference, passing over URLs that failed recently; if
      * all of them did, try them all. */
     for (int pass = 0; pass < 2 && !tried; pass++) {
@@ -409,16 +530,25 @@ imx_send_result_t imx_http_send(void *ctx, const char *body, size_t len,
             if (pass == 0 && h->n > 1 && t->down_until > now) {
                 continue;
             }
+            if (tried && apr_time_now() >= end) {
+                break;
+            }
             tried++;
             memset(info, 0, sizeof(*info));
-            res = post_one(h, t, body, len, gzipped, deadline, info);
+            info->wait = wait;
+            info->wait_ctx = wait_ctx;
+            res = post_one(h, t, body, len, gzipped, end, info);
             if (res != IMX_SEND_RETRY) {
                 t->down_until = 0;
+                t->hold = FAILOVER_HOLD;
                 return res;
             }
             /* Any URL that may have stored it makes the batch uncertain. */
             maybe |= info->maybe_stored;
-            t->down_until = apr_time_now() + FAILOVER_HOLD;
+            t->down_until = apr_time_now() + t->hold;
+            if (t->hold < FAILOVER_HOLD_MAX) {
+                t->hold *= 2;
+            }
         }
     }
     info->maybe_stored = maybe;
