@@ -220,6 +220,7 @@ struct imx_engine {
     pcache_ent_t *pcache;       /* PCACHE_N, or NULL (out of memory) */
     int pcache_tried;
     imx_ts_cache_t tsc;
+    int final;                  /* in the last drain, at exit */
     char *xbuf;                 /* lines handed to imx_engine_submit(), sent at the
                                  * head of the next batch */
     size_t xlen, xcap;
@@ -354,7 +355,7 @@ uint64_t imx_counters_held(const imx_counters_t *c)
     uint64_t settled = atomic_load(&c->sent) + atomic_load(&c->rejected)
                        + atomic_load(&c->dropped_retry) + atomic_load(&c->dropped_exit)
                        + atomic_load(&c->lost) + atomic_load(&c->to_spool);
-    uint64_t rec = atomic_load(&c->recorded) - c->base + atomic_load(&c->late)
+    uint64_t rec = atomic_load(&c->recorded) + atomic_load(&c->late)
                    - atomic_load(&c->moved);
 
     return rec > settled ? rec - settled : 0;
@@ -374,7 +375,7 @@ void imx_counters_read(const imx_counters_t *c, imx_stats_t *st)
     st->unspooled = atomic_load(&c->unspooled);
     st->dropped_spool = atomic_load(&c->dropped_spool);
     /* Points moved to another engine count as that one's. */
-    st->recorded = atomic_load(&c->recorded) - c->base + late - atomic_load(&c->moved);
+    st->recorded = atomic_load(&c->recorded) + late - atomic_load(&c->moved);
     st->lost = atomic_load(&c->lost);
     st->dropped_full = atomic_load(&c->dropped_full);
     st->maybe_stored = atomic_load(&c->maybe_stored);
@@ -620,6 +621,33 @@ static int grow_body(imx_engine_t *e, size_t need)
     return lpbuf_grow(&e->wb, need, (size_t)e->conf.batch_size * 160 + 512);
 }
 
+/* At exit: the cell at the tail is claimed but not published, and points
+ * were claimed after it. Its producer may be preempted, or may never go on
+ * (a worker that logs while the child goes down): after a moment it is
+ * passed over and counted alone in dropped_exit, so that the complete
+ * points behind it are still sent. Its cell is left as it is: a producer
+ * that does finish writes only to it. Returns 1 if it was passed over. */
+static int pass_unfinished(imx_engine_t *e)
+{
+    cell_t *c = &e->cells[e->tail & e->mask];
+
+    if (!e->final || atomic_load_explicit(&e->c->recorded, memory_order_relaxed) <= e->tail + 1
+        || now_safe() >= atomic_load(&e->stop_deadline)) {
+        return 0;
+    }
+    for (int i = 0; i < 10; i++) {
+        struct timespec ts = { 0, 100000 };
+
+        nanosleep(&ts, NULL);
+        if (atomic_load_explicit(&c->seq, memory_order_acquire) == e->tail + 1) {
+            return 0;           /* published after all: taken as usual */
+        }
+    }
+    atomic_fetch_add(&e->c->dropped_exit, 1);
+    e->tail++;
+    return 1;
+}
+
 /* Moves up to `max` published points from the ring to b. Returns how many. */
 static uint32_t take_points(imx_engine_t *e, lpbuf_t *b, uint32_t max)
 {
@@ -629,7 +657,12 @@ static uint32_t take_points(imx_engine_t *e, lpbuf_t *b, uint32_t max)
         cell_t *c = &e->cells[e->tail & e->mask];
 
         if (atomic_load_explicit(&c->seq, memory_order_acquire) != e->tail + 1) {
-            break;              /* empty, or its producer is still writing */
+            if (pass_unfinished(e)) {
+                continue;
+            }
+            if (atomic_load_explicit(&c->seq, memory_order_acquire) != e->tail + 1) {
+                break;          /* empty, or its producer is still writing */
+            }
         }
         if (!encode_point(e, b, &c->pt, e->rids ? e->rids + (e->tail & e->mask) * IMX_RID_MAX
                                                 : NULL)) {
@@ -1284,6 +1317,24 @@ static void rq_add(imx_engine_t *e, const char *data, size_t len, uint32_t n,
 static int send_data(imx_engine_t *e, const char *data, size_t len, uint32_t n,
                      uint32_t extra, apr_time_t first_fail, imx_send_info_t *info);
 
+/* The halves of a batch a backend refused as too large (413): the cut
+ * after half its lines, and the points and other lines of the first half
+ * (the other lines come first, see join_lines). 0 when it is one line, or
+ * has fewer lines than counted (refuse, don't guess). */
+typedef struct {
+    size_t cut;
+    uint32_t n1, extra1;
+} halves_t;
+
+static int halve(const char *data, size_t len, uint32_t n, uint32_t extra, halves_t *hv)
+{
+    uint32_t lines = n + extra, half = lines / 2;
+
+    hv->extra1 = extra < half ? extra : half;
+    hv->n1 = half - hv->extra1;
+    return lines >= 2 && (hv->cut = lines_end(data, len, half)) != 0;
+}
+
 /* 413: sends the two halves (cut at a line boundary) at once, each split
  * again if need be. They are not queued: a small retry buffer would evict one
  * half to make room for the other. A half that then fails for another reason
@@ -1292,20 +1343,18 @@ static int send_data(imx_engine_t *e, const char *data, size_t len, uint32_t n,
 static int send_halves(imx_engine_t *e, const char *data, size_t len, uint32_t n,
                        uint32_t extra, apr_time_t first_fail)
 {
-    uint32_t lines = n + extra, half = lines / 2;
-    uint32_t extra1 = extra < half ? extra : half;  /* extra lines come first */
-    size_t cut;
     imx_send_info_t info;
+    halves_t hv;
 
-    if (lines < 2 || !(cut = lines_end(data, len, half))) {
+    if (!halve(data, len, n, extra, &hv)) {
         return 0;
     }
-    if (!send_data(e, data, cut, half - extra1, extra1, first_fail, &info)) {
-        rq_add(e, data, cut, half - extra1, extra1, first_fail, info.maybe_stored, RQ_POSTED);
+    if (!send_data(e, data, hv.cut, hv.n1, hv.extra1, first_fail, &info)) {
+        rq_add(e, data, hv.cut, hv.n1, hv.extra1, first_fail, info.maybe_stored, RQ_POSTED);
     }
-    if (!send_data(e, data + cut, len - cut, n - (half - extra1), extra - extra1,
-                   first_fail, &info)) {
-        rq_add(e, data + cut, len - cut, n - (half - extra1), extra - extra1, first_fail,
+    if (!send_data(e, data + hv.cut, len - hv.cut, n - hv.n1, extra - hv.extra1, first_fail,
+                   &info)) {
+        rq_add(e, data + hv.cut, len - hv.cut, n - hv.n1, extra - hv.extra1, first_fail,
                info.maybe_stored, RQ_POSTED);
     }
     return 1;
@@ -1577,18 +1626,16 @@ static int spool_post(imx_engine_t *e, const char *data, size_t len, uint32_t n,
         *refused += info->dropped;
         return 1;
     case IMX_SEND_TOO_LARGE: {
-        /* In halves (the other lines first), each split again if need be;
-         * the file is settled only when all are. */
-        uint32_t lines = n + extra, half = lines / 2;
-        uint32_t extra1 = extra < half ? extra : half;
-        size_t cut;
+        /* In halves, each split again if need be; the file is settled only
+         * when all are. */
+        halves_t hv;
 
-        if (lines >= 2 && (cut = lines_end(data, len, half))) {
+        if (halve(data, len, n, extra, &hv)) {
             logf_(e, IMX_LOG_WARNING, "backend refused %zu bytes of spooled points as too "
                   "large; sending them in halves", blen);
-            return spool_post(e, data, cut, half - extra1, extra1, stored, refused, info)
-                   && spool_post(e, data + cut, len - cut, n - (half - extra1),
-                                 extra - extra1, stored, refused, info);
+            return spool_post(e, data, hv.cut, hv.n1, hv.extra1, stored, refused, info)
+                   && spool_post(e, data + hv.cut, len - hv.cut, n - hv.n1, extra - hv.extra1,
+                                 stored, refused, info);
         }
     }
         __attribute__((fallthrough));
@@ -1795,6 +1842,7 @@ static void finish(imx_engine_t *e)
     if (e->conf.on_tick) {
         e->conf.on_tick(e->conf.tick_ctx, e, 1);
     }
+    e->final = 1;
     drain(e, 1, UINT64_MAX);
     if (e->conf.spool) {
         spool_leftovers(e);

@@ -109,6 +109,11 @@ size_t imx_escape(char *out, size_t outsz, const char *in, size_t len,
 /* The same, allocated from pool p. */
 char *imx_pescape(apr_pool_t *p, const char *in, imx_esc_kind_t kind);
 
+/* Length of the valid UTF-8 sequence at s (n > 0 bytes left), 0 if the
+ * bytes there are not one: overlongs, surrogates and code points past
+ * U+10FFFF are not. */
+size_t imx_utf8_len(const unsigned char *s, size_t n);
+
 /* Writes v in decimal at o (at most 20 bytes, no NUL); returns the end. */
 char *imx_put_u64(char *o, uint64_t v);
 
@@ -238,10 +243,9 @@ typedef struct imx_counters {
     _Atomic uint64_t retry_bytes;
     _Atomic int64_t last_ok;
     _Atomic int64_t last_error_time;
-    /* The ring's positions: `recorded` above is its head; this engine began
-     * recording at `base` (so it recorded recorded - base points); the
-     * flusher has taken every point below `taken` out of the ring. */
-    uint64_t base;
+    /* The ring's positions: `recorded` above is its head (the counters
+     * start at zero with the engine); the flusher has taken every point
+     * below `taken` out of the ring. */
     _Atomic uint64_t taken;
     _Atomic uint64_t moved;         /* after this engine died: points another
                                      * engine took over from its ring (they

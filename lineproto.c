@@ -35,9 +35,7 @@
 #include "batch.h"
 #include "histogram.h"
 
-/* Length of the valid UTF-8 sequence starting at s (n bytes left), 0 if the
- * bytes there are not one. Rejects overlongs, surrogates and > U+10FFFF. */
-static size_t utf8_seq_len(const unsigned char *s, size_t n)
+size_t imx_utf8_len(const unsigned char *s, size_t n)
 {
     unsigned char c = s[0];
     size_t len, i;
@@ -117,7 +115,7 @@ size_t imx_escape(char *out, size_t outsz, const char *in, size_t len,
             PUT('?');
             i++;
         }
-        else if ((sl = utf8_seq_len(s + i, len - i)) == 0) {
+        else if ((sl = imx_utf8_len(s + i, len - i)) == 0) {
             PUT('?');
             i++;
         }

@@ -8,6 +8,7 @@
  * log_transaction hook then only fills a fixed-size record and pushes it.
  */
 #include <pthread.h>
+#include <fcntl.h>
 #include <signal.h>
 #include <stdatomic.h>
 #include <sys/stat.h>
@@ -608,10 +609,6 @@ static const char *set_tag(cmd_parms *cmd, void *dc, const char *key, const char
                                 "writes it itself", cmd->directive->directive, key);
         }
     }
-    if (!strcmp(key, "duration_us") || !strcmp(key, "bytes_sent")) {
-        return apr_psprintf(cmd->pool, "%s: invalid tag key '%s': it is a field name",
-                            cmd->directive->directive, key);
-    }
     for (i = 0; i < CMD_SC(cmd)->tags->nelts; i++) {
         if (!strcmp(APR_ARRAY_IDX(CMD_SC(cmd)->tags, i, imx_tag_t).key, key)) {
             return apr_psprintf(cmd->pool, "%s: tag '%s' is set twice in the same "
@@ -941,6 +938,29 @@ static apr_array_header_t *tag_from_keys(apr_pool_t *pconf)
     return data;
 }
 
+/* Where each InfluxMetricsTagFrom is: one in the main server (or its
+ * sections) applies to the requests of every virtual host, one in a
+ * virtual host to that host's. check_config compares them with the static
+ * tags after the merge, which the directives themselves cannot see. */
+typedef struct {
+    const char *key;
+    server_rec *server;
+    const char *file;
+    int line;
+} imx_tag_where_t;
+
+static apr_array_header_t *tag_from_where(apr_pool_t *pconf)
+{
+    void *data = NULL;
+
+    apr_pool_userdata_get(&data, "imx_tagfrom_where", pconf);
+    if (!data) {
+        data = apr_array_make(pconf, 4, sizeof(imx_tag_where_t));
+        apr_pool_userdata_setn(data, "imx_tagfrom_where", apr_pool_cleanup_null, pconf);
+    }
+    return data;
+}
+
 /* Number of InfluxMetricsTagFrom directives in this configuration: each has
  * its own table of values. */
 static int next_tag_index(apr_pool_t *pconf)
@@ -1010,6 +1030,13 @@ static const char *set_tag_from(cmd_parms *cmd, void *dc, const char *args)
         }
     }
     APR_ARRAY_PUSH(tag_from_keys(cmd->pool), const char *) = key;
+    {
+        imx_tag_where_t *w = apr_array_push(tag_from_where(cmd->pool));
+        w->key = key;
+        w->server = cmd->server;
+        w->file = cmd->directive->filename;
+        w->line = cmd->directive->line_num;
+    }
     d->tag_name = name;
     d->tag_key = imx_pescape(cmd->pool, key, IMX_ESC_TAG);
     d->tag_idx = next_tag_index(cmd->pool);
@@ -1270,131 +1297,192 @@ static void spool_owner(uid_t *uid, gid_t *gid)
     }
 }
 
-static int read_only_fs(const char *path)
+
+/* Opens one component `name` of a path under the directory dfd, never
+ * through a symbolic link that someone other than root (or httpd's own
+ * user) could have put there: a link is followed only when root (or
+ * httpd's user) owns it and the directory that holds it, and nobody else
+ * can write that directory. (System paths such as /var/run are such links;
+ * a link in /tmp or in a directory of the children's user is not.) Returns
+ * the descriptor, or -1 with *why set (NULL, errno ENOENT: it is missing). */
+static int open_component(apr_pool_t *p, int dfd, const char *name, const char *path,
+                          const char **why)
 {
+    struct stat dst, lst;
+    int fd = openat(dfd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+
+    *why = NULL;
+    if (fd >= 0 || errno == ENOENT) {
+        return fd;
+    }
+    if (fstatat(dfd, name, &lst, AT_SYMLINK_NOFOLLOW) != 0) {
+        *why = apr_psprintf(p, "cannot look up '%s': %s", path, strerror(errno));
+        return -1;
+    }
+    if (!S_ISLNK(lst.st_mode)) {
+        *why = S_ISDIR(lst.st_mode)
+               ? apr_psprintf(p, "cannot open '%s': %s", path, strerror(errno))
+               : "a part of its path is a file, not a directory";
+        return -1;
+    }
+    if (fstat(dfd, &dst) != 0 || (dst.st_uid != 0 && dst.st_uid != geteuid())
+        || (dst.st_mode & 022) || (lst.st_uid != 0 && lst.st_uid != geteuid())) {
+        *why = apr_psprintf(p, "'%s' is a symbolic link that another user could have "
+                            "made or could change; name the real directory instead", path);
+        return -1;
+    }
+    fd = openat(dfd, name, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0) {
+        *why = errno == ENOTDIR ? "a part of its path is a file, not a directory"
+               : apr_psprintf(p, "cannot open '%s': %s", path, strerror(errno));
+    }
+    return fd;
+}
+
+/* The spool directory `dir`, walked from "/" one component at a time with
+ * openat(O_NOFOLLOW), so that nothing on the way is a link another user
+ * controls (see open_component). With make (post_config, in the parent,
+ * root when httpd starts as root), what is missing is created: parents
+ * 0755, the directory itself 0700, given to the children's user uid:gid,
+ * as mod_cache_disk does for its cache. A directory that exists is used as
+ * it is, never chowned or chmodded: it must be a real directory (not a
+ * link) that uid owns, with all rights for its owner and none to write for
+ * others; otherwise it is refused, and the error says why. Without make
+ * (check_config, so configtest too) nothing changes on disk. Returns NULL,
+ * or why not. */
+static const char *spool_dir_walk(apr_pool_t *p, const char *dir, uid_t uid, gid_t gid,
+                                  int make)
+{
+    char *path = apr_pstrdup(p, dir), *c = path, *next;
+    const char *why = NULL;
+    struct stat st;
     struct statvfs v;
+    int fd = open("/", O_RDONLY | O_DIRECTORY | O_CLOEXEC), nfd;
 
-    return statvfs(path, &v) == 0 && (v.f_flag & ST_RDONLY);
-}
-
-/* For check_config (configtest too, so no changes here): can post_config
- * make `dir` a directory owned by uid, mode 0700? NULL if so, else why not. */
-static const char *spool_dir_problem(apr_pool_t *p, const char *dir, uid_t uid)
-{
-    char *path = apr_pstrdup(p, dir), *slash;
-    struct stat st;
-
-    if (stat(dir, &st) == 0) {
-        if (!S_ISDIR(st.st_mode)) {
-            return "it exists and is not a directory";
-        }
-        if (st.st_uid == uid && (st.st_mode & 07777) == 0700) {
-            return NULL;
-        }
-        if (geteuid() != 0 && st.st_uid != geteuid()) {
-            return apr_psprintf(p, "it is owned by uid %u, not by uid %u, and only root "
-                                "can change that", (unsigned)st.st_uid, (unsigned)uid);
-        }
-        if (read_only_fs(dir)) {
-            return apr_psprintf(p, "it has owner uid %u and mode %04o instead of uid %u "
-                                "and 0700, and is on a read-only file system",
-                                (unsigned)st.st_uid, (unsigned)(st.st_mode & 07777),
-                                (unsigned)uid);
-        }
-        return NULL;
+    if (fd < 0) {
+        return apr_psprintf(p, "cannot open '/': %s", strerror(errno));
     }
-    if (errno == ENOTDIR) {
-        return "a part of its path is a file, not a directory";
-    }
-    if (errno != ENOENT) {
-        return apr_psprintf(p, "cannot look it up: %s", strerror(errno));
-    }
-    /* Missing: post_config creates it in its nearest existing ancestor. */
     for (;;) {
-        slash = strrchr(path, '/');
-        if (!slash || slash == path) {
-            path = "/";
-            break;
+        while (*c == '/') {
+            c++;
         }
-        *slash = '\0';
-        if (stat(path, &st) == 0) {
-            break;
+        next = strchr(c, '/');
+        while (next && next[1] == '/') {
+            next++;
         }
-        if (errno == ENOTDIR) {
-            return "a part of its path is a file, not a directory";
+        if (!next || !next[1]) {
+            break;              /* c is the last component */
         }
-        if (errno != ENOENT) {
-            return apr_psprintf(p, "cannot look up '%s': %s", path, strerror(errno));
-        }
-    }
-    if (stat(path, &st) != 0 || !S_ISDIR(st.st_mode)) {
-        return apr_psprintf(p, "'%s' is not a directory", path);
-    }
-    if (read_only_fs(path)) {
-        return apr_psprintf(p, "it does not exist and cannot be created: '%s' is on a "
-                            "read-only file system", path);
-    }
-    if (geteuid() != 0 && access(path, W_OK | X_OK) != 0) {
-        return apr_psprintf(p, "it does not exist and cannot be created in '%s': %s",
-                            path, strerror(errno));
-    }
-    return NULL;
-}
-
-/* post_config, in the parent (root when httpd starts as root): creates the
- * directory and its missing parents (0755), and gives it to the children's
- * user with mode 0700, as mod_cache_disk does for its cache. */
-static const char *spool_dir_make(apr_pool_t *p, const char *dir, uid_t uid, gid_t gid)
-{
-    char *path = apr_pstrdup(p, dir);
-    struct stat st;
-    int fd;
-
-    for (char *c = path + 1; *c; c++) {
-        if (*c != '/') {
-            continue;
-        }
-        *c = '\0';
-        if (mkdir(path, 0755) == 0) {
-            if (chmod(path, 0755) != 0) {
-                return apr_psprintf(p, "cannot make '%s' mode 0755: %s", path,
-                                    strerror(errno));
+        *next = '\0';
+        nfd = open_component(p, fd, c, path, &why);
+        if (nfd < 0 && !why) {
+            /* A missing parent: made 0755 (and through the new name's own
+             * descriptor, which must then be ours). */
+            if (!make) {
+                break;          /* c is missing, and so is the rest: fd is where
+                                 * it would be made (checked below) */
+            }
+            if (mkdirat(fd, c, 0755) != 0 && errno != EEXIST) {
+                why = apr_psprintf(p, "cannot create '%s': %s", path, strerror(errno));
+            }
+            else if ((nfd = openat(fd, c, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)) < 0
+                     || fstat(nfd, &st) != 0) {
+                why = apr_psprintf(p, "cannot open '%s' after creating it: %s", path,
+                                   strerror(errno));
+            }
+            else if (st.st_uid == geteuid() && (st.st_mode & 07777) != 0755
+                     && fchmod(nfd, 0755) != 0) {
+                why = apr_psprintf(p, "cannot make '%s' mode 0755: %s", path, strerror(errno));
             }
         }
-        else if (errno != EEXIST) {
-            return apr_psprintf(p, "cannot create '%s': %s", path, strerror(errno));
-        }
-        *c = '/';
-    }
-    if (mkdir(dir, 0700) != 0 && errno != EEXIST) {
-        return apr_psprintf(p, "cannot create it: %s", strerror(errno));
-    }
-    /* Changed through the descriptor: the name cannot be swapped meanwhile. */
-    fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (fd < 0 || fstat(fd, &st) != 0) {
-        const char *why = apr_psprintf(p, "cannot open it: %s", strerror(errno));
-        if (fd >= 0) {
+        *next = '/';
+        if (why) {
+            if (nfd >= 0) {
+                close(nfd);
+            }
             close(fd);
+            return why;
         }
-        return why;
+        close(fd);
+        fd = nfd;
+        c = next + 1;
     }
-    if ((st.st_uid != uid || st.st_gid != gid) && geteuid() == 0
-        && fchown(fd, uid, gid) != 0) {
-        const char *why = apr_psprintf(p, "cannot give it to uid %u: %s", (unsigned)uid,
-                                       strerror(errno));
+    if (next && !next[1]) {
+        *next = '\0';          /* a trailing slash (after a missing parent,
+                                 * next is already cut off: no-op) */
+    }
+    if (!*c) {
+        close(fd);
+        return "it names the root directory";
+    }
+    if (fd >= 0 && fstatat(fd, c, &st, AT_SYMLINK_NOFOLLOW) == 0) {
+        if (S_ISLNK(st.st_mode)) {
+            why = "it is a symbolic link: name the real directory (httpd gives its "
+                  "children's user only a directory it creates itself)";
+        }
+        else if (!S_ISDIR(st.st_mode)) {
+            why = "it exists and is not a directory";
+        }
+        else if (st.st_uid != uid) {
+            why = apr_psprintf(p, "it is owned by uid %u, not by uid %u (the user httpd's "
+                               "children run as), and httpd does not change the owner of a "
+                               "directory it did not create: chown it, or remove it and "
+                               "httpd creates it", (unsigned)st.st_uid, (unsigned)uid);
+        }
+        else if ((st.st_mode & 0700) != 0700 || (st.st_mode & 022)) {
+            why = apr_psprintf(p, "it has mode %04o: its owner needs read, write and search "
+                               "rights, and nobody else may write to it (chmod 0700 it)",
+                               (unsigned)(st.st_mode & 07777));
+        }
         close(fd);
         return why;
     }
-    if ((st.st_mode & 07777) != 0700 && fchmod(fd, 0700) != 0) {
-        const char *why = apr_psprintf(p, "cannot make it mode 0700: %s", strerror(errno));
+    if (fd >= 0 && errno != ENOENT) {
+        why = apr_psprintf(p, "cannot look it up: %s", strerror(errno));
         close(fd);
         return why;
     }
+    /* Missing (and, without make, maybe some parents too): it is created
+     * in the nearest directory that exists, which fd is. */
+    if (fd < 0) {
+        return "cannot open a parent directory";
+    }
+    if (fstatvfs(fd, &v) == 0 && (v.f_flag & ST_RDONLY)) {
+        close(fd);
+        return "it does not exist and cannot be created: its parent is on a read-only "
+               "file system";
+    }
+    if (!make) {
+        if (geteuid() != 0 && faccessat(fd, ".", W_OK | X_OK, AT_EACCESS) != 0) {
+            why = apr_psprintf(p, "it does not exist and cannot be created: %s",
+                               strerror(errno));
+        }
+        close(fd);
+        return why;
+    }
+    if (mkdirat(fd, c, 0700) != 0) {
+        why = apr_psprintf(p, "cannot create it: %s", strerror(errno));
+        close(fd);
+        return why;
+    }
+    nfd = openat(fd, c, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
     close(fd);
-    if (stat(dir, &st) != 0 || st.st_uid != uid || (st.st_mode & 07777) != 0700) {
-        return apr_psprintf(p, "it is not owned by uid %u with mode 0700", (unsigned)uid);
+    if (nfd < 0 || fstat(nfd, &st) != 0) {
+        why = apr_psprintf(p, "cannot open it after creating it: %s", strerror(errno));
     }
-    return NULL;
+    else if (st.st_uid != geteuid()) {
+        why = "it was replaced while httpd created it";
+    }
+    else if ((st.st_uid != uid || st.st_gid != gid) && fchown(nfd, uid, gid) != 0) {
+        why = apr_psprintf(p, "cannot give it to uid %u: %s", (unsigned)uid, strerror(errno));
+    }
+    else if ((st.st_mode & 07777) != 0700 && fchmod(nfd, 0700) != 0) {
+        why = apr_psprintf(p, "cannot make it mode 0700: %s", strerror(errno));
+    }
+    if (nfd >= 0) {
+        close(nfd);
+    }
+    return why;
 }
 
 static void log_spool_cb(void *ctx, int level, const char *msg)
@@ -1417,7 +1505,7 @@ static int spool_init(apr_pool_t *pconf, server_rec *s, const char *dir)
     int rv;
 
     spool_owner(&uid, &gid);
-    why = spool_dir_make(pconf, dir, uid, gid);
+    why = spool_dir_walk(pconf, dir, uid, gid, 1);
     if (why) {
         ap_log_error(APLOG_MARK, APLOG_STARTUP | APLOG_EMERG, 0, s,
                      "IMX0014: InfluxMetricsSpoolDir: cannot use '%s': %s", dir, why);
@@ -1450,6 +1538,41 @@ static int spool_init(apr_pool_t *pconf, server_rec *s, const char *dir)
     return OK;
 }
 
+/* After the merge, a point of a virtual host carries its merged static
+ * tags and the InfluxMetricsTagFrom tag of its context: the same key twice
+ * would make InfluxDB 1.x refuse the point ("duplicate tags") and InfluxDB
+ * 2.x the whole batch, other hosts' points included. */
+static int check_tag_keys(apr_pool_t *pconf, server_rec *s)
+{
+    apr_array_header_t *where = tag_from_where(pconf);
+
+    for (server_rec *vs = s; vs; vs = vs->next) {
+        const apr_array_header_t *tags = srv_conf(vs)->tags;
+
+        for (int i = 0; i < tags->nelts; i++) {
+            const char *key = APR_ARRAY_IDX(tags, i, imx_tag_t).key;
+
+            for (int j = 0; j < where->nelts; j++) {
+                const imx_tag_where_t *w = &APR_ARRAY_IDX(where, j, imx_tag_where_t);
+
+                if ((w->server == s || w->server == vs) && !strcmp(w->key, key)) {
+                    ap_log_error(APLOG_MARK, APLOG_STARTUP | APLOG_EMERG, 0, NULL,
+                                 "IMX0023: InfluxMetricsTag '%s' of %s %s (%s:%d) is also "
+                                 "written by InfluxMetricsTagFrom at %s:%d: InfluxDB "
+                                 "refuses a point with the same tag twice. Use another "
+                                 "key for one of them", key,
+                                 vs == s ? "the main server" : "virtual host",
+                                 vs->server_hostname ? vs->server_hostname : "(unnamed)",
+                                 vs->defn_name ? vs->defn_name : "?", vs->defn_line_number,
+                                 w->file ? w->file : "?", w->line);
+                    return HTTP_INTERNAL_SERVER_ERROR;
+                }
+            }
+        }
+    }
+    return OK;
+}
+
 /* Runs for `apachectl configtest` too: settings that are each valid but
  * wrong together, and a spool directory that cannot be made right. */
 static int imx_check_config(apr_pool_t *pconf, apr_pool_t *plog, apr_pool_t *ptemp,
@@ -1459,7 +1582,7 @@ static int imx_check_config(apr_pool_t *pconf, apr_pool_t *plog, apr_pool_t *pte
     int cap = mc->buffer_size != UNSET ? mc->buffer_size : default_buffer_size();
 
     (void)plog;
-    if (check_tag_values(pconf) != OK) {
+    if (check_tag_values(pconf) != OK || check_tag_keys(pconf, s) != OK) {
         return HTTP_INTERNAL_SERVER_ERROR;
     }
     if (mc->urls && mc->spool_dir) {
@@ -1468,7 +1591,7 @@ static int imx_check_config(apr_pool_t *pconf, apr_pool_t *plog, apr_pool_t *pte
         const char *why;
 
         spool_owner(&uid, &gid);
-        why = spool_dir_problem(ptemp, mc->spool_dir, uid);
+        why = spool_dir_walk(ptemp, mc->spool_dir, uid, gid, 0);
         if (why) {
             ap_log_error(APLOG_MARK, APLOG_STARTUP | APLOG_EMERG, 0, s,
                          "IMX0014: InfluxMetricsSpoolDir: cannot use '%s': %s",

@@ -111,8 +111,7 @@ static int my_slot = -1;
 #define ADOPT_WAIT apr_time_from_sec(30)
 
 #define USERDATA_KEY "imx_status_shm"
-/* Bump when the layout of any segment changes. */
-#define SHM_VERSION 6
+#define SHM_VERSION IMX_SHM_VERSION
 #define SHM_MAGIC 0x494d5853u   /* "IMXS" */
 
 typedef struct {
@@ -361,8 +360,6 @@ static void fold_slot(uint32_t i)
 
 }
 
-/* Points left in a slot's ring that a new owner of the same generation and
- * ring segment can send. */
 /* Points a dead owner left that a live child can still send. Records name
  * everything by generation-stable indices (batch.h), so the generation that
  * wrote them does not matter. */
@@ -650,44 +647,6 @@ static uint64_t dropped(const uint64_t *v)
            + v[C_DROPPED_SPOOL];
 }
 
-/* Length of the valid UTF-8 sequence at s (at most n bytes), or 0. */
-static size_t utf8_len(const unsigned char *s, size_t n)
-{
-    size_t len;
-    uint32_t cp;
-
-    if (s[0] < 0x80) {
-        return 1;
-    }
-    if ((s[0] & 0xe0) == 0xc0) {
-        len = 2; cp = s[0] & 0x1f;
-    }
-    else if ((s[0] & 0xf0) == 0xe0) {
-        len = 3; cp = s[0] & 0x0f;
-    }
-    else if ((s[0] & 0xf8) == 0xf0) {
-        len = 4; cp = s[0] & 0x07;
-    }
-    else {
-        return 0;
-    }
-    if (len > n) {
-        return 0;
-    }
-    for (size_t i = 1; i < len; i++) {
-        if ((s[i] & 0xc0) != 0x80) {
-            return 0;
-        }
-        cp = (cp << 6) | (s[i] & 0x3f);
-    }
-    /* No overlong forms, surrogates or values past U+10FFFF. */
-    if ((len == 2 && cp < 0x80) || (len == 3 && cp < 0x800) || (len == 4 && cp < 0x10000)
-        || (cp >= 0xd800 && cp <= 0xdfff) || cp > 0x10ffff) {
-        return 0;
-    }
-    return len;
-}
-
 /* A JSON string: backend answers and texts can hold any bytes, and JSON
  * must be valid UTF-8, so invalid sequences become U+FFFD. */
 static void json_str(request_rec *r, const char *s)
@@ -697,7 +656,7 @@ static void json_str(request_rec *r, const char *s)
 
     ap_rputc('"', r);
     while (n) {
-        size_t l = utf8_len(p, n);
+        size_t l = imx_utf8_len(p, n);
 
         if (!l) {
             ap_rputs("\\ufffd", r);

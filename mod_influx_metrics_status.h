@@ -15,6 +15,14 @@
 #include "batch.h"
 #include "spool.h"
 
+/* The layout of every shared segment. Bump it when any of them changes: a
+ * graceful restart into a build of another layout then makes new segments
+ * instead of misreading the old ones (children of the old generation keep
+ * theirs). 7: the counters lost an unused field, the summary header gained
+ * the last timestamp written. */
+#define IMX_SHM_VERSION 7
+#define IMX_SHM_VERSION_TEXT "7"
+
 /* The anonymous shared segment `key`, made once per parent in its process
  * pool, so that children of every generation share it across graceful
  * restarts. Zero-filled when new (*created = 1). NULL if it cannot be made. */

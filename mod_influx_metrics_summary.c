@@ -59,6 +59,10 @@ typedef struct {
     uint32_t rotate;            /* under the lock: the slot drained first */
     size_t child_size, pending_size, hdr_size;
     apr_time_t last_write;      /* under the lock: of the previous summaries */
+    int64_t last_ts;            /* under the lock: the last timestamp written
+                                 * (ns); the next is later, so that two
+                                 * writers (an exiting child and the elected
+                                 * one) never write one series at one time */
     uint64_t overflow;          /* under the lock: requests not summarised */
     /* Per slot: pid of the child that last claimed its table, 0 if none
      * ever did (then it is never read). Dense, so that the writer finds
@@ -79,7 +83,9 @@ static imx_hist_out_t out;
 static char *tagbuf;
 static size_t tagcap;
 
-#define USERDATA_KEY "imx_summary_shm"
+/* With the layout version (mod_influx_metrics_status.h): a generation of
+ * another layout makes a segment of its own. */
+#define USERDATA_KEY "imx_summary_shm_v" IMX_SHM_VERSION_TEXT
 #define PAGE_ALIGN(x) (((x) + IMX_HIST_PAGE - 1) & ~(size_t)(IMX_HIST_PAGE - 1))
 
 /* ------------------------------------------------------------------------- */
@@ -538,6 +544,7 @@ void imx_summary_tick(void *ctx, imx_engine_t *e, int final)
 {
     apr_time_t now = apr_time_now();
     long long busy_us = -1, elapsed_us = -1, overflow = -1;
+    int64_t ts;
     uint32_t lines = 0;
     int rv;
 
@@ -557,6 +564,11 @@ void imx_summary_tick(void *ctx, imx_engine_t *e, int final)
     if (rv == IMX_SHMLOCK_RECOVERED) {
         recovered();
     }
+    /* The time under the lock (taking it may have waited), strictly after
+     * the last one written: InfluxDB keeps one point per series and time. */
+    now = apr_time_now();
+    ts = now * 1000 > shm->last_ts ? now * 1000 : shm->last_ts + 2;
+    shm->last_ts = ts + 1;      /* ts + 1: the process point's */
     out.len = 0;
     if (summaries_on && shm->nseries) {
         imx_hist_table_t *p = pending();
@@ -572,7 +584,7 @@ void imx_summary_tick(void *ctx, imx_engine_t *e, int final)
             }
         }
         shm->overflow += atomic_exchange(&p->overflow, 0);
-        lines = imx_hist_encode(&out, sum_prefix, p, key_tags, NULL, now * 1000, &busy);
+        lines = imx_hist_encode(&out, sum_prefix, p, key_tags, NULL, ts, &busy);
         busy_us = (long long)busy;
         elapsed_us = shm->last_write ? (long long)(now - shm->last_write) : -1;
         shm->last_write = now;
@@ -581,7 +593,7 @@ void imx_summary_tick(void *ctx, imx_engine_t *e, int final)
     imx_shmlock_unlock(&shm->lock);
     if (!final && imx_hist_reserve(&out, 1024 + strlen(names->host))) {
         /* Its own timestamp: the process series has one point per interval. */
-        size_t n = encode_process(out.buf + out.len, out.cap - out.len, now * 1000 + 1,
+        size_t n = encode_process(out.buf + out.len, out.cap - out.len, ts + 1,
                                   overflow, busy_us, elapsed_us);
         if (n < out.cap - out.len) {
             out.len += n;

@@ -451,7 +451,9 @@ static void move_aside(imx_spool_t *sp, const char *name, uint64_t size, int hdr
          "%s, %u points dropped (dropped_spool)", sp->path, name, why, to,
          hdr_ok ? h->points : 0);
     atomic_fetch_add(&sp->sh->bad_files, 1);
-    gauge_sub(&sp->sh->bytes, (int64_t)size);
+    /* Its bytes stay counted: a bad file still takes room in the spool,
+     * until it is deleted to make room (evict_bad). */
+    (void)size;
     if (hdr_ok) {
         gauge_sub(&sp->sh->points, h->points);
         gauge_sub(&sp->sh->files, 1);
@@ -614,11 +616,51 @@ void imx_spool_release(imx_spool_t *sp, imx_spool_file_t *f, int maybe)
     f->fd = -1;
 }
 
-/* Deletes the oldest file no process is sending, to make room. Returns 0
- * when there is none. */
+static int is_bad_name(const char *s)
+{
+    size_t n = strlen(s);
+
+    return n == NAME_LEN + 4 && is_spool_name(s, NAME_LEN) && !memcmp(s + NAME_LEN, ".bad", 4);
+}
+
+/* Deletes the oldest file moved aside as bad (kept for a human to look at,
+ * its points already counted in dropped_spool), before any file that can
+ * still be sent: bad files count in the spool's size, and would otherwise
+ * fill it for good. Returns 0 when there is none. */
+static int evict_bad(imx_spool_t *sp)
+{
+    char oldest[NAME_LEN + 5] = "";
+    struct dirent *de;
+    struct stat st;
+
+    if (!sp->dir) {
+        return 0;
+    }
+    rewinddir(sp->dir);
+    while ((de = readdir(sp->dir))) {
+        if (is_bad_name(de->d_name) && (!oldest[0] || strcmp(de->d_name, oldest) < 0)) {
+            memcpy(oldest, de->d_name, sizeof(oldest));
+        }
+    }
+    if (!oldest[0] || fstatat(sp->dirfd, oldest, &st, AT_SYMLINK_NOFOLLOW) != 0
+        || unlinkat(sp->dirfd, oldest, 0) != 0) {
+        return 0;
+    }
+    gauge_sub(&sp->sh->bytes, S_ISREG(st.st_mode) ? (int64_t)st.st_size : 0);
+    slog(sp->log, sp->log_ctx, IMX_LOG_NOTICE, "deleted %s/%s, a spool file found bad "
+         "earlier, to make room (InfluxMetricsSpoolSize)", sp->path, oldest);
+    return 1;
+}
+
+/* Deletes the oldest file no process is sending, to make room: a bad one
+ * first. Returns 0 when there is none. */
 static int evict_oldest(imx_spool_t *sp, imx_spool_drop_t *ev)
 {
     int scans = 0;
+
+    if (evict_bad(sp)) {
+        return 1;
+    }
 
     for (int tries = 0; tries < MAX_SCANS * NCAND; tries++) {
         const char *name = next_candidate(sp, &scans);
@@ -952,6 +994,17 @@ int imx_spool_recount(const char *dir, uid_t uid, imx_spool_shared_t *sh,
         bytes += st.st_size;
         points += h.points;
         files++;
+    }
+    /* Bad files still take room in the spool (see evict_bad): counted in
+     * a second pass, which sees the ones renamed above exactly once. */
+    rewinddir(d);
+    while ((de = readdir(d))) {
+        struct stat st;
+
+        if (is_bad_name(de->d_name) && fstatat(dfd, de->d_name, &st, AT_SYMLINK_NOFOLLOW) == 0
+            && S_ISREG(st.st_mode)) {
+            bytes += st.st_size;
+        }
     }
     closedir(d);
     atomic_store(&sh->bytes, bytes);

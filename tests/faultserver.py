@@ -30,6 +30,9 @@ Modes (set_mode(mode, **options), and the same arguments for fail_next):
     400           InfluxDB's partial write: {"error":"partial write: field type
                   conflict: ... dropped=N"}; dropped=k refuses the last k lines
                   of the request and stores the others (default: all refused);
+                  unparsable=k instead refuses the last k lines as InfluxDB
+                  1.x does lines it cannot parse: {"error":"partial write:
+                  unable to parse '<line>': duplicate tags\n... dropped=0"};
                   body="..." for a 400 with another text (nothing stored).
                   On InfluxDB 3's /api/v3/write_lp, its documented answers
                   instead: {"error":"partial write of line protocol occurred",
@@ -38,6 +41,10 @@ Modes (set_mode(mode, **options), and the same arguments for fail_next):
                   numbers from 1); with accept_partial=false in the query,
                   {"error":"parsing failed for write_lp endpoint","data":{..}}
                   naming the first refused line, and nothing is stored
+    422           InfluxDB 2.x's partial write: {"code":"unprocessable entity",
+                  "message":"failure writing points to database: partial
+                  write: points beyond retention policy dropped=N"}, with
+                  dropped=k as for 400
     401, 403      authorization failed / not authorized to write
     404           {"error":"database not found: \\"<db>\\""} (db from the query)
     413           request entity too large
@@ -113,6 +120,12 @@ CONTROL_PREFIX = "/__fault/"
 PARTIAL_WRITE = ('partial write: field type conflict: input field "duration_us" on '
                  'measurement "apache_request" is type float, already exists as type '
                  'integer dropped=%d')
+# InfluxDB 1.x, for each line it cannot parse (tests/test_faults.py checks
+# the text against a real influxd); they are not counted in dropped=.
+UNPARSABLE = "unable to parse '%s': duplicate tags"
+# InfluxDB 2.x's partial write (HTTP 422).
+PARTIAL_WRITE_V2 = ("failure writing points to database: partial write: points beyond "
+                    "retention policy dropped=%d")
 # InfluxDB 3's own write endpoint, and the text of a refused line there.
 V3_PATH = "/api/v3/write_lp"
 V3_LINE_ERROR = ("invalid column type for column 'duration_us', expected "
@@ -135,10 +148,11 @@ class Behavior:
     """How to answer one request (see the module docstring)."""
 
     __slots__ = ("kind", "status", "delay", "body", "headers", "retry_after",
-                 "dropped", "close", "rst", "min_lines")
+                 "dropped", "unparsable", "close", "rst", "min_lines")
 
     def __init__(self, mode="ok", status=None, delay=None, body=None, headers=None,
-                 retry_after=None, dropped=None, close=False, rst=True, min_lines=0):
+                 retry_after=None, dropped=None, unparsable=None, close=False, rst=True,
+                 min_lines=0):
         if isinstance(mode, str) and mode.isdigit():
             mode = int(mode)
         if isinstance(mode, int):
@@ -161,6 +175,7 @@ class Behavior:
         self.headers = dict(headers or {})
         self.retry_after = retry_after
         self.dropped = dropped
+        self.unparsable = unparsable
         self.close = bool(close)
         self.rst = bool(rst)
         # A one-shot answer with min_lines waits for a request of at least
@@ -358,10 +373,21 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             if status == 400 and urllib.parse.urlsplit(req.path).path == V3_PATH:
                 stored, body = _v3_partial(req, b)
                 text = None
+            elif status == 400 and b.unparsable is not None:
+                k = min(b.unparsable, len(req.lines))
+                stored = len(req.lines) - k
+                text = "partial write: %s dropped=0" % "\n".join(
+                    UNPARSABLE % ln for ln in req.lines[stored:])
             elif status == 400:
                 dropped = len(req.lines) if b.dropped is None else min(b.dropped, len(req.lines))
                 stored = len(req.lines) - dropped
                 text = PARTIAL_WRITE % dropped
+            elif status == 422:
+                dropped = len(req.lines) if b.dropped is None else min(b.dropped, len(req.lines))
+                stored = len(req.lines) - dropped
+                body = json.dumps({"code": "unprocessable entity",
+                                   "message": PARTIAL_WRITE_V2 % dropped})
+                text = None
             else:
                 text = (CANNED.get(status) or "injected %d" % status) % {"db": db}
             if text is not None:
@@ -422,7 +448,7 @@ def _control_options(q):
     for k, v in q.items():
         if k in ("delay",):
             out[k] = float(v)
-        elif k in ("dropped",):
+        elif k in ("dropped", "unparsable"):
             out[k] = int(v)
         elif k in ("close", "rst"):
             out[k] = v.lower() not in ("0", "false", "no", "off", "")

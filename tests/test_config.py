@@ -194,3 +194,52 @@ def test_batch_size_above_buffer_size_is_refused_or_clamped(module_built, influx
         "configtest and started without a word about it:\n%s" % log)
     # Clamped, it still works.
     assert influx.count(influx_db, "apache_request") == h.access_log_count() == 500
+
+
+def test_tag_key_twice_after_the_merge_is_refused(module_built, influx, influx_db,
+                                                  httpd_factory):
+    """A static tag of the main server and an InfluxMetricsTagFrom of a
+    virtual host with the same key are each valid where they stand, but the
+    merged host would write the key twice, which InfluxDB refuses ("duplicate
+    tags"): configtest fails, naming the key and the host, wherever the two
+    lines are. With distinct keys, 10,000 requests over two hosts are all
+    stored."""
+    h = httpd_factory(start=False, mpm="event")
+    url = influx.write_url(influx_db)
+
+    def vhost(name, body):
+        return ("<VirtualHost %s:%d>\n    ServerName %s\n%s</VirtualHost>\n"
+                % (harness.HOST, h.port, name, body))
+    bad = [
+        # the tag first, the vhost's TagFrom after it
+        str(harness.Imx(url, tags={"team": "platform"}))
+        + vhost("a.example", "    InfluxMetricsTagFrom header X-Team team\n"),
+        # the vhost first, the main server's tag after it
+        vhost("a.example", "    InfluxMetricsTagFrom header X-Team team\n")
+        + str(harness.Imx(url, tags={"team": "platform"})),
+        # a TagFrom of the main server against a vhost's static tag
+        str(harness.Imx(url, extra="<Location />\nInfluxMetricsTagFrom header X-Team team\n"
+                                   "</Location>\n"))
+        + vhost("a.example", "    InfluxMetricsTag team platform\n"),
+    ]
+    for i, extra in enumerate(bad):
+        h.extra = extra
+        h.write_config()
+        rc, out = h.configtest()
+        # Where the directive itself can tell, it says so on its line;
+        # only the check after the merge sees the first case.
+        assert rc != 0 and "'team'" in out, out
+        assert i > 0 or ("IMX0023" in out and "a.example" in out), out
+
+    h.extra = (str(harness.Imx(url, tags={"team": "platform"}))
+               + vhost("a.example", "    InfluxMetricsTagFrom header X-Team squad\n")
+               + vhost("b.example", ""))
+    h.write_config()
+    assert h.configtest()[0] == 0
+    h.start()
+    for name in ("a.example", "b.example"):
+        res = harness.ab(h.url + "small.txt", 5000, 8, extra_args=(
+            "-H", "Host: %s" % name, "-H", "X-Team: blue"))
+        assert res.complete == 5000
+    h.stop()
+    assert influx.count(influx_db, "apache_request") == h.access_log_count() == 10000

@@ -7,6 +7,7 @@ import re
 
 import pytest
 
+import faultserver
 import harness
 from faultserver import FaultServer
 from harness import Imx, ab, wait_until
@@ -95,11 +96,11 @@ def test_transient_faults_lose_nothing(module_built, httpd_factory, fs, fault):
             assert again and again[0].t0 - r.t1 >= 0.9, (r, again[:1])
 
 
-def partial_writes(httpd_factory, fs, url, dropped, n=100):
+def partial_writes(httpd_factory, fs, url, dropped, n=100, code=400):
     """n requests while the backend stores all but the last `dropped` lines
     of each batch, then all: the counts add up exactly. Returns (h, st)."""
     h = start(httpd_factory, url, extra="InfluxMetricsBatchSize 1000\n")
-    fs.set_mode(400, dropped=dropped)
+    fs.set_mode(code, dropped=dropped)
     load(h, n)
     wait_until(lambda: status(h)["rejected"] >= dropped, 15)
     fs.set_mode("ok")
@@ -115,6 +116,40 @@ def partial_writes(httpd_factory, fs, url, dropped, n=100):
 def test_partial_write_counts_rejected(module_built, httpd_factory, fs):
     h, st = partial_writes(httpd_factory, fs, fs.write_url(), 3)
     assert "partial write" in st["last_error"] or "partial write" in h.error_log_text()
+
+
+@pytest.mark.allowed_errors(*ALLOWED)
+def test_v2_partial_write_422_counts_refused(module_built, httpd_factory, fs):
+    """InfluxDB 2.x answers a partial write with 422 (after storing the
+    rest): only the N points it names are rejected, the rest are sent."""
+    h, st = partial_writes(httpd_factory, fs, fs.write_url(v2=True), 1, code=422)
+    assert any(r.answer == 422 for r in fs.requests), fs.answers
+    assert st["rejected"] >= 1 and st["sent"] >= 1, st
+
+
+@pytest.mark.allowed_errors(*ALLOWED)
+def test_unparsable_lines_count_as_refused(module_built, httpd_factory, fs, influx, influx_db):
+    """InfluxDB 1.x says dropped=0 for lines it could not parse and names
+    each of them instead: they are rejected, not sent. The stand-in's text
+    is checked against a real influxd's answer first."""
+    bad = b"m,a=1,a=2 v=1i 1\nm,a=1 v=1i 2\nm,b=1,b=2 v=2i 3\n"
+    code, body, _ = harness.http_request(influx.write_url(influx_db), data=bad)
+    lines = bad.decode().splitlines()
+    want = "partial write: %s dropped=0" % "\n".join(
+        faultserver.UNPARSABLE % ln for ln in (lines[0], lines[2]))
+    assert code == 400 and json.loads(body)["error"] == want, (code, body)
+    assert influx.count(influx_db, "m", field="v") == 1
+
+    h = start(httpd_factory, fs.write_url(), extra="InfluxMetricsBatchSize 1000\n")
+    fs.set_mode(400, unparsable=3)
+    load(h, 100)
+    wait_until(lambda: status(h)["rejected"] >= 3, 15)
+    fs.set_mode("ok")
+    st = settle(h, 100)
+    h.stop()
+    stored = request_lines(fs.lines)
+    assert st["rejected"] >= 3 and st["sent"] + st["rejected"] == 100, st
+    assert len(stored) == st["sent"], (len(stored), st)
 
 
 @pytest.mark.allowed_errors(*ALLOWED)

@@ -146,3 +146,134 @@ def test_retry_buffer_bounds_all_children_together(module_built, httpd_factory):
     assert final["recorded"] == served, (final, served)
     assert stored + final["dropped_retry"] == served, (stored, final, served)
     assert stored == final["sent"] and final["dropped"] == final["dropped_retry"], final
+
+
+class PacedClients:
+    """n keep-alive connections, each sending one GET every `every` seconds
+    for `duration` seconds (under prefork each connection keeps one child
+    busy, so every child gets the same realistic rate)."""
+
+    def __init__(self, url, n, every, duration):
+        import http.client
+        import urllib.parse
+        u = urllib.parse.urlsplit(url)
+        self.host, self.port, self.path = u.hostname, u.port, u.path
+        self.n, self.every, self.duration = n, every, duration
+        self.sent = 0
+        self.errors = []
+        self._lock = threading.Lock()
+        self._client = http.client
+        self.threads = [threading.Thread(target=self._run, daemon=True) for _ in range(n)]
+
+    def _run(self):
+        conn = self._client.HTTPConnection(self.host, self.port, timeout=10)
+        end = time.monotonic() + self.duration
+        nxt = time.monotonic()
+        try:
+            while time.monotonic() < end:
+                conn.request("GET", self.path)
+                conn.getresponse().read()
+                with self._lock:
+                    self.sent += 1
+                nxt += self.every
+                time.sleep(max(0.0, nxt - time.monotonic()))
+        except OSError as e:
+            self.errors.append(e)
+        finally:
+            conn.close()
+
+    def __enter__(self):
+        for t in self.threads:
+            t.start()
+        return self
+
+    def __exit__(self, *exc):
+        for t in self.threads:
+            t.join(timeout=self.duration + 30)
+
+
+PREFORK_48 = {"StartServers": 48, "MinSpareServers": 48, "MaxSpareServers": 48,
+              "ServerLimit": 48, "MaxRequestWorkers": 48, "MaxConnectionsPerChild": 0,
+              "MaxKeepAliveRequests": 0, "KeepAliveTimeout": 10}
+
+
+@pytest.mark.allowed_errors(r"IMX0100: will retry", r"AH00161")
+def test_many_children_keep_the_retry_budget_for_retry_max_time(module_built, httpd_factory):
+    """40 prefork children, each at about 2 requests a second, a backend
+    answering 503 for 30 s, no spool, InfluxMetricsRetryBuffer 2M: what the
+    children hold (a few hundred KB of line protocol) stays in the budget
+    for the whole outage, within InfluxMetricsRetryMaxTime, so nothing is
+    dropped, and the memory the retry buffers take (counted in whole pages)
+    never passes the bound. Once the backend answers, every request is
+    stored. (Each child adding a small batch of pages of its own at each
+    wake-up filled 2M within 30 s.)"""
+    from faultserver import FaultServer
+
+    bound = 2 << 20
+    with FaultServer(mode=503) as fs:
+        h = httpd_factory(mpm="prefork", mpm_conf=PREFORK_48, extra=str(Imx(
+            fs.write_url(), flush_interval="1s",
+            extra="InfluxMetricsRetryBuffer 2M\nInfluxMetricsRetryMaxTime 60s\n"))
+            + STATUS_CONF)
+        peak = 0
+        with PacedClients(h.url + "small.txt", 40, 0.5, 30) as load:
+            end = time.monotonic() + 31
+            while time.monotonic() < end:
+                peak = max(peak, status(h)["retry_bytes"])
+                time.sleep(0.5)
+        during = status(h)
+        fs.set_mode("ok")
+        served = sum(1 for e in h.access_log_entries() if e.path == "/small.txt")
+        wait_until(lambda: status(h)["buffered"] == 0, 90)
+        final = status(h)
+        h.stop()
+        stored = sum(1 for line in fs.lines if line.startswith("apache_request"))
+    print("served %d, peak retry_bytes %d, during %s" % (served, peak, {
+        k: during[k] for k in ("recorded", "retry_bytes", "dropped_retry", "retries")}))
+    assert not load.errors and served == load.sent >= 2000, (served, load.sent, load.errors)
+    busy = sum(1 for c in during["children"] if c["recorded"])
+    assert busy >= 35, [c["recorded"] for c in during["children"]]
+    assert during["dropped"] == 0 and during["retries"] >= busy, during
+    assert 0 < peak <= bound, peak
+    assert final["dropped"] == 0 and final["recorded"] == served, final
+    assert stored == served == final["sent"], (stored, served, final)
+
+
+@pytest.mark.allowed_errors(r"IMX0100: will retry", r"AH00161")
+def test_failover_past_unanswering_urls_keeps_draining(module_built, influx, influx_db,
+                                                       httpd_factory):
+    """InfluxMetricsURL lists two URLs that take the POST and never answer
+    before a real InfluxDB: prefork, 4 children under ab -k -c 4 at about
+    400 requests a second per child for 20 s.
+    While a POST waits on a URL that does not answer, the flusher keeps
+    moving the ring's points to the retry buffer, so no request is refused
+    for a full ring; everything arrives, once each, at the URL that answers.
+    (Before, the only drain of each ring waited 5 s per dead URL and most
+    requests were lost as dropped_full.)"""
+    from faultserver import FaultServer
+
+    with FaultServer(mode="blackhole") as dead1, FaultServer(mode="blackhole") as dead2:
+        urls = [dead1.write_url(), dead2.write_url(), influx.write_url(influx_db)]
+        h = httpd_factory(mpm="prefork", mpm_conf=PREFORK_8, extra=str(Imx(
+            None, flush_interval="1s",
+            extra="InfluxMetricsURL %s\n" % " ".join(urls))) + STATUS_CONF)
+        def second_of_load():
+            # about 400 requests a second per child, in bursts
+            t = time.monotonic()
+            ab(h.url + "small.txt", 1600, 4, keepalive=True)
+            time.sleep(max(0.0, 1 - (time.monotonic() - t)))
+        with harness.LoadLoop(second_of_load, max_s=20):
+            time.sleep(20)
+        served = sum(1 for e in h.access_log_entries() if e.path == "/small.txt")
+        during = status(h)
+        wait_until(lambda: status(h)["buffered"] == 0, 90)
+        final = status(h)
+        dead1.release()
+        dead2.release()
+        h.stop()
+    print("served %d, during %s" % (served, {
+        k: during[k] for k in ("recorded", "retry_bytes", "dropped_full", "retries")}))
+    assert dead1.answers.get("blackhole", 0) >= 1, dead1.answers
+    assert during["dropped_full"] == 0 and final["dropped"] == 0, final
+    assert final["recorded"] == served > 16000, (final, served)
+    assert influx.count(influx_db, "apache_request") == served

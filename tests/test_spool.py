@@ -287,8 +287,8 @@ def test_read_only_spool_directory(module_built, private_influx, httpd_factory):
     """The spool directory turns read-only (mode 0500) while InfluxDB is
     down and httpd stops: each child logs the error (naming the directory
     and the errno), counts its points in dropped_spool, and exits in time;
-    everything else arrives. The next start makes the directory right again
-    and it works."""
+    everything else arrives. The next start refuses the directory, saying
+    why, until it is made right again; then it works."""
     if not harness.IS_ROOT:
         pytest.skip("needs root: the children must run as another user")
     ix = private_influx
@@ -307,10 +307,13 @@ def test_read_only_spool_directory(module_built, private_influx, httpd_factory):
     assert "could not spool, dropped" in log and "Permission denied" in log and spool in log
     assert tot["dropped_spool"] > 0 and tot["to_spool"] == tot["dropped_spool"], tot
     assert stop_s < 8, stop_s
-    # Restarted: the parent makes the directory 0700 again.
+    # httpd does not chmod a directory it did not just create: the next
+    # start is refused, saying why; once the admin makes it 0700, it works.
+    rc, out = h.configtest()
+    assert rc != 0 and "IMX0014" in out and "mode 0500" in out, out
+    os.chmod(spool, 0o700)
     ix.start_again()
     h.start()
-    assert stat.S_IMODE(os.stat(spool).st_mode) == 0o700
     ab(h.url + PATH.lstrip("/"), 300, 4, keepalive=False)
     wait_until(lambda: imx_status(h)["sent"] == 300, 15)
     h.stop()
@@ -392,8 +395,9 @@ def test_full_spool_drops_the_oldest(module_built, private_influx, httpd_factory
 def test_spool_dir_configtest(module_built, httpd_factory):
     """configtest refuses a spool directory that cannot be made right,
     naming the directive and the reason; a bad InfluxMetricsSpoolSize is
-    refused; an existing directory with the wrong owner and mode is fixed
-    when httpd starts (as root)."""
+    refused; httpd creates a missing one for its children (0700) and its
+    missing parents (0755), and refuses an existing one of another owner
+    instead of taking it over."""
     h = httpd_factory(start=False)
     url = "http://127.0.0.1:9/write?db=x"
     afile = os.path.join(h.dir, "a-file")
@@ -438,13 +442,15 @@ def test_spool_dir_configtest(module_built, httpd_factory):
         assert st.st_uid == pwd.getpwnam(harness.RUN_USER).pw_uid
     h.stop()
     if harness.IS_ROOT:
+        # One it did not create is never chowned or chmodded: refused,
+        # saying why, and left as it was.
         os.chown(spool, 0, 0)
         os.chmod(spool, 0o755)
-        h.start()
+        rc, out = h.configtest()
+        assert rc != 0 and "owned by uid 0, not by uid %d" \
+            % pwd.getpwnam(harness.RUN_USER).pw_uid in out, out
         st = os.stat(spool)
-        assert st.st_uid == pwd.getpwnam(harness.RUN_USER).pw_uid \
-            and stat.S_IMODE(st.st_mode) == 0o700, st
-        h.stop()
+        assert st.st_uid == 0 and stat.S_IMODE(st.st_mode) == 0o755, st
 
 
 def test_spool_dir_of_another_user_refused(module_built, httpd_factory):
@@ -465,3 +471,55 @@ def test_spool_dir_of_another_user_refused(module_built, httpd_factory):
     out = p.stdout.decode(errors="replace")
     assert p.returncode != 0 and "InfluxMetricsSpoolDir: cannot use '%s'" % spool in out \
         and "owned by uid 0, not by uid %d" % pw.pw_uid in out, out
+
+
+@pytest.mark.allowed_errors(r"IMX0014: InfluxMetricsSpoolDir", r"AH0001[68]: Configuration")
+def test_spool_dir_symlink_is_refused_not_followed(module_built, httpd_factory):
+    """The children's user owns the spool directory once httpd made it. If
+    it replaces it with a symbolic link to a directory of root's (in a
+    sticky, world-writable parent like /tmp), the next start (or the
+    graceful restart logrotate does) refuses it, saying so, and root's
+    directory keeps its owner and mode: httpd never chowns or chmods through
+    a link, nor a directory it did not create. A link in the path that
+    another user could have made is refused too."""
+    if not harness.IS_ROOT:
+        pytest.skip("needs root: the children must run as another user")
+    www = pwd.getpwnam(harness.RUN_USER)
+    h = httpd_factory(start=False)
+    shared = os.path.join(h.dir, "shared")
+    os.mkdir(shared)
+    os.chmod(shared, 0o1777)
+    spool = os.path.join(shared, "spool")
+    h.extra = spool_conf("http://127.0.0.1:9/write?db=x", spool)
+    h.start()
+    st = os.stat(spool)
+    assert st.st_uid == www.pw_uid and stat.S_IMODE(st.st_mode) == 0o700, st
+    rootdir = os.path.join(h.dir, "rootdir")
+    os.mkdir(rootdir, 0o755)
+    os.chmod(rootdir, 0o755)
+
+    # What the children's user can do: its own directory out, a link in.
+    os.rmdir(spool)
+    os.symlink(rootdir, spool)
+    os.lchown(spool, www.pw_uid, www.pw_gid)
+    os.kill(h.pid, harness.signal.SIGUSR1)      # graceful, as logrotate
+    wait_until(lambda: not h.running(), 20)
+    h.stop()
+    log = h.error_log_text()
+    assert "IMX0014" in log and "symbolic link" in log, log[-2000:]
+    st = os.stat(rootdir)
+    assert st.st_uid == 0 and stat.S_IMODE(st.st_mode) == 0o755, st
+    rc, out = h.configtest()
+    assert rc != 0 and "symbolic link" in out, out
+    assert os.stat(rootdir).st_uid == 0
+
+    # A link on the way, in a directory others can write to.
+    os.unlink(spool)
+    os.mkdir(os.path.join(rootdir, "inner"), 0o755)
+    os.symlink(rootdir, os.path.join(shared, "via"))
+    h.extra = spool_conf("http://127.0.0.1:9/write?db=x", os.path.join(shared, "via", "inner"))
+    h.write_config()
+    rc, out = h.configtest()
+    assert rc != 0 and "symbolic link that another user" in out, out
+    st = os.stat(os.path.join(rootdir, "inner"))
+    assert st.st_uid == 0 and stat.S_IMODE(st.st_mode) == 0o755, st

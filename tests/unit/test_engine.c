@@ -332,15 +332,31 @@ typedef struct {
     apr_time_t call_time[64];
     _Atomic apr_time_t limit;
     uint64_t rejected_lines;
+    /* Lines "x_extra,..." stand for the module's own (summaries, counters):
+     * not points, counted apart, and they must come first in a body. */
+    _Atomic uint64_t extra_lines, extra_after_points;
 } recorder_t;
 
 static void record_body(recorder_t *rc, const char *body, size_t len, int count)
 {
     const char *s = body, *end = body + len;
+    int points = 0;
 
     while (s < end) {
         const char *nl = memchr(s, '\n', (size_t)(end - s));
         parsed_t p;
+
+        if (nl && !strncmp(s, "x_extra,", 8)) {
+            if (count) {
+                atomic_fetch_add(&rc->extra_lines, 1);
+            }
+            if (points) {
+                atomic_fetch_add(&rc->extra_after_points, 1);
+            }
+            s = nl + 1;
+            continue;
+        }
+        points = 1;
 
         if (!nl || !parse_line(token_1x, s, (size_t)(nl - s), &p) || p.nfields != 2
             || p.fval[0] < 0 || (uint64_t)p.fval[0] >= MAX_IDS) {
@@ -825,6 +841,68 @@ static void test_split_on_413(void)
     finish(e, p, rc, 250, "split");
 }
 
+/* During a backoff, the batches drained from the ring are gathered into one
+ * retry batch (a shared budget counts pages), their other lines first, so
+ * that a 413 split can tell them from points; then everything is sent. */
+static void test_retry_gather(void)
+{
+    apr_pool_t *p;
+    recorder_t *rc = recorder_new();
+    _Atomic uint64_t budget = 0;
+    imx_engine_conf_t c;
+    imx_engine_t *e;
+    imx_stats_t st;
+    imx_point_t pt;
+    char err[128], line[64];
+    uint64_t id = 0;
+
+    apr_pool_create(&p, NULL);
+    base_conf(&c, rc, 1024, 100);
+    c.retry_shared = &budget;
+    c.retry_max_time = apr_time_from_sec(60);
+    c.retry_interval = apr_time_from_sec(30);   /* one backoff for the whole test */
+    e = imx_engine_create(p, &c, err, sizeof(err));
+    CHECK(e != NULL, "create: %s", err);
+    rc->always_fail = 1;
+    for (int round = 0; round < 6; round++) {
+        int n = snprintf(line, sizeof(line), "x_extra,round=%d v=1i %d\n", round, round + 1);
+
+        imx_engine_submit(e, line, (size_t)n, 1);
+        for (int i = 0; i < 10; i++) {
+            fill_point(&pt, id++);
+            imx_push(e, &pt);
+        }
+        /* The first round's batch is POSTed and kept as it is; later
+         * rounds retry it (failing: a 30 s backoff), then drain the ring
+         * into the retry buffer. */
+        imx_engine_flush_now(e);
+    }
+    imx_engine_stats(e, &st);
+    CHECK(st.buffered == 60 && st.dropped_retry == 0, "buffered %llu dropped %llu",
+          (unsigned long long)st.buffered, (unsigned long long)st.dropped_retry);
+    /* Two batches: the one POSTed, and the five gathered, in three pages at
+     * most instead of one each. */
+    CHECK(atomic_load(&budget) == st.retry_bytes && st.retry_bytes <= 4 * 4096,
+          "retry bytes %llu, budget %llu", (unsigned long long)st.retry_bytes,
+          (unsigned long long)atomic_load(&budget));
+    rc->always_fail = 0;
+    rc->max_lines = 9;                      /* 413 for the gathered one: split */
+    imx_engine_flush_now(e);
+    imx_engine_flush_now(e);
+    imx_engine_stats(e, &st);
+    CHECK(st.sent == 60 && st.buffered == 0 && st.rejected == 0 && atomic_load(&rc->dups) == 0
+          && atomic_load(&rc->lines) == 60 && atomic_load(&rc->extra_lines) == 6,
+          "sent %llu buffered %llu rejected %llu lines %llu extra %llu",
+          (unsigned long long)st.sent, (unsigned long long)st.buffered,
+          (unsigned long long)st.rejected, (unsigned long long)atomic_load(&rc->lines),
+          (unsigned long long)atomic_load(&rc->extra_lines));
+    CHECK(atomic_load(&rc->extra_after_points) == 0, "%llu other lines after points",
+          (unsigned long long)atomic_load(&rc->extra_after_points));
+    CHECK(atomic_load(&budget) == 0, "budget left %llu",
+          (unsigned long long)atomic_load(&budget));
+    finish(e, p, rc, 60, "gather");
+}
+
 /* A 413 for a batch already in a full retry buffer: splitting it must not
  * evict the batch being split (it used to be freed under the sender). */
 static void test_split_queued_in_full_buffer(void)
@@ -1082,6 +1160,51 @@ static void test_ring_rescue(void)
           "backend saw %llu lines, %llu twice", (unsigned long long)atomic_load(&rc->lines),
           (unsigned long long)atomic_load(&rc->dups));
     imx_engine_stop(b);
+    apr_pool_destroy(p);
+    recorder_free(rc);
+    free(cells);
+    free(ca);
+}
+
+/* At exit, a cell a producer claimed but never published (a worker that
+ * went on logging while the child went down) is passed over and counted
+ * alone: the complete points behind it are still sent. */
+static void test_exit_passes_unfinished_cell(void)
+{
+    apr_pool_t *p;
+    recorder_t *rc = recorder_new();
+    imx_counters_t *ca = aligned_alloc(64, sizeof(imx_counters_t));
+    void *cells = aligned_alloc(64, 256 * 64);
+    imx_engine_conf_t c;
+    imx_engine_t *e;
+    imx_stats_t st;
+    imx_point_t pt;
+    char err[128];
+
+    memset(ca, 0, sizeof(*ca));
+    apr_pool_create(&p, NULL);
+    base_conf(&c, rc, 256, 100);
+    c.counters = ca;
+    c.cells = cells;
+    e = imx_engine_create(p, &c, err, sizeof(err));
+    CHECK(e != NULL, "create: %s", err);
+    for (int i = 0; i < 3; i++) {
+        fill_point(&pt, (uint64_t)i);
+        imx_push(e, &pt);
+    }
+    atomic_fetch_add(&ca->recorded, 1);     /* claimed, never published */
+    for (int i = 3; i < 8; i++) {
+        fill_point(&pt, (uint64_t)i);
+        CHECK(imx_push(e, &pt), "push %d", i);
+    }
+    imx_engine_stop(e);
+    imx_engine_stats(e, &st);
+    CHECK(st.recorded == 9 && st.sent == 8 && st.dropped_exit == 1 && st.buffered == 0,
+          "recorded %llu sent %llu dropped_exit %llu buffered %llu",
+          (unsigned long long)st.recorded, (unsigned long long)st.sent,
+          (unsigned long long)st.dropped_exit, (unsigned long long)st.buffered);
+    CHECK(atomic_load(&rc->lines) == 8, "backend saw %llu lines",
+          (unsigned long long)atomic_load(&rc->lines));
     apr_pool_destroy(p);
     recorder_free(rc);
     free(cells);
@@ -1608,10 +1731,11 @@ static void test_spool_recount(void)
           (long long)atomic_load(&sh.files));
     memset(&sh2, 0, sizeof(sh2));
     CHECK(imx_spool_recount(dir, geteuid(), &sh2, &ev, quiet_log, NULL) == 0, "recount");
+    /* The bad file (12 bytes) still takes room. */
     CHECK(atomic_load(&sh2.points) == 4 && atomic_load(&sh2.files) == 2
-          && atomic_load(&sh2.bytes) == atomic_load(&sh.bytes)
+          && atomic_load(&sh2.bytes) == atomic_load(&sh.bytes) + 12
           && atomic_load(&sh2.bad_files) == 1,
-          "recount: %lld points %lld files %lld bytes (want %lld), %llu bad",
+          "recount: %lld points %lld files %lld bytes (want %lld + 12), %llu bad",
           (long long)atomic_load(&sh2.points), (long long)atomic_load(&sh2.files),
           (long long)atomic_load(&sh2.bytes), (long long)atomic_load(&sh.bytes),
           (unsigned long long)atomic_load(&sh2.bad_files));
@@ -1668,6 +1792,47 @@ static void test_spool_bound(void)
         CHECK(imx_spool_write(sp, big, sizeof(big), 1, 0, 0, 0, &ev, err, sizeof(err))
               == EFBIG && atomic_load(&sh.bytes) == 0, "a file larger than the spool");
     }
+    apr_pool_destroy(p);
+    rm_tree(dir);
+}
+
+/* A file moved aside as bad still takes room: it counts in the spool's
+ * bytes (at the start's recount too), and is the first deleted for room. */
+static void test_spool_bad_counts_and_goes_first(void)
+{
+    char dir[] = "/tmp/imx-unit-spool-XXXXXX", path[256];
+    imx_spool_shared_t sh;
+    imx_spool_drop_t ev = { 0, 0 };
+    apr_pool_t *p;
+    imx_spool_t *sp;
+    char err[256], line[64], junk[100];
+    uint64_t max = 3 * (IMX_SPOOL_HDR + 20) + 10;
+    FILE *fp;
+
+    CHECK(mkdtemp(dir) != NULL, "mkdtemp");
+    memset(&sh, 0, sizeof(sh));
+    memset(junk, 'j', sizeof(junk));
+    snprintf(path, sizeof(path), "%s/imx-0000000000000001-00000001-00000001.spool.bad", dir);
+    fp = fopen(path, "w");
+    CHECK(fp && fwrite(junk, 1, sizeof(junk), fp) == sizeof(junk), "write %s", path);
+    fclose(fp);
+    CHECK(imx_spool_recount(dir, getuid(), &sh, &ev, NULL, NULL) == 0, "recount");
+    CHECK(atomic_load(&sh.bytes) == (int64_t)sizeof(junk) && atomic_load(&sh.files) == 0,
+          "bytes %lld files %lld", (long long)atomic_load(&sh.bytes),
+          (long long)atomic_load(&sh.files));
+    apr_pool_create(&p, NULL);
+    sp = open_spool(p, dir, &sh, max);
+    for (int i = 0; i < 3; i++) {
+        snprintf(line, sizeof(line), "m a=%05di %010d\n", i, i);    /* 20 bytes */
+        CHECK(imx_spool_write(sp, line, strlen(line), 1, 0, 0, 0, &ev, err, sizeof(err)) == 0,
+              "write %d: %s", i, err);
+    }
+    /* 100 + 3 files > max: the bad file went, no good one did. */
+    CHECK(access(path, F_OK) != 0 && ev.points == 0 && atomic_load(&sh.points) == 3
+          && atomic_load(&sh.bytes) == (int64_t)(3 * (IMX_SPOOL_HDR + strlen(line))),
+          "bad file %s, evicted %llu, points %lld, bytes %lld",
+          access(path, F_OK) ? "gone" : "kept", (unsigned long long)ev.points,
+          (long long)atomic_load(&sh.points), (long long)atomic_load(&sh.bytes));
     apr_pool_destroy(p);
     rm_tree(dir);
 }
@@ -2891,6 +3056,8 @@ int main(int argc, char **argv)
         test_retry_then_deliver();
         test_stop_bounded();
         test_split_on_413();
+        test_retry_gather();
+        test_exit_passes_unfinished_cell();
         test_split_queued_in_full_buffer();
         test_split_small_retry_buffer();
         test_push_after_stop();
@@ -2907,6 +3074,7 @@ int main(int argc, char **argv)
         test_spool_bad_files();
         test_spool_recount();
         test_spool_bound();
+        test_spool_bad_counts_and_goes_first();
         test_spool_claim_race();
         test_spool_exit_and_resend();
         test_spool_spill();
