@@ -42,8 +42,9 @@
 #include "apr_hash.h"
 #include "apr_strings.h"
 
-#include "batch.h"
+#include "imx_engine.h"
 #include "mod_influx_metrics_fields.h"
+#include "mod_influx_metrics_names.h"
 #include "mod_influx_metrics_summary.h"
 
 APLOG_USE_MODULE(influx_metrics);
@@ -246,7 +247,7 @@ static void add_upstream(apr_pool_t *p, server_rec *s, const proxy_worker *w)
     }
     /* The registry lives as long as httpd's parent and is shared by every
      * generation, so a worker keeps its id across graceful restarts. */
-    id = imx_summary_name_id(s, 2, apr_pstrcat(p, ",upstream=",
+    id = imx_reg_text_id(s, IMX_NAMES_UPSTREAM, apr_pstrcat(p, ",upstream=",
                                                imx_pescape(p, name, IMX_ESC_TAG), NULL));
     if (id <= 0 || id > UINT16_MAX) {
         return;                 /* full (IMX0020 says so): "other" */
@@ -264,7 +265,7 @@ void imx_fields_post_config(apr_pool_t *pconf, server_rec *s)
     logio = ap_find_linked_module("mod_logio.c");
     upstream_ids = apr_hash_make(pconf);
     upstream_n = 0;
-    id = imx_summary_name_id(s, 2, ",upstream=other");
+    id = imx_reg_text_id(s, IMX_NAMES_UPSTREAM, ",upstream=other");
     upstream_other = (uint16_t)(id > 0 && id <= UINT16_MAX ? id : 0);
     if (!proxy) {
         return;

@@ -15,7 +15,7 @@
 #include <stdint.h>
 
 #include "httpd.h"
-#include "batch.h"
+#include "imx_point.h"
 
 /* The bit (IMX_F_*) of a field name, 0 if unknown. */
 unsigned imx_fields_bit(const char *name);

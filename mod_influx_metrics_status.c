@@ -40,20 +40,13 @@
 #include "apr_lib.h"
 
 #include "mod_influx_metrics_status.h"
-#include "shmlock.h"
+#include "imx_retry.h"
+#include "imx_shmlock.h"
+#include "mod_influx_metrics_shm.h"
 
 APLOG_USE_MODULE(influx_metrics);
 
-/* Counters summed over children, in the order of names[] below. The last
- * three are the spool's gauges, server-wide (never in a slot). */
-enum {
-    C_RECORDED, C_SENT, C_REJECTED, C_DROPPED_FULL, C_DROPPED_RETRY,
-    C_DROPPED_EXIT, C_RETRIES, C_BATCHES, C_BYTES, C_BUFFERED, C_RETRY_BYTES,
-    C_LOST, C_MAYBE, C_TO_SPOOL, C_UNSPOOLED, C_DROPPED_SPOOL,
-    C_SPOOLED, C_SPOOL_BYTES, C_SPOOL_BAD, NCOUNTERS
-};
-
-static const char *const names[NCOUNTERS] = {
+const char *const imx_status_names[IMX_NCOUNTERS] = {
     "recorded", "sent", "rejected", "dropped_full", "dropped_retry",
     "dropped_exit", "retries", "batches", "bytes", "buffered", "retry_bytes",
     "lost_in_crash", "maybe_stored", "to_spool", "unspooled", "dropped_spool",
@@ -85,11 +78,11 @@ typedef struct {
     uint32_t nslots;
     imx_shmlock_t lock;         /* folds, the journal, retired_error */
     _Atomic uint32_t fold_seq;
-    _Atomic uint64_t retired[NCOUNTERS];
+    _Atomic uint64_t retired[IMX_NCOUNTERS];
     _Atomic apr_time_t retired_last_ok;
     /* The fold under way: the totals it writes, and its slot (-1: none). */
     int32_t j_slot;
-    uint64_t j_new[NCOUNTERS];
+    uint64_t j_new[IMX_NCOUNTERS];
     apr_time_t j_last_ok;
     apr_time_t retired_error_time;
     char retired_error[200];
@@ -111,83 +104,6 @@ static int my_slot = -1;
 #define ADOPT_WAIT apr_time_from_sec(30)
 
 #define USERDATA_KEY "imx_status_shm"
-#define SHM_VERSION IMX_SHM_VERSION
-#define SHM_MAGIC 0x494d5853u   /* "IMXS" */
-
-typedef struct {
-    uint32_t magic, version;
-    apr_size_t size;
-} shm_hdr_t;
-
-/* The header sits right before the data, which is 64-byte aligned (APR's
- * anonymous segments start 8 bytes into the page). */
-/* The userdata key of segment `key` for this layout version. */
-static const char *versioned(apr_pool_t *pp, const char *key)
-{
-    return apr_psprintf(pp, "%s_v%d", key, SHM_VERSION);
-}
-
-static shm_hdr_t *hdr_of(void *data)
-{
-    return (shm_hdr_t *)((char *)data - sizeof(shm_hdr_t));
-}
-
-void *imx_shm_once(server_rec *s, const char *key, apr_size_t size, int *created)
-{
-    apr_pool_t *pp = s->process->pool;
-    const char *vkey = versioned(pp, key);
-    void *data = NULL;
-    apr_shm_t *seg;
-    shm_hdr_t *h;
-    char *base;
-
-    *created = 0;
-    apr_pool_userdata_get(&data, vkey, pp);
-    if (data) {
-        /* Kept as first made, also when this generation would want it
-         * larger (a bigger ServerLimit): splitting it would split what
-         * children of both generations share. Callers use the sizes they
-         * stored in it; a larger size takes a full restart. */
-        h = hdr_of(data);
-        if (h->magic == SHM_MAGIC && h->version == SHM_VERSION) {
-            return data;
-        }
-    }
-    /* Anonymous shared memory is zero-filled, and pages are only backed
-     * once touched: slots never used cost nothing. */
-    if (apr_shm_create(&seg, size + sizeof(shm_hdr_t) + 64, NULL, pp) != APR_SUCCESS) {
-        return NULL;
-    }
-    base = apr_shm_baseaddr_get(seg);
-    data = (void *)(((uintptr_t)base + sizeof(shm_hdr_t) + 63) & ~(uintptr_t)63);
-    h = hdr_of(data);
-    h->magic = SHM_MAGIC;
-    h->version = SHM_VERSION;
-    h->size = size;
-    apr_pool_userdata_set(data, vkey, apr_pool_cleanup_null, pp);
-    *created = 1;
-    return data;
-}
-
-void *imx_shm_find(server_rec *s, const char *key)
-{
-    apr_pool_t *pp = s->process->pool;
-    void *data = NULL;
-
-    apr_pool_userdata_get(&data, versioned(pp, key), pp);
-    return data;
-}
-
-uint32_t imx_shm_slots(void)
-{
-    int limit = 0;
-
-    if (ap_mpm_query(AP_MPMQ_HARD_LIMIT_DAEMONS, &limit) != APR_SUCCESS || limit < 1) {
-        limit = 16;
-    }
-    return (uint32_t)(limit * 2 < 64 ? 64 : limit * 2);
-}
-
 apr_status_t imx_status_init(server_rec *s)
 {
     uint32_t nslots = imx_shm_slots();
@@ -215,29 +131,29 @@ apr_status_t imx_status_init(server_rec *s)
     return APR_SUCCESS;
 }
 
-static void slot_vec(const slot_t *sl, uint64_t v[NCOUNTERS], apr_time_t *last_ok)
+static void slot_vec(const slot_t *sl, uint64_t v[IMX_NCOUNTERS], apr_time_t *last_ok)
 {
     imx_stats_t st;
 
     memset(&st, 0, sizeof(st));
     imx_counters_read(&sl->c, &st);
-    v[C_RECORDED] = st.recorded;
-    v[C_SENT] = st.sent;
-    v[C_REJECTED] = st.rejected;
-    v[C_DROPPED_FULL] = st.dropped_full;
-    v[C_DROPPED_RETRY] = st.dropped_retry;
-    v[C_DROPPED_EXIT] = st.dropped_exit;
-    v[C_RETRIES] = st.retries;
-    v[C_BATCHES] = st.batches;
-    v[C_BYTES] = st.bytes;
-    v[C_BUFFERED] = st.buffered;
-    v[C_RETRY_BYTES] = st.retry_bytes;
-    v[C_LOST] = 0;
-    v[C_MAYBE] = st.maybe_stored;
-    v[C_TO_SPOOL] = st.to_spool;
-    v[C_UNSPOOLED] = st.unspooled;
-    v[C_DROPPED_SPOOL] = st.dropped_spool;
-    v[C_SPOOLED] = v[C_SPOOL_BYTES] = v[C_SPOOL_BAD] = 0;
+    v[IMX_C_RECORDED] = st.recorded;
+    v[IMX_C_SENT] = st.sent;
+    v[IMX_C_REJECTED] = st.rejected;
+    v[IMX_C_DROPPED_FULL] = st.dropped_full;
+    v[IMX_C_DROPPED_RETRY] = st.dropped_retry;
+    v[IMX_C_DROPPED_EXIT] = st.dropped_exit;
+    v[IMX_C_RETRIES] = st.retries;
+    v[IMX_C_BATCHES] = st.batches;
+    v[IMX_C_BYTES] = st.bytes;
+    v[IMX_C_BUFFERED] = st.buffered;
+    v[IMX_C_RETRY_BYTES] = st.retry_bytes;
+    v[IMX_C_LOST] = 0;
+    v[IMX_C_MAYBE] = st.maybe_stored;
+    v[IMX_C_TO_SPOOL] = st.to_spool;
+    v[IMX_C_UNSPOOLED] = st.unspooled;
+    v[IMX_C_DROPPED_SPOOL] = st.dropped_spool;
+    v[IMX_C_SPOOLED] = v[IMX_C_SPOOL_BYTES] = v[IMX_C_SPOOL_BAD] = 0;
     if (last_ok) {
         *last_ok = st.last_ok;
     }
@@ -271,7 +187,7 @@ static void apply_journal(void)
         shm->j_slot = -1;
         return;
     }
-    for (int k = 0; k < NCOUNTERS; k++) {
+    for (int k = 0; k < IMX_NCOUNTERS; k++) {
         atomic_store(&shm->retired[k], shm->j_new[k]);
     }
     atomic_store(&shm->retired_last_ok, shm->j_last_ok);
@@ -305,7 +221,7 @@ static void lock_totals(void)
 static void fold_slot(uint32_t i)
 {
     slot_t *sl = &shm->slots[i];
-    uint64_t v[NCOUNTERS];
+    uint64_t v[IMX_NCOUNTERS];
     apr_time_t last_ok = 0;
     uint32_t state = atomic_load(&sl->state);
     uint64_t held, sending;
@@ -317,25 +233,25 @@ static void fold_slot(uint32_t i)
      * them back twice). */
     imx_retry_release(&shm->retry_held, atomic_exchange(&sl->c.retry_bytes, 0));
     slot_vec(sl, v, &last_ok);
-    held = v[C_BUFFERED];
+    held = v[IMX_C_BUFFERED];
     sending = atomic_load(&sl->c.sending);
     /* Half-written cells a rescuer found are lost like the rest. */
-    v[C_LOST] = atomic_load(&sl->c.lost);
-    v[C_BUFFERED] = 0;
-    v[C_RETRY_BYTES] = 0;
+    v[IMX_C_LOST] = atomic_load(&sl->c.lost);
+    v[IMX_C_BUFFERED] = 0;
+    v[IMX_C_RETRY_BYTES] = 0;
     if (state == SLOT_ACTIVE) {
-        v[C_LOST] += held;
+        v[IMX_C_LOST] += held;
     }
     else {
-        v[C_DROPPED_EXIT] += held;
+        v[IMX_C_DROPPED_EXIT] += held;
     }
-    v[C_MAYBE] += sending < held ? sending : held;
+    v[IMX_C_MAYBE] += sending < held ? sending : held;
     err_time = atomic_load(&sl->c.last_error_time);
     read_error(sl, err, sizeof(err));
 
     lock_totals();
     atomic_fetch_add(&shm->fold_seq, 1);
-    for (int k = 0; k < NCOUNTERS; k++) {
+    for (int k = 0; k < IMX_NCOUNTERS; k++) {
         shm->j_new[k] = atomic_load(&shm->retired[k]) + v[k];
     }
     shm->j_last_ok = atomic_load(&shm->retired_last_ok);
@@ -437,7 +353,7 @@ void imx_status_rescue(imx_engine_t *e)
         if (rv != 0 && rv != IMX_SHMLOCK_RECOVERED) {
             continue;           /* its owner lives */
         }
-        moved = imx_ring_rescue(e, (char *)(uintptr_t)sl->ring_id + (size_t)i * sl->capacity * 64,
+        moved = imx_ring_rescue(imx_engine_ring(e), (char *)(uintptr_t)sl->ring_id + (size_t)i * sl->capacity * 64,
                                 sl->rid_id ? (char *)(uintptr_t)sl->rid_id
                                              + (size_t)i * sl->capacity * IMX_RID_MAX : NULL,
                                 sl->capacity, &sl->c);
@@ -466,8 +382,8 @@ void imx_status_add_dropped_spool(uint64_t points, uint64_t maybe)
     /* Like a fold: readers see the totals before or after, never half. */
     lock_totals();
     atomic_fetch_add(&shm->fold_seq, 1);
-    atomic_fetch_add(&shm->retired[C_MAYBE], maybe);
-    atomic_fetch_add(&shm->retired[C_DROPPED_SPOOL], points);
+    atomic_fetch_add(&shm->retired[IMX_C_MAYBE], maybe);
+    atomic_fetch_add(&shm->retired[IMX_C_DROPPED_SPOOL], points);
     atomic_fetch_add(&shm->fold_seq, 1);
     imx_shmlock_unlock(&shm->lock);
 }
@@ -567,34 +483,26 @@ int imx_status_monitor(apr_pool_t *p, server_rec *s)
     return DECLINED;
 }
 
-
 /* ------------------------------------------------------------------------- */
 /* Reading                                                                    */
 
-typedef struct {
-    uint64_t tot[NCOUNTERS];
-    apr_time_t last_ok;
-    apr_time_t last_error_time;
-    char last_error[200];
-} totals_t;
-
-static void totals_once(totals_t *t)
+static void totals_once(imx_status_totals_t *t)
 {
     memset(t, 0, sizeof(*t));
-    for (int i = 0; i < NCOUNTERS; i++) {
+    for (int i = 0; i < IMX_NCOUNTERS; i++) {
         t->tot[i] = atomic_load(&shm->retired[i]);
     }
     t->last_ok = atomic_load(&shm->retired_last_ok);
     for (uint32_t i = 0; i < shm->nslots; i++) {
         const slot_t *sl = &shm->slots[i];
-        uint64_t v[NCOUNTERS];
+        uint64_t v[IMX_NCOUNTERS];
         apr_time_t ok = 0, et;
 
         if (atomic_load(&sl->state) == SLOT_FREE) {
             continue;
         }
         slot_vec(sl, v, &ok);
-        for (int k = 0; k < NCOUNTERS; k++) {
+        for (int k = 0; k < IMX_NCOUNTERS; k++) {
             t->tot[k] += v[k];
         }
         if (ok > t->last_ok) {
@@ -608,15 +516,17 @@ static void totals_once(totals_t *t)
     }
     {
         int64_t pts = atomic_load(&shm->spool.points), by = atomic_load(&shm->spool.bytes);
-        t->tot[C_SPOOLED] = pts > 0 ? (uint64_t)pts : 0;
-        t->tot[C_SPOOL_BYTES] = by > 0 ? (uint64_t)by : 0;
-        t->tot[C_SPOOL_BAD] = atomic_load(&shm->spool.bad_files);
+        t->tot[IMX_C_SPOOLED] = pts > 0 ? (uint64_t)pts : 0;
+        t->tot[IMX_C_SPOOL_BYTES] = by > 0 ? (uint64_t)by : 0;
+        t->tot[IMX_C_SPOOL_BAD] = atomic_load(&shm->spool.bad_files);
     }
 }
 
-/* The totals as of one moment: not while a slot is being folded. */
-static void totals(totals_t *t)
+int imx_status_read_totals(imx_status_totals_t *t)
 {
+    if (!shm) {
+        return 0;
+    }
     for (int tries = 0; tries < 1000; tries++) {
         uint32_t s1 = atomic_load(&shm->fold_seq);
 
@@ -639,235 +549,38 @@ static void totals(totals_t *t)
         }
         imx_shmlock_unlock(&shm->lock);
     }
+    return 1;
 }
 
-static uint64_t dropped(const uint64_t *v)
+int imx_status_read_child(uint32_t i, imx_status_child_t *c)
 {
-    return v[C_DROPPED_FULL] + v[C_DROPPED_RETRY] + v[C_DROPPED_EXIT] + v[C_LOST]
-           + v[C_DROPPED_SPOOL];
+    const slot_t *sl;
+    uint32_t state;
+
+    if (!shm || i >= shm->nslots) {
+        return 0;
+    }
+    sl = &shm->slots[i];
+    state = atomic_load(&sl->state);
+    if (state == SLOT_FREE) {
+        return 0;
+    }
+    memset(c, 0, sizeof(*c));
+    c->slot = i;
+    c->pid = atomic_load(&sl->pid);
+    c->active = state == SLOT_ACTIVE;
+    c->capacity = sl->capacity;
+    c->started = sl->started;
+    slot_vec(sl, c->v, &c->last_ok);
+    c->last_error_time = atomic_load(&sl->c.last_error_time);
+    if (c->last_error_time) {
+        read_error(sl, c->last_error, sizeof(c->last_error));
+    }
+    return 1;
 }
 
-/* A JSON string: backend answers and texts can hold any bytes, and JSON
- * must be valid UTF-8, so invalid sequences become U+FFFD. */
-static void json_str(request_rec *r, const char *s)
+uint64_t imx_status_dropped(const uint64_t *v)
 {
-    const unsigned char *p = (const unsigned char *)s;
-    size_t n = strlen(s);
-
-    ap_rputc('"', r);
-    while (n) {
-        size_t l = imx_utf8_len(p, n);
-
-        if (!l) {
-            ap_rputs("\\ufffd", r);
-            l = 1;
-        }
-        else if (*p == '"' || *p == '\\') {
-            ap_rprintf(r, "\\%c", *p);
-        }
-        else if (*p < 0x20 || *p == 0x7f) {
-            ap_rprintf(r, "\\u%04x", *p);
-        }
-        else {
-            ap_rwrite(p, (int)l, r);
-        }
-        p += l;
-        n -= l;
-    }
-    ap_rputc('"', r);
-}
-
-static void json_time(request_rec *r, const char *key, apr_time_t t)
-{
-    char buf[APR_RFC822_DATE_LEN];
-
-    ap_rprintf(r, ",\"%s\":", key);
-    if (t) {
-        apr_rfc822_date(buf, t);
-        json_str(r, buf);
-    }
-    else {
-        ap_rputs("null", r);
-    }
-}
-
-static void json_counters(request_rec *r, const uint64_t *v)
-{
-    ap_rprintf(r, "\"dropped\":%" APR_UINT64_T_FMT, dropped(v));
-    for (int i = 0; i < NCOUNTERS; i++) {
-        ap_rprintf(r, ",\"%s\":%" APR_UINT64_T_FMT, names[i], v[i]);
-    }
-}
-
-static void page_json(request_rec *r, const totals_t *t)
-{
-    int first = 1;
-
-    ap_set_content_type(r, "application/json");
-    ap_rputs("{", r);
-    json_counters(r, t->tot);
-    ap_rputs(",\"last_error\":", r);
-    if (t->last_error_time) {
-        json_str(r, t->last_error);
-    }
-    else {
-        ap_rputs("null", r);
-    }
-    json_time(r, "last_error_time", t->last_error_time);
-    json_time(r, "last_ok", t->last_ok);
-    ap_rputs(",\"children\":[", r);
-    for (uint32_t i = 0; i < shm->nslots; i++) {
-        const slot_t *sl = &shm->slots[i];
-        uint32_t pid = atomic_load(&sl->pid), state = atomic_load(&sl->state);
-        uint64_t v[NCOUNTERS];
-        apr_time_t ok = 0, et;
-        char err[200];
-
-        if (state == SLOT_FREE) {
-            continue;
-        }
-        slot_vec(sl, v, &ok);
-        et = atomic_load(&sl->c.last_error_time);
-        ap_rprintf(r, "%s{\"slot\":%u,\"pid\":%u,\"state\":\"%s\",\"capacity\":%u,"
-                   "\"buffer_fill\":%.4f,", first ? "" : ",", i, pid,
-                   state == SLOT_ACTIVE ? "active" : "exited", sl->capacity,
-                   sl->capacity ? (double)v[C_BUFFERED] / sl->capacity : 0.0);
-        json_counters(r, v);
-        ap_rputs(",\"last_error\":", r);
-        if (et) {
-            read_error(sl, err, sizeof(err));
-            json_str(r, err);
-        }
-        else {
-            ap_rputs("null", r);
-        }
-        json_time(r, "last_error_time", et);
-        json_time(r, "last_ok", ok);
-        json_time(r, "started", sl->started);
-        ap_rputs("}", r);
-        first = 0;
-    }
-    ap_rputs("]}\n", r);
-}
-
-static void page_auto(request_rec *r, const totals_t *t, const char *prefix)
-{
-    ap_rprintf(r, "%sDropped: %" APR_UINT64_T_FMT "\n", prefix, dropped(t->tot));
-    for (int i = 0; i < NCOUNTERS; i++) {
-        ap_rprintf(r, "%s%c%s: %" APR_UINT64_T_FMT "\n", prefix,
-                   apr_toupper(names[i][0]), names[i] + 1, t->tot[i]);
-    }
-    if (t->last_error_time) {
-        /* One line: the text never holds a newline (the engine strips them). */
-        ap_rprintf(r, "%sLast_error: %s\n", prefix, t->last_error);
-    }
-}
-
-static void page_html(request_rec *r, const totals_t *t)
-{
-    char buf[APR_RFC822_DATE_LEN];
-
-    ap_set_content_type(r, "text/html; charset=utf-8");
-    ap_rputs(DOCTYPE_HTML_4_01 "<html><head><title>mod_influx_metrics status</title>"
-             "</head><body><h1>mod_influx_metrics</h1>\n<table border=\"1\">\n", r);
-    ap_rprintf(r, "<tr><th>dropped (all reasons)</th><td>%" APR_UINT64_T_FMT "</td></tr>\n",
-               dropped(t->tot));
-    for (int i = 0; i < NCOUNTERS; i++) {
-        ap_rprintf(r, "<tr><th>%s</th><td>%" APR_UINT64_T_FMT "</td></tr>\n",
-                   names[i], t->tot[i]);
-    }
-    if (t->last_ok) {
-        apr_rfc822_date(buf, t->last_ok);
-        ap_rprintf(r, "<tr><th>last successful write</th><td>%s</td></tr>\n", buf);
-    }
-    if (t->last_error_time) {
-        apr_rfc822_date(buf, t->last_error_time);
-        ap_rprintf(r, "<tr><th>last error</th><td>%s: %s</td></tr>\n", buf,
-                   ap_escape_html(r->pool, t->last_error));
-    }
-    ap_rputs("</table>\n<h2>Children</h2>\n<table border=\"1\"><tr><th>slot</th>"
-             "<th>pid</th><th>recorded</th><th>sent</th><th>dropped</th><th>buffered</th>"
-             "<th>buffer fill</th><th>retries</th><th>to spool</th><th>unspooled</th>"
-             "</tr>\n", r);
-    for (uint32_t i = 0; i < shm->nslots; i++) {
-        const slot_t *sl = &shm->slots[i];
-        uint32_t pid = atomic_load(&sl->pid);
-        uint64_t v[NCOUNTERS];
-
-        if (atomic_load(&sl->state) == SLOT_FREE) {
-            continue;
-        }
-        slot_vec(sl, v, NULL);
-        ap_rprintf(r, "<tr><td>%u</td><td>%u</td><td>%" APR_UINT64_T_FMT "</td><td>%"
-                   APR_UINT64_T_FMT "</td><td>%" APR_UINT64_T_FMT "</td><td>%"
-                   APR_UINT64_T_FMT "</td><td>%.1f%%</td><td>%" APR_UINT64_T_FMT
-                   "</td><td>%" APR_UINT64_T_FMT "</td><td>%" APR_UINT64_T_FMT
-                   "</td></tr>\n", i, pid, v[C_RECORDED], v[C_SENT], dropped(v),
-                   v[C_BUFFERED],
-                   sl->capacity ? 100.0 * (double)v[C_BUFFERED] / sl->capacity : 0.0,
-                   v[C_RETRIES], v[C_TO_SPOOL], v[C_UNSPOOLED]);
-    }
-    ap_rputs("</table></body></html>\n", r);
-}
-
-static int status_page(request_rec *r);
-
-/* Every request passes here: declining costs a comparison, not the frame of
- * the page's large locals. */
-int imx_status_handler(request_rec *r)
-{
-    if (!r->handler || r->handler[0] != 'i' || strcmp(r->handler, "influx-metrics-status")) {
-        return DECLINED;
-    }
-    return status_page(r);
-}
-
-static __attribute__((noinline)) int status_page(request_rec *r)
-{
-    totals_t t;
-
-    r->allowed = (AP_METHOD_BIT << M_GET);
-    if (r->method_number != M_GET) {
-        return HTTP_METHOD_NOT_ALLOWED;
-    }
-    if (!shm) {
-        return HTTP_SERVICE_UNAVAILABLE;
-    }
-    totals(&t);
-    apr_table_setn(r->headers_out, "Cache-Control", "no-store");
-    if (r->args && !strcmp(r->args, "json")) {
-        page_json(r, &t);
-    }
-    else if (r->args && !strcmp(r->args, "auto")) {
-        ap_set_content_type(r, "text/plain; charset=utf-8");
-        page_auto(r, &t, "");
-    }
-    else {
-        page_html(r, &t);
-    }
-    return OK;
-}
-
-int imx_status_hook(request_rec *r, int flags)
-{
-    totals_t t;
-
-    if (!shm) {
-        return OK;
-    }
-    totals(&t);
-    if (flags & AP_STATUS_SHORT) {
-        page_auto(r, &t, "InfluxMetrics");
-        return OK;
-    }
-    ap_rputs("<hr />\n<h2>mod_influx_metrics</h2>\n<dl>", r);
-    ap_rprintf(r, "<dt>dropped (all reasons): %" APR_UINT64_T_FMT "</dt>\n", dropped(t.tot));
-    for (int i = 0; i < NCOUNTERS; i++) {
-        ap_rprintf(r, "<dt>%s: %" APR_UINT64_T_FMT "</dt>\n", names[i], t.tot[i]);
-    }
-    if (t.last_error_time) {
-        ap_rprintf(r, "<dt>last error: %s</dt>\n", ap_escape_html(r->pool, t.last_error));
-    }
-    ap_rputs("</dl>\n", r);
-    return OK;
+    return v[IMX_C_DROPPED_FULL] + v[IMX_C_DROPPED_RETRY] + v[IMX_C_DROPPED_EXIT]
+           + v[IMX_C_LOST] + v[IMX_C_DROPPED_SPOOL];
 }

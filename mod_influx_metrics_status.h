@@ -12,28 +12,8 @@
 #define IMX_STATUS_H
 
 #include "httpd.h"
-#include "batch.h"
-#include "spool.h"
-
-/* The layout of every shared segment. Bump it when any of them changes: a
- * graceful restart into a build of another layout then makes new segments
- * instead of misreading the old ones (children of the old generation keep
- * theirs). 7: the counters lost an unused field, the summary header gained
- * the last timestamp written. */
-#define IMX_SHM_VERSION 7
-#define IMX_SHM_VERSION_TEXT "7"
-
-/* The anonymous shared segment `key`, made once per parent in its process
- * pool, so that children of every generation share it across graceful
- * restarts. Zero-filled when new (*created = 1). NULL if it cannot be made. */
-void *imx_shm_once(server_rec *s, const char *key, apr_size_t size, int *created);
-
-/* The segment `key` if this parent made it already, or NULL. */
-void *imx_shm_find(server_rec *s, const char *key);
-
-/* Child slots the segments are sized for: twice ServerLimit, since old and
- * new generations overlap during a graceful restart; at least 64. */
-uint32_t imx_shm_slots(void);
+#include "imx_engine.h"
+#include "imx_spool.h"
 
 /* Creates (once per parent process) or finds the shared segment. */
 apr_status_t imx_status_init(server_rec *s);
@@ -84,10 +64,43 @@ void imx_status_exit(void);
  * that are gone. */
 int imx_status_monitor(apr_pool_t *p, server_rec *s);
 
-/* The handler behind SetHandler influx-metrics-status. */
-int imx_status_handler(request_rec *r);
+/* Reading, for the pages (mod_influx_metrics_status_page.h) and the
+ * Prometheus endpoint. Counters summed over children, in the order of
+ * imx_status_names; the last three are the spool's gauges, server-wide
+ * (never in a slot). */
+enum {
+    IMX_C_RECORDED, IMX_C_SENT, IMX_C_REJECTED, IMX_C_DROPPED_FULL, IMX_C_DROPPED_RETRY,
+    IMX_C_DROPPED_EXIT, IMX_C_RETRIES, IMX_C_BATCHES, IMX_C_BYTES, IMX_C_BUFFERED,
+    IMX_C_RETRY_BYTES, IMX_C_LOST, IMX_C_MAYBE, IMX_C_TO_SPOOL, IMX_C_UNSPOOLED,
+    IMX_C_DROPPED_SPOOL, IMX_C_SPOOLED, IMX_C_SPOOL_BYTES, IMX_C_SPOOL_BAD, IMX_NCOUNTERS
+};
 
-/* mod_status's status_hook: our totals on its server-status page. */
-int imx_status_hook(request_rec *r, int flags);
+/* The status keys: "recorded", "sent", ..., "lost_in_crash", ... */
+extern const char *const imx_status_names[IMX_NCOUNTERS];
+
+typedef struct {
+    uint64_t tot[IMX_NCOUNTERS];
+    apr_time_t last_ok;
+    apr_time_t last_error_time;
+    char last_error[200];
+} imx_status_totals_t;
+
+/* The server's totals as of one moment (not while a slot is being folded):
+ * the children that are gone and every live one. 0 without the segment. */
+int imx_status_read_totals(imx_status_totals_t *t);
+
+typedef struct {
+    uint32_t slot, pid, capacity;
+    int active;                 /* else it went through its exit */
+    uint64_t v[IMX_NCOUNTERS];
+    apr_time_t last_ok, last_error_time, started;
+    char last_error[200];
+} imx_status_child_t;
+
+/* Slot i's child, if one holds it (returns 1). */
+int imx_status_read_child(uint32_t i, imx_status_child_t *c);
+
+/* Points dropped, all reasons together. */
+uint64_t imx_status_dropped(const uint64_t *v);
 
 #endif /* IMX_STATUS_H */

@@ -41,10 +41,12 @@
 #include "apr_shm.h"
 #include "apr_strings.h"
 
-#include "histogram.h"
+#include "imx_hist.h"
+#include "mod_influx_metrics_names.h"
+#include "mod_influx_metrics_shm.h"
 #include "mod_influx_metrics_status.h"
 #include "mod_influx_metrics_summary.h"
-#include "shmlock.h"
+#include "imx_shmlock.h"
 
 APLOG_USE_MODULE(influx_metrics);
 
@@ -83,110 +85,8 @@ static imx_hist_out_t out;
 static char *tagbuf;
 static size_t tagcap;
 
-/* With the layout version (mod_influx_metrics_status.h): a generation of
- * another layout makes a segment of its own. */
-#define USERDATA_KEY "imx_summary_shm_v" IMX_SHM_VERSION_TEXT
+#define USERDATA_KEY "imx_summary_shm"
 #define PAGE_ALIGN(x) (((x) + IMX_HIST_PAGE - 1) & ~(size_t)(IMX_HIST_PAGE - 1))
-
-/* ------------------------------------------------------------------------- */
-/* Names                                                                      */
-
-/* The registry of vhost and route texts (histogram.h), its own segment. Its
- * arena is only backed where texts are. Full: "other", and IMX0020. */
-#define NAMES_KEY "imx_summary_names"
-#define NAMES_ARENA (4u << 20)
-
-static imx_names_t *reg;
-static int names_missed;        /* texts that did not fit, this generation */
-
-static apr_status_t forget_registry(void *data)
-{
-    *(imx_names_t **)data = NULL;
-    return APR_SUCCESS;
-}
-
-static imx_names_t *registry(server_rec *s)
-{
-    int created;
-    uint32_t arena = NAMES_ARENA;
-
-    if (!reg) {
-        reg = imx_shm_once(s, NAMES_KEY, imx_names_size(arena), &created);
-        if (!reg) {
-            /* Without shared memory, names hold within this generation
-             * only; so do the rings then (IMX0018), so nothing needs them
-             * to hold longer. */
-            arena /= 16;
-            reg = apr_pcalloc(s->process->pconf, imx_names_size(arena));
-            apr_pool_cleanup_register(s->process->pconf, &reg, forget_registry,
-                                      apr_pool_cleanup_null);
-            created = 1;
-        }
-        if (created) {
-            imx_names_init(reg, arena);
-            /* The reserved ids: server 0, routes 0 (none) and 1, upstream 0. */
-            imx_names_intern(reg, 0, ",vhost=other", 12, 12);
-            imx_names_intern(reg, 1, "", 0, 0);
-            imx_names_intern(reg, 1, ",route=other", 12, 12);
-            imx_names_intern(reg, 2, ",upstream=-", 11, 11);
-        }
-    }
-    return reg;
-}
-
-const imx_names_t *imx_summary_registry(void)
-{
-    return reg;
-}
-
-int imx_summary_name_id(server_rec *s, int kind, const char *text)
-{
-    imx_names_t *r = registry(s);
-    int id = r ? imx_names_intern(r, kind, text, strlen(text), strlen(text)) : -1;
-
-    if (id < 0) {
-        names_missed++;
-    }
-    return id;
-}
-
-int imx_summary_server_id(server_rec *s, const char *vhost_text, const char *tags_text)
-{
-    imx_names_t *r = registry(s);
-    size_t vl = strlen(vhost_text), tl = strlen(tags_text);
-    char *text;
-    int id = -1;
-
-    if (r && (text = malloc(vl + tl + 1))) {
-        memcpy(text, vhost_text, vl);
-        memcpy(text + vl, tags_text, tl + 1);
-        id = imx_names_intern(r, 0, text, vl + tl, vl);
-        free(text);
-    }
-    if (id < 0) {
-        names_missed++;
-        return 0;
-    }
-    return id;
-}
-
-int imx_summary_route_id(server_rec *s, const char *route_escaped)
-{
-    char *text;
-    int id;
-
-    if (!route_escaped) {
-        return 0;
-    }
-    if (!(text = malloc(strlen(route_escaped) + 8))) {
-        names_missed++;
-        return 1;
-    }
-    sprintf(text, ",route=%s", route_escaped);
-    id = imx_summary_name_id(s, 1, text);
-    free(text);
-    return id < 0 ? 1 : id;
-}
 
 /* ",vhost=..,route=..,method=..,status_class=..<static tags>" for a key,
  * whichever generation recorded it. Never cut short: InfluxDB refuses a
@@ -203,12 +103,13 @@ static const char *key_tags(void *ctx, uint32_t key)
     char *w;
 
     (void)ctx;
-    if (!(sv = imx_names_get(reg, 0, server, &slen, &ssplit))
-        && !(sv = imx_names_get(reg, 0, 0, &slen, &ssplit))) {
+    if (!(sv = imx_names_get(imx_reg(), IMX_NAMES_SERVER, server, &slen, &ssplit))
+        && !(sv = imx_names_get(imx_reg(), IMX_NAMES_SERVER, IMX_SERVER_OTHER, &slen,
+                                &ssplit))) {
         return NULL;
     }
-    if (route && !(rt = imx_names_get(reg, 1, route, &rlen, &rsplit))
-        && !(rt = imx_names_get(reg, 1, 1, &rlen, &rsplit))) {
+    if (route && !(rt = imx_names_get(imx_reg(), IMX_NAMES_ROUTE, route, &rlen, &rsplit))
+        && !(rt = imx_names_get(imx_reg(), IMX_NAMES_ROUTE, IMX_ROUTE_OTHER, &rlen, &rsplit))) {
         return NULL;
     }
     m = (int)method < names->nmethods && names->methods[method] ? names->methods[method]
@@ -241,35 +142,6 @@ static const char *key_tags(void *ctx, uint32_t key)
 /* ------------------------------------------------------------------------- */
 /* The segment                                                                */
 
-/* As imx_shm_once, but the mapping commits no memory up front
- * (MAP_NORESERVE): it has room for every slot's table at full size, of which
- * only the pages in use are ever backed, and at a large ServerLimit and
- * InfluxMetricsSummarySeries that room is tens of GiB, more than heuristic
- * overcommit grants in one piece. */
-static void *segment_once(server_rec *s, size_t size, int *created)
-{
-    apr_pool_t *pp = s->process->pool;
-    void *data = NULL;
-
-    *created = 0;
-    apr_pool_userdata_get(&data, USERDATA_KEY, pp);
-    if (data) {
-        return data;
-    }
-    data = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS | MAP_NORESERVE,
-                -1, 0);
-    if (data == MAP_FAILED) {
-        return NULL;
-    }
-    /* Never unmapped: it lives as long as the process, and a cleanup of
-     * this module's on the process pool would run after httpd unloaded the
-     * module (pconf goes first), a call into unmapped code: the parent
-     * crashed at every stop. */
-    apr_pool_userdata_set(data, USERDATA_KEY, apr_pool_cleanup_null, pp);
-    *created = 1;
-    return data;
-}
-
 static imx_hist_table_t *pending(void)
 {
     return (imx_hist_table_t *)((char *)shm + shm->hdr_size);
@@ -301,20 +173,13 @@ apr_status_t imx_summary_init(server_rec *s, const imx_summary_names_t *nm,
     tick_interval = interval;
     summaries_on = want_summary;
     log_server = s;
-    if (names_missed) {
-        ap_log_error(APLOG_MARK, APLOG_WARNING, 0, s, "IMX0020: the registry of summary "
-                     "names is full (%d virtual host tag sets and %d routes since httpd "
-                     "started): %d of this configuration are written as vhost=other or "
-                     "route=other until httpd is stopped and started", IMX_NAMES_MAX - 1,
-                     IMX_NAMES_MAX - 2, names_missed);
-        names_missed = 0;
-    }
-    if (!registry(s)) {
+    imx_reg_report(s);
+    if (!imx_reg_open(s)) {
         return APR_ENOMEM;
     }
     /* Sized when first made; a bigger InfluxMetricsSummarySeries needs a full
      * restart, like a bigger ServerLimit. */
-    shm = segment_once(s, hdr + psz + nslots * csz, &created);
+    shm = imx_shm_reserve_once(s, USERDATA_KEY, hdr + psz + nslots * csz, &created);
     if (!shm) {
         return APR_ENOMEM;
     }
@@ -405,27 +270,23 @@ void imx_summary_child(int slot)
     atomic_store(&mine, t);
 }
 
-void imx_summary_record(uint32_t key, uint64_t us, int error)
+void imx_summary_record(uint32_t key, uint64_t us, int error, const imx_summary_extra_t *x)
 {
     imx_hist_table_t *t = atomic_load_explicit(&mine, memory_order_relaxed);
 
-    if (t) {
-        imx_hist_record(t, key, us, error);
+    if (!t) {
+        return;
     }
-}
+    if (x) {
+        imx_hist_extra_t hx = { x->slo_us, x->rid_len ? x->rid : NULL, x->rid_len };
 
-void imx_summary_record_ex(uint32_t key, uint64_t us, int error, uint32_t ttfb_us,
-                           uint64_t slo_us, const char *rid, size_t rid_len)
-{
-    imx_hist_table_t *t = atomic_load_explicit(&mine, memory_order_relaxed);
-    imx_hist_extra_t x = { slo_us, rid_len ? rid : NULL, rid_len };
-
-    if (t) {
-        imx_hist_record_ex(t, key, us, error, &x);
-        if (ttfb_us) {
-            imx_hist_record(t, key | IMX_HIST_TTFB, ttfb_us, 0);
+        imx_hist_record(t, key, us, error, &hx);
+        if (x->ttfb_us) {
+            imx_hist_record(t, key | IMX_HIST_TTFB, x->ttfb_us, 0, NULL);
         }
+        return;
     }
+    imx_hist_record(t, key, us, error, NULL);
 }
 
 /* A later interval than the last one written, on this generation's grid;

@@ -18,7 +18,7 @@
 #define IMX_SUMMARY_GLUE_H
 
 #include "httpd.h"
-#include "batch.h"
+#include "imx_engine.h"
 
 /* Names of this generation, escaped, built in post_config. */
 typedef struct imx_summary_names {
@@ -27,30 +27,11 @@ typedef struct imx_summary_names {
     int nmethods;
 } imx_summary_names_t;
 
-/* 11 bits of server id, 11 of route id (see imx_summary_server_id), 6 of
+/* 11 bits of server id, 11 of route id (mod_influx_metrics_names.h), 6 of
  * method index, 3 of status class. */
 #define IMX_KEY(server, route, method, cls) \
     (((((uint32_t)(server) & 0x7ff) << 20) | (((uint32_t)(route) & 0x7ff) << 9) \
       | (((uint32_t)(method) & 0x3f) << 3) | ((uint32_t)(cls) & 0x7)) + 1)
-
-/* post_config, in the parent, before imx_summary_init: the id of a server's
- * tag text (",vhost=<escaped>" and the static tags text, escaped), the
- * same for the same text in every generation; 0 ("vhost=other") when the
- * registry is full. */
-int imx_summary_server_id(server_rec *s, const char *vhost_text, const char *tags_text);
-
-/* The same for a route's escaped name; NULL (no route) is 0, and a full
- * registry gives 1 ("route=other"). */
-int imx_summary_route_id(server_rec *s, const char *route_escaped);
-
-/* post_config, in the parent: the id of a text of registry kind `kind`
- * (histogram.h: 2 upstreams ",upstream=<escaped>", 3 fixed tag texts),
- * the same in every generation; -1 when the registry is full. */
-int imx_summary_name_id(server_rec *s, int kind, const char *text);
-
-/* The registry (for the engine's imx_names_src_t), valid for the process's
- * life; set by the first of the calls above. */
-const imx_names_t *imx_summary_registry(void);
 
 /* post_config: the shared segment (once per parent) and the names. */
 apr_status_t imx_summary_init(server_rec *s, const imx_summary_names_t *names,
@@ -60,14 +41,18 @@ apr_status_t imx_summary_init(server_rec *s, const imx_summary_names_t *names,
 /* child_init, after imx_status_claim(): this child's table. */
 void imx_summary_child(int slot);
 
-/* Request path. */
-void imx_summary_record(uint32_t key, uint64_t us, int error);
+/* What a request adds besides its duration (InfluxMetricsFields and
+ * InfluxMetricsSLO): the time to first byte (0: none, nothing sent), the
+ * objective (0: none), the request id (rid_len 0: none). */
+typedef struct imx_summary_extra {
+    uint32_t ttfb_us;
+    uint64_t slo_us;
+    const char *rid;
+    size_t rid_len;
+} imx_summary_extra_t;
 
-/* The same with what InfluxMetricsFields and InfluxMetricsSLO add: ttfb_us
- * (0: none, nothing sent), the objective slo_us (0: none), the request id
- * (rid_len 0: none). */
-void imx_summary_record_ex(uint32_t key, uint64_t us, int error, uint32_t ttfb_us,
-                           uint64_t slo_us, const char *rid, size_t rid_len);
+/* Request path: x may be NULL. */
+void imx_summary_record(uint32_t key, uint64_t us, int error, const imx_summary_extra_t *x);
 
 /* imx_tick_fn for the engine. */
 void imx_summary_tick(void *ctx, imx_engine_t *e, int final);

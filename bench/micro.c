@@ -65,7 +65,8 @@
 #include <apr_time.h>
 #include <zlib.h>
 
-#include "batch.h"
+#include "imx_engine.h"
+#include "imx_http.h"
 #include "../tests/test_names.h"
 
 #define GROUP 64                /* pushes per latency sample */
@@ -311,7 +312,7 @@ static void *pusher_main(void *arg)
                     acc++;
                 }
                 else {
-                    acc += (uint64_t)imx_push(pu->e, &points[k++ % NPOINTS]);
+                    acc += (uint64_t)imx_engine_push(pu->e, &points[k++ % NPOINTS], NULL);
                 }
                 t1 = now_ns();
                 spent += t1 - t0;
@@ -322,7 +323,7 @@ static void *pusher_main(void *arg)
         else {
             t0 = now_ns();
             for (int i = 0; i < GROUP; i++) {
-                acc += (uint64_t)imx_push(pu->e, &points[k++ % NPOINTS]);
+                acc += (uint64_t)imx_engine_push(pu->e, &points[k++ % NPOINTS], NULL);
             }
             t1 = now_ns();
             spent = t1 - t0;
@@ -540,7 +541,7 @@ static void bench_flush(apr_pool_t *root, int gzip, flush_result_t *r)
     while (now_s() - t0 < encode_secs / 2) {
         double s;
         for (uint32_t i = 0; i < fill; i++) {
-            imx_push(e, &points[k++ % NPOINTS]);
+            imx_engine_push(e, &points[k++ % NPOINTS], NULL);
         }
         s = now_s();
         pts += imx_engine_flush_now(e);
@@ -602,7 +603,7 @@ static void *producer_main(void *arg)
         if (pr->rate > 0) {
             owed += pr->rate / 1000.0;
             while (owed >= 1.0) {
-                if (!imx_push(pr->e, &points[k++ % NPOINTS])) {
+                if (!imx_engine_push(pr->e, &points[k++ % NPOINTS], NULL)) {
                     pr->dropped++;
                 }
                 pr->pushed++;
@@ -617,7 +618,7 @@ static void *producer_main(void *arg)
         }
         else {
             for (int i = 0; i < 256; i++) {
-                if (!imx_push(pr->e, &points[k++ % NPOINTS])) {
+                if (!imx_engine_push(pr->e, &points[k++ % NPOINTS], NULL)) {
                     pr->dropped++;
                 }
                 pr->pushed++;

@@ -14,7 +14,7 @@ Files checked: README.md, docs/*.md and bench/*.md.
   blocks and code spans are not links. http(s) and mailto links are not
   checked.
 - Directives: every directive the module registers (the AP_INIT_* entries
-  of mod_influx_metrics.c) has its own section in docs/directives.md, a
+  of mod_influx_metrics_config.c) has its own section in docs/directives.md, a
   heading with its exact name, with Syntax, Default and Context rows and an
   Example; and every such section is a directive the module has.
 - With --old-readme FILE (a README from before sections moved out of it, e.g.
@@ -140,7 +140,7 @@ def check_links(root):
 
 
 def check_directives(root):
-    with open(os.path.join(root, "mod_influx_metrics.c"), encoding="utf-8") as f:
+    with open(os.path.join(root, "mod_influx_metrics_config.c"), encoding="utf-8") as f:
         names = DIRECTIVE.findall(f.read())
     path = os.path.join(root, "docs", "directives.md")
     if not os.path.isfile(path):
@@ -148,7 +148,7 @@ def check_directives(root):
     with open(path, encoding="utf-8") as f:
         text = f.read()
     if not names:
-        return ["mod_influx_metrics.c: no AP_INIT_* directive found"]
+        return ["mod_influx_metrics_config.c: no AP_INIT_* directive found"]
     # the sections: from a level-2 heading to the next level-1 or level-2 one
     sections, cur = {}, None
     for _, line in prose_lines(text):
@@ -181,7 +181,7 @@ def check_directives(root):
     for name in sections:
         if name.startswith("InfluxMetrics") and name not in names:
             problems.append("docs/directives.md: '## %s' is not a directive of "
-                            "mod_influx_metrics.c" % name)
+                            "mod_influx_metrics_config.c" % name)
     return problems
 
 

@@ -1,7 +1,7 @@
 """The documentation's links and its directive reference (tests/check_docs.py).
 
 No server, no build: reads README.md, docs/*.md, bench/*.md and the command
-table of mod_influx_metrics.c.
+table of mod_influx_metrics_config.c.
 """
 
 import check_docs

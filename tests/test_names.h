@@ -10,8 +10,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "batch.h"
-#include "histogram.h"
+#include "imx_engine.h"
+#include "imx_hist.h"
 
 /* Empties r (arena bytes of text) and registers the reserved ids. */
 static inline void tn_reset(imx_names_t *r, uint32_t arena)
@@ -57,7 +57,7 @@ static inline int tn_id(imx_names_t *r, int kind, const char *text)
 static inline uint32_t tn_tag(imx_names_t *r, const char *text)
 {
     int id = tn_id(r, 3, text);
-    return id < 0 ? 0 : IMX_TAG_NAMED | (uint32_t)id;
+    return id < 0 ? 0 : IMX_REQTAG_FIXED | (uint32_t)id;
 }
 
 #endif /* IMX_TEST_NAMES_H */

@@ -47,7 +47,7 @@
 #include <apr_general.h>
 #include <apr_pools.h>
 
-#include "batch.h"
+#include "imx_engine.h"
 #include "lp_read.h"
 #include "test_names.h"
 
@@ -278,7 +278,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     pt.server = (uint16_t)ids[0];
     pt.route = (uint16_t)ids[1];
     has_tag = (mix(&x) & 1) != 0;
-    pt.tag = has_tag ? tn_tag(reg, reqtag) : 0;
+    pt.reqtag = has_tag ? tn_tag(reg, reqtag) : 0;
     /* The optional tags and numeric fields (InfluxMetricsFields). */
     pt.fields = (uint8_t)(mix(&x) & (IMX_F_TTFB | IMX_F_BYTES_RECEIVED | IMX_F_PROTOCOL
                                      | IMX_F_TLS | IMX_F_UPSTREAM));
@@ -296,7 +296,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     }
 
     /* (A text equal to a reserved one, ",route=other", gets its id.) */
-    ASSERT(ids[0] >= 0 && ids[1] >= 0 && (!has_route || pt.route > 0) && (!has_tag || pt.tag),
+    ASSERT(ids[0] >= 0 && ids[1] >= 0 && (!has_route || pt.route > 0) && (!has_tag || pt.reqtag),
            "registry refused a text");
     max = imx_line_max(plen_prefix, &ns, &pt);
     line = malloc(max);                 /* exactly: ASan guards the bound */
@@ -315,7 +315,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     {
         char status[16], rate[16];
         lp_point_t p;
-        int want_tags = 5 + has_route + (pt.tag ? 1 : 0)
+        int want_tags = 5 + has_route + (pt.reqtag ? 1 : 0)
                         + !!(pt.fields & IMX_F_PROTOCOL) + !!(pt.fields & IMX_F_TLS)
                         + !!(pt.fields & IMX_F_UPSTREAM);
         int want_fields = 2 + (pt.sample ? 1 : 0) + !!(pt.fields & IMX_F_TTFB)
@@ -362,7 +362,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             }
             expect_str(&p.key[t], ck, "static tag key", rd, line, n);
             expect_str(&p.val[t++], cv, "static tag value", rd, line, n);
-            if (pt.tag) {
+            if (pt.reqtag) {
                 expect_str(&p.key[t], ck, "request tag key", rd, line, n);
                 expect_str(&p.val[t++], cr, "request tag value", rd, line, n);
             }

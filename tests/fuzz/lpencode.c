@@ -29,7 +29,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "batch.h"
+#include "imx_engine.h"
 #include "lp_read.h"
 #include "test_names.h"
 
@@ -212,7 +212,7 @@ static void request(char *line)
         pt.server = (uint16_t)tn_server(reg, vhost, tags);
         pt.route = (uint16_t)(*route ? tn_id(reg, 1, route) : 0);
         pt.method = 0;
-        pt.tag = 0;                     /* InfluxMetricsTagFrom: not used here */
+        pt.reqtag = 0;                     /* InfluxMetricsTagFrom: not used here */
         out = malloc(imx_line_max(plen, &ns, &pt));
         n = imx_encode_line(out, prefix, plen, &ns, &pt, NULL);
         free(reg);

@@ -11,7 +11,7 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "batch.h"
+#include "imx_engine.h"
 
 static unsigned long failures;
 

@@ -29,9 +29,12 @@
 #include <apr_time.h>
 #include <zlib.h>
 
-#include "batch.h"
-#include "histogram.h"
-#include "spool.h"
+#include "imx_engine.h"
+#include "imx_hist.h"
+#include "imx_http.h"
+#include "imx_retry.h"
+#include "imx_spool.h"
+#include "imx_ts.h"
 
 #include "check.h"
 #include "../test_names.h"
@@ -227,7 +230,7 @@ static void test_no_injection(void)
         pt.bytes_sent = -iter;
         pt.server = tn_server(reg, vhost, tags);
         pt.route = (iter & 1) ? (uint16_t)tn_id(reg, 1, route) : 0;
-        pt.tag = (iter & 2) ? tn_tag(reg, tags) : 0;
+        pt.reqtag = (iter & 2) ? tn_tag(reg, tags) : 0;
         pt.status = 200;
         CHECK(pt.server > 0 && (!(iter & 1) || pt.route > 1), "registry");
         CHECK(imx_line_max(11, &ns, &pt) < sizeof(line), "line_max");
@@ -604,7 +607,7 @@ static void *producer_main(void *arg)
         }
         fill_point(&pt, id);
         pr->produced++;
-        if (imx_push(pr->e, &pt)) {
+        if (imx_engine_push(pr->e, &pt, NULL)) {
             pr->accepted[id] = 1;
             pr->ok++;
         }
@@ -706,7 +709,7 @@ static void test_retry_then_deliver(void)
     e = make_engine(p, rc, 4096, 100, 0);
     for (int i = 0; i < 1000; i++) {
         fill_point(&pt, (uint64_t)i);
-        CHECK(imx_push(e, &pt), "push %d", i);
+        CHECK(imx_engine_push(e, &pt, NULL), "push %d", i);
     }
     imx_engine_start(e);
     CHECK(wait_sent(e, 1000), "not delivered after retries");
@@ -733,7 +736,7 @@ static void test_reject_counts(void)
     e = make_engine(p, rc, 4096, 100, 1);
     for (int i = 0; i < 250; i++) {
         fill_point(&pt, (uint64_t)i);
-        imx_push(e, &pt);
+        imx_engine_push(e, &pt, NULL);
     }
     /* Without a thread: batches of 100, 100, 50; the first is refused. */
     CHECK(imx_engine_flush_now(e) == 150, "flush_now");
@@ -761,7 +764,7 @@ static void test_stop_bounded(void)
     imx_engine_start(e);
     for (int i = 0; i < 300; i++) {
         fill_point(&pt, (uint64_t)i);
-        imx_push(e, &pt);
+        imx_engine_push(e, &pt, NULL);
     }
     apr_sleep(apr_time_from_msec(50));   /* the flusher is now stuck in a send */
     t0 = apr_time_now();
@@ -790,7 +793,7 @@ static void test_full_ring_drops(void)
     e = make_engine(p, rc, 100, 10, 0);  /* rounded up to 128 */
     for (int i = 0; i < 200; i++) {
         fill_point(&pt, (uint64_t)i);
-        ok += imx_push(e, &pt);
+        ok += imx_engine_push(e, &pt, NULL);
     }
     CHECK(ok == 128, "ring of 100 took %d", ok);
     imx_engine_stats(e, &st);
@@ -814,7 +817,7 @@ static imx_engine_t *push_n(apr_pool_t **p, recorder_t *rc, uint32_t cap, uint32
     test_retry_buffer = 64 << 20;
     for (int i = 0; i < n; i++) {
         fill_point(&pt, (uint64_t)i);
-        CHECK(imx_push(e, &pt), "push %d", i);
+        CHECK(imx_engine_push(e, &pt, NULL), "push %d", i);
     }
     return e;
 }
@@ -870,7 +873,7 @@ static void test_retry_gather(void)
         imx_engine_submit(e, line, (size_t)n, 1);
         for (int i = 0; i < 10; i++) {
             fill_point(&pt, id++);
-            imx_push(e, &pt);
+            imx_engine_push(e, &pt, NULL);
         }
         /* The first round's batch is POSTed and kept as it is; later
          * rounds retry it (failing: a 30 s backoff), then drain the ring
@@ -949,7 +952,7 @@ static void test_split_small_retry_buffer(void)
         test_retry_buffer = 64 << 20;
         for (int i = 0; i < 250; i++) {
             fill_point(&pt, (uint64_t)i);
-            imx_push(e, &pt);
+            imx_engine_push(e, &pt, NULL);
         }
         imx_engine_flush_now(e);
         imx_engine_stats(e, &st);
@@ -972,7 +975,7 @@ static void test_push_after_stop(void)
 
     imx_engine_stop(e);
     fill_point(&pt, 10);
-    CHECK(imx_push(e, &pt) == 0, "push after stop accepted");
+    CHECK(imx_engine_push(e, &pt, NULL) == 0, "push after stop accepted");
     imx_engine_stats(e, &st);
     CHECK(st.sent == 10 && st.recorded == 11 && st.dropped_exit == 1 && st.buffered == 0,
           "late push: sent %llu recorded %llu dropped_exit %llu",
@@ -999,7 +1002,7 @@ static void *flood_main(void *arg)
     while (apr_time_now() < pr->until) {
         fill_point(&pt, pr->produced % 1000);
         pr->produced++;
-        pr->ok += (uint64_t)imx_push(pr->e, &pt);
+        pr->ok += (uint64_t)imx_engine_push(pr->e, &pt, NULL);
     }
     return NULL;
 }
@@ -1136,7 +1139,7 @@ static void test_ring_rescue(void)
     CHECK(a != NULL, "create a: %s", err);
     for (int i = 0; i < 150; i++) {
         fill_point(&pt, (uint64_t)i);
-        imx_push(a, &pt);
+        imx_engine_push(a, &pt, NULL);
     }
     atomic_fetch_add(&ca->recorded, 1); /* a producer claimed a cell and died */
     /* a is "dead" from here on: nobody touches it again but the rescuer. */
@@ -1144,9 +1147,9 @@ static void test_ring_rescue(void)
     c.cells = NULL;
     b = imx_engine_create(p, &c, err, sizeof(err));
     CHECK(b != NULL, "create b: %s", err);
-    moved = imx_ring_rescue(b, cells, NULL, 256, ca);
+    moved = imx_ring_rescue(imx_engine_ring(b), cells, NULL, 256, ca);
     CHECK(moved == 150, "moved %llu", (unsigned long long)moved);
-    CHECK(imx_ring_rescue(b, cells, NULL, 256, ca) == 0, "rescued twice");
+    CHECK(imx_ring_rescue(imx_engine_ring(b), cells, NULL, 256, ca) == 0, "rescued twice");
     imx_engine_flush_now(b);
     imx_counters_read(ca, &sa);
     imx_engine_stats(b, &sb);
@@ -1190,12 +1193,12 @@ static void test_exit_passes_unfinished_cell(void)
     CHECK(e != NULL, "create: %s", err);
     for (int i = 0; i < 3; i++) {
         fill_point(&pt, (uint64_t)i);
-        imx_push(e, &pt);
+        imx_engine_push(e, &pt, NULL);
     }
     atomic_fetch_add(&ca->recorded, 1);     /* claimed, never published */
     for (int i = 3; i < 8; i++) {
         fill_point(&pt, (uint64_t)i);
-        CHECK(imx_push(e, &pt), "push %d", i);
+        CHECK(imx_engine_push(e, &pt, NULL), "push %d", i);
     }
     imx_engine_stop(e);
     imx_engine_stats(e, &st);
@@ -1338,7 +1341,7 @@ static void test_retry_buffer_eviction(void)
           "maybe_stored %llu", (unsigned long long)st.maybe_stored);
     /* The ring was emptied into the retry buffer: new points fit. */
     fill_point(&pt, 5000);
-    CHECK(imx_push(e, &pt), "ring not drained during the outage");
+    CHECK(imx_engine_push(e, &pt, NULL), "ring not drained during the outage");
     /* The backend comes back: what is left arrives, newest kept. */
     rc->always_fail = 0;
     imx_engine_flush_now(e);
@@ -1356,7 +1359,7 @@ static void push_ids(imx_engine_t *e, uint64_t first, int n)
 
     for (int i = 0; i < n; i++) {
         fill_point(&pt, first + (uint64_t)i);
-        CHECK(imx_push(e, &pt), "push %llu", (unsigned long long)(first + (uint64_t)i));
+        CHECK(imx_engine_push(e, &pt, NULL), "push %llu", (unsigned long long)(first + (uint64_t)i));
     }
 }
 
@@ -1937,12 +1940,12 @@ static void test_spool_exit_and_resend(void)
     test_spool = NULL;
     for (int i = 0; i < 700; i++) {
         fill_point(&pt, (uint64_t)i);
-        imx_push(e, &pt);
+        imx_engine_push(e, &pt, NULL);
     }
     imx_engine_flush_now(e);            /* into the retry buffer */
     for (int i = 700; i < 1000; i++) {  /* and some left in the ring */
         fill_point(&pt, (uint64_t)i);
-        imx_push(e, &pt);
+        imx_engine_push(e, &pt, NULL);
     }
     imx_engine_stop(e);
     imx_engine_stats(e, &st);
@@ -2194,7 +2197,7 @@ static void test_spool_write_fails(void)
     test_spool = NULL;
     for (int i = 0; i < 300; i++) {
         fill_point(&pt, (uint64_t)i);
-        imx_push(e, &pt);
+        imx_engine_push(e, &pt, NULL);
     }
     imx_engine_stop(e);
     imx_engine_stats(e, &st);
@@ -2411,9 +2414,9 @@ static void test_hist_merge_and_percentiles(void)
             v *= (uint64_t)(round + 1);
             vals[i] = v;
             sum += v;
-            imx_hist_record(i & 1 ? a : b, 7, v, v > 1000000);
+            imx_hist_record(i & 1 ? a : b, 7, v, v > 1000000, NULL);
         }
-        imx_hist_record(a, 9, 123, 0);
+        imx_hist_record(a, 9, 123, 0, NULL);
         CHECK(imx_hist_drain(pend, a) == 0 && imx_hist_drain(pend, b) == 0, "drain");
         o.len = 0;
         busy = 0;
@@ -2466,13 +2469,13 @@ static void test_hist_counters_64bit(void)
     uint64_t busy = 0;
     unsigned bk = imx_hist_bucket(100);
 
-    imx_hist_record(t, 5, 100, 0);
+    imx_hist_record(t, 5, 100, 0, NULL);
     atomic_store(&series_at(t, 0)->b[bk], 0xFFFFFFFFull);   /* 4G requests so far */
-    imx_hist_record(t, 5, 100, 0);
+    imx_hist_record(t, 5, 100, 0, NULL);
     CHECK(atomic_load(&series_at(t, 0)->b[bk]) == 0x100000000ull, "child bucket wrapped: %llu",
           (unsigned long long)atomic_load(&series_at(t, 0)->b[bk]));
     /* And where counts are summed. */
-    imx_hist_record(pend, 5, 100, 0);
+    imx_hist_record(pend, 5, 100, 0, NULL);
     atomic_store(&series_at(pend, 0)->b[bk], 0xFFFFFFFFull);
     imx_hist_drain(pend, t);
     imx_hist_encode(&o, "s", pend, key_tags, NULL, 1, &busy);
@@ -2522,7 +2525,7 @@ static void test_hist_pages_follow_series(void)
     for (int round = 0; round < 3; round++) {
         for (uint32_t k = 1; k <= 3; k++) {
             for (int i = 0; i < 1000; i++) {
-                imx_hist_record(t, k * 7919, (uint64_t)(i * 37 % 5000), 0);
+                imx_hist_record(t, k * 7919, (uint64_t)(i * 37 % 5000), 0, NULL);
             }
         }
         imx_hist_drain(pend, t);
@@ -2553,8 +2556,8 @@ static void test_hist_pending_full(void)
     unsigned long long count = 0;
 
     for (uint32_t k = 1; k <= 3; k++) {
-        imx_hist_record(t, k, 10 * k, 0);
-        imx_hist_record(t, k, 10 * k, 0);
+        imx_hist_record(t, k, 10 * k, 0, NULL);
+        imx_hist_record(t, k, 10 * k, 0, NULL);
     }
     for (int round = 0; round < 3; round++) {
         CHECK(imx_hist_drain(pend, t) == (uint32_t)(2 - round), "round %d left", round);
@@ -2575,7 +2578,7 @@ static void test_hist_fragment_carried(void)
     uint64_t busy = 0;
     imx_hist_series_t *s;
 
-    imx_hist_record(t, 3, 40, 1);
+    imx_hist_record(t, 3, 40, 1, NULL);
     s = series_at(t, 0);
     /* Half a request: sum and errors added, bucket not yet. */
     atomic_fetch_add(&s->sum, 60);
@@ -2652,11 +2655,11 @@ static void test_hist_fields(void)
         snprintf(id, sizeof(id), "req-%d", i);
         x.id = id;
         x.id_len = strlen(id);
-        imx_hist_record_ex(i & 1 ? a : b, 7, d, err, &x);
-        imx_hist_record(i & 1 ? a : b, 7 | IMX_HIST_TTFB, d / 4, 0);
+        imx_hist_record(i & 1 ? a : b, 7, d, err, &x);
+        imx_hist_record(i & 1 ? a : b, 7 | IMX_HIST_TTFB, d / 4, 0, NULL);
     }
     /* A series without ids, SLO or ttfb writes none of those fields. */
-    imx_hist_record(a, 9, 50, 0);
+    imx_hist_record(a, 9, 50, 0, NULL);
     imx_hist_drain(pend, a);
     imx_hist_drain(pend, b);
     lines = imx_hist_encode(&o, "s", pend, key_tags, NULL, 1, &busy);
@@ -2682,7 +2685,7 @@ static void test_hist_fields(void)
     /* The next interval starts afresh: a faster request is the new exemplar. */
     x.id = "next";
     x.id_len = 4;
-    imx_hist_record_ex(a, 7, 20, 0, &x);
+    imx_hist_record(a, 7, 20, 0, &x);
     drain_encode(a, pend, &o, 2, &busy);
     CHECK(!strcmp(str_field_of(o.buf, 7, "max_request_id"), "next")
           && field_of(o.buf, 7, "slo_good") == 1, "%s", o.buf);
@@ -2690,7 +2693,7 @@ static void test_hist_fields(void)
     /* Whatever an id holds, the line stays one line with one string. */
     x.id = "a\"b\\c\nd";
     x.id_len = 7;
-    imx_hist_record_ex(a, 7, 20, 0, &x);
+    imx_hist_record(a, 7, 20, 0, &x);
     drain_encode(a, pend, &o, 3, &busy);
     CHECK(strstr(o.buf, ",max_request_id=\"a\\\"b\\\\cd\" 3\n") && strchr(o.buf, '\n')
           == o.buf + o.len - 1, "escaped: %s", o.buf);
@@ -2712,7 +2715,7 @@ static void *ex_producer_main(void *arg)
         /* Durations unique across threads: i * 64 + thread. */
         uint64_t d = (uint64_t)i * 64 + p->id;
         x.id_len = (size_t)snprintf(id, sizeof(id), "t%u-%" PRIu64, p->id, d);
-        imx_hist_record_ex(p->t, 3, d, 0, &x);
+        imx_hist_record(p->t, 3, d, 0, &x);
     }
     return NULL;
 }
@@ -2749,8 +2752,8 @@ static void test_hist_repair(void)
     _Atomic uint32_t *keys = keys_at(t), *index = keys + t->cap;
     uint64_t busy = 0;
 
-    imx_hist_record(t, 5, 10, 0);
-    imx_hist_record(t, 6, 20, 0);
+    imx_hist_record(t, 5, 10, 0, NULL);
+    imx_hist_record(t, 6, 20, 0, NULL);
     atomic_store(&keys[1], 5);                  /* key 5 twice */
     atomic_store(&t->used, 3);                  /* entry 2 claimed, no key */
     for (uint32_t h = 0; h < t->nindex; h++) {
@@ -2760,7 +2763,7 @@ static void test_hist_repair(void)
     }
     imx_hist_repair(t);
     for (uint32_t k = 100; k < 105; k++) {
-        CHECK(imx_hist_record(t, k, 1, 0) == 1, "record after repair");
+        CHECK(imx_hist_record(t, k, 1, 0, NULL) == 1, "record after repair");
     }
     imx_hist_encode(&o, "s", t, key_tags, NULL, 1, &busy);
     imx_hist_reserve(&o, 1);
@@ -2772,7 +2775,8 @@ static void test_hist_repair(void)
     free(t); free(o.buf);
 }
 
-/* The registry of names: stable ids, full kinds and arena say -1. */
+/* The registry of names: the reserved ids first, stable ids, full kinds
+ * and arena say -1. */
 static void test_names(void)
 {
     uint32_t arena = 64 * 1024;
@@ -2783,15 +2787,21 @@ static void test_names(void)
     int id;
 
     imx_names_init(r, arena);
-    CHECK(imx_names_intern(r, 0, ",vhost=a,t=1", 12, 8) == 0, "first");
-    CHECK(imx_names_intern(r, 1, ",route=x", 8, 8) == 0, "kinds apart");
-    CHECK(imx_names_intern(r, 0, ",vhost=b", 8, 8) == 1, "second");
-    CHECK(imx_names_intern(r, 0, ",vhost=a,t=1", 12, 8) == 0, "same text, same id");
-    CHECK(imx_names_intern(r, 0, ",vhost=a,t=1", 12, 12) == 2, "split counts");
-    got = imx_names_get(r, 0, 0, &len, &split);
+    got = imx_names_get(r, IMX_NAMES_SERVER, IMX_SERVER_OTHER, &len, &split);
+    CHECK(got && !strcmp(got, ",vhost=other"), "reserved server");
+    got = imx_names_get(r, IMX_NAMES_ROUTE, IMX_ROUTE_OTHER, &len, &split);
+    CHECK(got && !strcmp(got, ",route=other"), "reserved route");
+    got = imx_names_get(r, IMX_NAMES_UPSTREAM, IMX_UPSTREAM_NONE, &len, &split);
+    CHECK(got && !strcmp(got, ",upstream=-"), "reserved upstream");
+    CHECK(imx_names_intern(r, 0, ",vhost=a,t=1", 12, 8) == 1, "first");
+    CHECK(imx_names_intern(r, 1, ",route=x", 8, 8) == 2, "kinds apart");
+    CHECK(imx_names_intern(r, 0, ",vhost=b", 8, 8) == 2, "second");
+    CHECK(imx_names_intern(r, 0, ",vhost=a,t=1", 12, 8) == 1, "same text, same id");
+    CHECK(imx_names_intern(r, 0, ",vhost=a,t=1", 12, 12) == 3, "split counts");
+    got = imx_names_get(r, 0, 1, &len, &split);
     CHECK(got && len == 12 && split == 8 && !strcmp(got, ",vhost=a,t=1"), "get");
-    CHECK(!imx_names_get(r, 0, 3, &len, &split), "unknown id");
-    for (int i = 3; i < IMX_NAMES_MAX; i++) {
+    CHECK(!imx_names_get(r, 0, 4, &len, &split), "unknown id");
+    for (int i = 4; i < IMX_NAMES_MAX; i++) {
         snprintf(text, sizeof(text), ",vhost=h%d", i);
         CHECK(imx_names_intern(r, 0, text, strlen(text), strlen(text)) == i, "id %d", i);
     }
@@ -2821,7 +2831,7 @@ static void *hist_producer_main(void *arg)
     hist_producer_t *p = arg;
 
     for (unsigned i = 0; i < p->n; i++) {
-        imx_hist_record(p->t, 1 + (p->id * 7 + i) % 40, i % 3000, i % 10 == 0);
+        imx_hist_record(p->t, 1 + (p->id * 7 + i) % 40, i % 3000, i % 10 == 0, NULL);
     }
     atomic_fetch_add(p->finished, 1);
     return NULL;
@@ -2992,7 +3002,7 @@ static void test_series_cache(void)
         pt->route = routes[(x >> 9) % 12];
         pt->method = (uint8_t)((x >> 13) % 4);      /* 3: not in the table */
         pt->status = (uint16_t)(100 + (x >> 15) % 500);
-        pt->tag = tags[(x >> 17) % 7];
+        pt->reqtag = tags[(x >> 17) % 7];
         pt->fields = (uint8_t)(x >> 20);
         pt->protocol = (uint8_t)((x >> 11) % 7);
         pt->tls = (uint8_t)((x >> 5) % 8);
@@ -3005,7 +3015,7 @@ static void test_series_cache(void)
             x = x * 1103515245u + 12345u;
             rids[i][k] = (char)(x >> 16);               /* any byte */
         }
-        CHECK(imx_push_rid(e, pt, rids[i]) == 1, "push %d", i);
+        CHECK(imx_engine_push(e, pt, rids[i]) == 1, "push %d", i);
         if (i % 1500 == 1499) {
             imx_engine_flush_now(e);
         }

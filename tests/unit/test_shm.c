@@ -12,7 +12,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "shmlock.h"
+#include "imx_shmlock.h"
 
 #include "check.h"
 

@@ -20,7 +20,7 @@
 #include <apr_thread_proc.h>
 #include <apr_time.h>
 
-#include "batch.h"
+#include "imx_engine.h"
 #include "../test_names.h"
 
 static volatile sig_atomic_t in_handler;
@@ -127,7 +127,7 @@ int main(void)
     for (int i = 0; i < 300; i++) {
         pt.ts_ns = 1700000000000000000LL + i;
         pt.duration_us = i;
-        imx_push(engine, &pt);
+        imx_engine_push(engine, &pt, NULL);
     }
     handler_thread = pthread_self();
     memset(&sa, 0, sizeof(sa));

@@ -1,10 +1,10 @@
 /*
- * shmlock.c: robust process-shared mutexes (see shmlock.h).
+ * imx_shmlock.c: robust process-shared mutexes (see imx_shmlock.h).
  */
 #include <errno.h>
 #include <string.h>
 
-#include "shmlock.h"
+#include "imx_shmlock.h"
 
 int imx_shmlock_init(imx_shmlock_t *l)
 {

@@ -1,5 +1,5 @@
 /*
- * histogram.h: per-interval summaries of request durations, mergeable across
+ * imx_hist.h: per-interval summaries of request durations, mergeable across
  * children (the engine side of InfluxMetricsMode summary|both).
  *
  * A table holds up to `cap` series, each a log-linear histogram of durations
@@ -26,8 +26,8 @@
  * within 1/128 (0.8%) of any value in it: percentiles read from the merged
  * histogram are within 1% of the exact ones.
  */
-#ifndef IMX_HISTOGRAM_H
-#define IMX_HISTOGRAM_H
+#ifndef IMX_HIST_H
+#define IMX_HIST_H
 
 #include <stdatomic.h>
 #include <stddef.h>
@@ -92,12 +92,6 @@ unsigned imx_hist_bucket(uint64_t us);
 /* The value a bucket stands for: its midpoint (exact below IMX_HIST_LINEAR). */
 uint64_t imx_hist_value(unsigned bucket);
 
-/* Request path: lock-free, no allocation; any number of threads, in any
- * number of processes. key: packed small integers the caller defines
- * (vhost, route, method, status class), never 0. Returns 0 if the table is full (counted in
- * overflow). */
-int imx_hist_record(imx_hist_table_t *t, uint32_t key, uint64_t us, int error);
-
 /* What a request adds besides its duration. */
 typedef struct imx_hist_extra {
     uint64_t slo_us;            /* its objective, 0: none; within it when no
@@ -107,9 +101,12 @@ typedef struct imx_hist_extra {
     size_t id_len;
 } imx_hist_extra_t;
 
-/* imx_hist_record, with x (may be NULL). */
-int imx_hist_record_ex(imx_hist_table_t *t, uint32_t key, uint64_t us, int error,
-                       const imx_hist_extra_t *x);
+/* Request path: lock-free, no allocation; any number of threads, in any
+ * number of processes. key: packed small integers the caller defines
+ * (vhost, route, method, status class), never 0; x: NULL, or what the
+ * request adds. Returns 0 if the table is full (counted in overflow). */
+int imx_hist_record(imx_hist_table_t *t, uint32_t key, uint64_t us, int error,
+                    const imx_hist_extra_t *x);
 
 /* Moves src's counts into dst, series by series, while src is being
  * recorded into: each counter is taken with an atomic exchange, so every
@@ -148,37 +145,4 @@ uint32_t imx_hist_encode(imx_hist_out_t *o, const char *prefix, imx_hist_table_t
  * InfluxQL's percentile(). */
 uint64_t imx_hist_percentile(const uint64_t *b, uint64_t count, double p);
 
-/*
- * A registry of names: texts of four kinds (0: servers, 1: routes, 2:
- * upstreams, 3: fixed tag texts such as ",key=other"), each
- * given a small id in the order registered, the same id for the same text
- * for the registry's life. One writer (httpd's parent, at configuration);
- * readers anywhere, at any time: an entry is published with a release
- * store of the count, so a reader that sees the id sees the whole text.
- * A text is stored with a split point (servers: vhost tag | static tags).
- */
-#define IMX_NAMES_MAX 2048      /* ids per kind: 11 bits of a series key */
-#define IMX_NAMES_KINDS 4
-
-typedef struct imx_names_ent {
-    uint32_t off, len, split, hash;
-} imx_names_ent_t;
-
-typedef struct imx_names {
-    _Atomic uint32_t n[IMX_NAMES_KINDS];  /* entries published, per kind */
-    uint32_t arena_size, arena_used;
-    imx_names_ent_t ent[IMX_NAMES_KINDS][IMX_NAMES_MAX];
-    char arena[];
-} imx_names_t;
-
-size_t imx_names_size(uint32_t arena);
-/* On zeroed memory of imx_names_size(arena) bytes. */
-void imx_names_init(imx_names_t *r, uint32_t arena);
-/* The id of text[0..len) (split: see above), registering it if new; -1
- * when the kind or the arena is full. Single writer. */
-int imx_names_intern(imx_names_t *r, int kind, const char *text, size_t len, size_t split);
-/* The text of an id (NUL-terminated), or NULL if there is none. */
-const char *imx_names_get(const imx_names_t *r, int kind, uint32_t id, size_t *len,
-                          size_t *split);
-
-#endif /* IMX_SUMMARY_H */
+#endif /* IMX_HIST_H */

@@ -1,5 +1,5 @@
 /*
- * histogram.c: mergeable duration histograms (see histogram.h).
+ * imx_hist.c: mergeable duration histograms (see imx_hist.h).
  *
  * Concurrency: a table is written by request threads with relaxed atomic
  * adds; the bucket is added last, with release, so that whoever takes the
@@ -20,8 +20,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "batch.h"
-#include "histogram.h"
+#include "imx_hist.h"
+#include "imx_lineproto.h"
 
 #define BUSY 0xffffffffu
 
@@ -261,13 +261,9 @@ static int ex_take(imx_hist_series_t *s, uint64_t *v, char *id, uint32_t *len)
     return *v != 0;
 }
 
-int imx_hist_record(imx_hist_table_t *t, uint32_t key, uint64_t us, int error)
-{
-    return imx_hist_record_ex(t, key, us, error, NULL);
-}
 
-int imx_hist_record_ex(imx_hist_table_t *t, uint32_t key, uint64_t us, int error,
-                       const imx_hist_extra_t *x)
+int imx_hist_record(imx_hist_table_t *t, uint32_t key, uint64_t us, int error,
+                    const imx_hist_extra_t *x)
 {
     imx_hist_series_t *s = find(t, key, 1);
 
@@ -660,79 +656,4 @@ uint32_t imx_hist_encode(imx_hist_out_t *o, const char *prefix, imx_hist_table_t
     free(frag);
     *sum_us += total;
     return lines;
-}
-
-/* ------------------------------------------------------------------------- */
-/* Names                                                                      */
-
-size_t imx_names_size(uint32_t arena)
-{
-    return sizeof(imx_names_t) + arena;
-}
-
-void imx_names_init(imx_names_t *r, uint32_t arena)
-{
-    r->arena_size = arena;
-    r->arena_used = 0;
-    for (int k = 0; k < IMX_NAMES_KINDS; k++) {
-        atomic_store(&r->n[k], 0);
-    }
-}
-
-static uint32_t fnv1a(const char *s, size_t len, size_t split)
-{
-    uint32_t h = 2166136261u ^ (uint32_t)split;
-
-    for (size_t i = 0; i < len; i++) {
-        h = (h ^ (unsigned char)s[i]) * 16777619u;
-    }
-    return h;
-}
-
-int imx_names_intern(imx_names_t *r, int kind, const char *text, size_t len, size_t split)
-{
-    uint32_t n, h = fnv1a(text, len, split);
-    imx_names_ent_t *e;
-
-    if (kind < 0 || kind >= IMX_NAMES_KINDS || split > len) {
-        return -1;
-    }
-    n = atomic_load_explicit(&r->n[kind], memory_order_relaxed);
-    for (uint32_t i = 0; i < n; i++) {
-        e = &r->ent[kind][i];
-        if (e->hash == h && e->len == len && e->split == split
-            && !memcmp(r->arena + e->off, text, len)) {
-            return (int)i;
-        }
-    }
-    if (n >= IMX_NAMES_MAX || len >= r->arena_size - r->arena_used) {
-        return -1;
-    }
-    e = &r->ent[kind][n];
-    e->off = r->arena_used;
-    e->len = (uint32_t)len;
-    e->split = (uint32_t)split;
-    e->hash = h;
-    memcpy(r->arena + e->off, text, len);
-    r->arena[e->off + len] = '\0';
-    r->arena_used += (uint32_t)len + 1;
-    /* Readers in other processes may look at any time: the entry is
-     * complete before the count that makes it visible. */
-    atomic_store_explicit(&r->n[kind], n + 1, memory_order_release);
-    return (int)n;
-}
-
-const char *imx_names_get(const imx_names_t *r, int kind, uint32_t id, size_t *len,
-                          size_t *split)
-{
-    const imx_names_ent_t *e;
-
-    if (kind < 0 || kind >= IMX_NAMES_KINDS
-        || id >= atomic_load_explicit(&r->n[kind], memory_order_acquire)) {
-        return NULL;
-    }
-    e = &r->ent[kind][id];
-    *len = e->len;
-    *split = e->split;
-    return r->arena + e->off;
 }

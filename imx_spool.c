@@ -1,5 +1,5 @@
 /*
- * spool.c: files of line protocol that outlive the process that wrote them.
+ * imx_spool.c: files of line protocol that outlive the process that wrote them.
  *
  * Names
  *   imx-<16 hex: microseconds>-<8 hex: pid>-<8 hex: sequence>.spool
@@ -50,9 +50,9 @@
 #include <apr_strings.h>
 #include <zlib.h>
 
-#include "spool.h"
+#include "imx_spool.h"
 
-#define NAME_LEN    44          /* imx-XXXXXXXXXXXXXXXX-XXXXXXXX-XXXXXXXX.spool */
+#define NAME_LEN    IMX_SPOOL_NAME_LEN
 #define NCAND       32          /* oldest names kept per directory scan */
 #define NSKIP       16          /* names this process failed to remove */
 
@@ -75,181 +75,8 @@ struct imx_spool {
     size_t rcap;
 };
 
-static const unsigned char magic[8] = { 'I', 'M', 'X', 'S', 'P', 'O', 'O', 'L' };
-
-/* ------------------------------------------------------------------------- */
-/* Format                                                                     */
-
-static void put32(unsigned char *p, uint32_t v)
-{
-    for (int i = 0; i < 4; i++) {
-        p[i] = (unsigned char)(v >> (8 * i));
-    }
-}
-
-static void put64(unsigned char *p, uint64_t v)
-{
-    for (int i = 0; i < 8; i++) {
-        p[i] = (unsigned char)(v >> (8 * i));
-    }
-}
-
-static uint32_t get32(const unsigned char *p)
-{
-    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16
-           | (uint32_t)p[3] << 24;
-}
-
-static uint64_t get64(const unsigned char *p)
-{
-    return (uint64_t)get32(p) | (uint64_t)get32(p + 4) << 32;
-}
-
-/* zlib's crc32 takes a uInt length: feed it in pieces. */
-static uint32_t crc(const void *data, uint64_t len)
-{
-    const unsigned char *p = data;
-    uLong c = crc32(0L, Z_NULL, 0);
-
-    while (len) {
-        uInt n = len > (1u << 30) ? (1u << 30) : (uInt)len;
-        c = crc32(c, p, n);
-        p += n;
-        len -= n;
-    }
-    return (uint32_t)c;
-}
-
-void imx_spool_encode_header(unsigned char out[IMX_SPOOL_HDR], imx_spool_hdr_t *h,
-                             const char *data)
-{
-    h->crc = crc(data, h->len);
-    memcpy(out, magic, sizeof(magic));
-    put32(out + 8, IMX_SPOOL_VERSION);
-    put32(out + 12, h->flags);
-    put32(out + 16, h->points);
-    put32(out + 20, h->extra);
-    put64(out + 24, h->len);
-    put64(out + 32, (uint64_t)h->created);
-    put32(out + 40, h->crc);
-    put32(out + 44, crc(out, 44));
-}
-
-imx_spool_check_t imx_spool_check_header(const void *buf, size_t len, imx_spool_hdr_t *h)
-{
-    const unsigned char *b = buf;
-
-    memset(h, 0, sizeof(*h));
-    /* A prefix of the magic is the start of a file cut short; anything else
-     * is not ours. */
-    if (memcmp(b, magic, len < sizeof(magic) ? len : sizeof(magic))) {
-        return IMX_SPOOL_FOREIGN;
-    }
-    if (len < 12) {
-        return IMX_SPOOL_TRUNCATED;
-    }
-    if (get32(b + 8) != IMX_SPOOL_VERSION) {
-        return IMX_SPOOL_FOREIGN;
-    }
-    if (len < IMX_SPOOL_HDR) {
-        return IMX_SPOOL_TRUNCATED;
-    }
-    if (get32(b + 44) != crc(b, 44)) {
-        return IMX_SPOOL_CORRUPT;
-    }
-    h->flags = get32(b + 12);
-    h->points = get32(b + 16);
-    h->extra = get32(b + 20);
-    h->len = get64(b + 24);
-    h->created = (int64_t)get64(b + 32);
-    h->crc = get32(b + 40);
-    if (h->len > IMX_SPOOL_MAX_PAYLOAD) {
-        return IMX_SPOOL_CORRUPT;
-    }
-    return IMX_SPOOL_VALID;
-}
-
-imx_spool_check_t imx_spool_check(const void *buf, size_t len, imx_spool_hdr_t *h)
-{
-    imx_spool_check_t c = imx_spool_check_header(buf, len, h);
-    const char *data = (const char *)buf + IMX_SPOOL_HDR, *s, *end;
-    uint64_t lines = 0;
-
-    if (c != IMX_SPOOL_VALID) {
-        return c;
-    }
-    if (len - IMX_SPOOL_HDR < h->len) {
-        return IMX_SPOOL_TRUNCATED;
-    }
-    if (len - IMX_SPOOL_HDR > h->len || crc(data, h->len) != h->crc) {
-        return IMX_SPOOL_CORRUPT;
-    }
-    /* The counts decide what is counted as sent: they must match the lines. */
-    end = data + h->len;
-    for (s = data; s < end && (s = memchr(s, '\n', (size_t)(end - s))); s++) {
-        lines++;
-    }
-    if ((h->len && data[h->len - 1] != '\n')
-        || lines != (uint64_t)h->points + h->extra || !lines) {
-        return IMX_SPOOL_CORRUPT;
-    }
-    return IMX_SPOOL_VALID;
-}
-
-const char *imx_spool_check_text(imx_spool_check_t c)
-{
-    switch (c) {
-    case IMX_SPOOL_VALID: return "valid";
-    case IMX_SPOOL_TRUNCATED: return "truncated";
-    case IMX_SPOOL_CORRUPT: return "corrupt";
-    default: return "not a spool file of this version";
-    }
-}
-
 /* ------------------------------------------------------------------------- */
 /* Helpers                                                                    */
-
-static void slog(imx_log_fn *log, void *ctx, int level, const char *fmt, ...)
-    __attribute__((format(printf, 4, 5)));
-
-static void slog(imx_log_fn *log, void *ctx, int level, const char *fmt, ...)
-{
-    char msg[512];
-    va_list ap;
-
-    if (!log) {
-        return;
-    }
-    va_start(ap, fmt);
-    vsnprintf(msg, sizeof(msg), fmt, ap);  /* NOLINT(clang-analyzer-valist.Uninitialized): va_start above */
-    va_end(ap);
-    log(ctx, level, msg);
-}
-
-static int is_hex(const char *s, size_t n)
-{
-    for (size_t i = 0; i < n; i++) {
-        if (!((s[i] >= '0' && s[i] <= '9') || (s[i] >= 'a' && s[i] <= 'f'))) {
-            return 0;
-        }
-    }
-    return 1;
-}
-
-static int is_spool_name(const char *s, size_t n)
-{
-    return n == NAME_LEN && !memcmp(s, "imx-", 4) && is_hex(s + 4, 16) && s[20] == '-'
-           && is_hex(s + 21, 8) && s[29] == '-' && is_hex(s + 30, 8)
-           && !memcmp(s + 38, ".spool", 6);
-}
-
-static int is_tmp_name(const char *s)
-{
-    size_t n = strlen(s);
-
-    return n == NAME_LEN + 5 && s[0] == '.' && is_spool_name(s + 1, NAME_LEN)
-           && !memcmp(s + 1 + NAME_LEN, ".tmp", 4);
-}
 
 /* Never below zero: a process killed between two steps, or a file put there
  * by hand, must not make a gauge wrap. */
@@ -348,7 +175,7 @@ static void scan(imx_spool_t *sp)
     while ((de = readdir(sp->dir))) {
         int i;
 
-        if (!is_spool_name(de->d_name, strlen(de->d_name)) || skipped(sp, de->d_name)) {
+        if (!imx_spool_name_ok(de->d_name, strlen(de->d_name)) || skipped(sp, de->d_name)) {
             continue;
         }
         /* Insertion into the sorted list of the NCAND smallest names. */
@@ -441,13 +268,13 @@ static void move_aside(imx_spool_t *sp, const char *name, uint64_t size, int hdr
         int err = errno;
         if (err != ENOENT) {
             add_skip(sp, name);
-            slog(sp->log, sp->log_ctx, IMX_LOG_ERR, "spool file %s/%s is %s, and cannot "
+            imx_log_say(sp->log, sp->log_ctx, IMX_LOG_ERR, "spool file %s/%s is %s, and cannot "
                  "be renamed to %s: %s; this process leaves it alone", sp->path, name,
                  why, to, strerror(err));
         }
         return;
     }
-    slog(sp->log, sp->log_ctx, IMX_LOG_ERR, "spool file %s/%s is %s: renamed to "
+    imx_log_say(sp->log, sp->log_ctx, IMX_LOG_ERR, "spool file %s/%s is %s: renamed to "
          "%s, %u points dropped (dropped_spool)", sp->path, name, why, to,
          hdr_ok ? h->points : 0);
     atomic_fetch_add(&sp->sh->bad_files, 1);
@@ -576,7 +403,7 @@ static int remove_held(imx_spool_t *sp, const char *name, uint64_t size,
 {
     if (unlinkat(sp->dirfd, name, 0) != 0) {
         add_skip(sp, name);
-        slog(sp->log, sp->log_ctx, IMX_LOG_ERR, "cannot delete spool file %s/%s: %s; "
+        imx_log_say(sp->log, sp->log_ctx, IMX_LOG_ERR, "cannot delete spool file %s/%s: %s; "
              "another process may send it again", sp->path, name, strerror(errno));
         return 0;
     }
@@ -616,13 +443,6 @@ void imx_spool_release(imx_spool_t *sp, imx_spool_file_t *f, int maybe)
     f->fd = -1;
 }
 
-static int is_bad_name(const char *s)
-{
-    size_t n = strlen(s);
-
-    return n == NAME_LEN + 4 && is_spool_name(s, NAME_LEN) && !memcmp(s + NAME_LEN, ".bad", 4);
-}
-
 /* Deletes the oldest file moved aside as bad (kept for a human to look at,
  * its points already counted in dropped_spool), before any file that can
  * still be sent: bad files count in the spool's size, and would otherwise
@@ -638,7 +458,7 @@ static int evict_bad(imx_spool_t *sp)
     }
     rewinddir(sp->dir);
     while ((de = readdir(sp->dir))) {
-        if (is_bad_name(de->d_name) && (!oldest[0] || strcmp(de->d_name, oldest) < 0)) {
+        if (imx_spool_bad_name_ok(de->d_name) && (!oldest[0] || strcmp(de->d_name, oldest) < 0)) {
             memcpy(oldest, de->d_name, sizeof(oldest));
         }
     }
@@ -647,7 +467,7 @@ static int evict_bad(imx_spool_t *sp)
         return 0;
     }
     gauge_sub(&sp->sh->bytes, S_ISREG(st.st_mode) ? (int64_t)st.st_size : 0);
-    slog(sp->log, sp->log_ctx, IMX_LOG_NOTICE, "deleted %s/%s, a spool file found bad "
+    imx_log_say(sp->log, sp->log_ctx, IMX_LOG_NOTICE, "deleted %s/%s, a spool file found bad "
          "earlier, to make room (InfluxMetricsSpoolSize)", sp->path, oldest);
     return 1;
 }
@@ -889,128 +709,4 @@ imx_spool_t *imx_spool_open(apr_pool_t *p, const imx_spool_conf_t *conf,
     sp->pid = (unsigned)getpid();
     apr_pool_cleanup_register(p, sp, spool_cleanup, apr_pool_cleanup_null);
     return sp;
-}
-
-/* ------------------------------------------------------------------------- */
-/* Start-up                                                                   */
-
-int imx_spool_recount(const char *dir, uid_t uid, imx_spool_shared_t *sh,
-                      imx_spool_drop_t *bad, imx_log_fn *log, void *log_ctx)
-{
-    int64_t bytes = 0, points = 0, files = 0;
-    struct dirent *de;
-    struct stat dst;
-    DIR *d;
-    int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-
-    if (dfd < 0 || fstat(dfd, &dst) != 0 || !(d = fdopendir(dfd))) {
-        int rv = errno;
-        if (dfd >= 0) {
-            close(dfd);
-        }
-        return rv;
-    }
-    while ((de = readdir(d))) {
-        const char *name = de->d_name;
-        unsigned char hdr[IMX_SPOOL_HDR];
-        imx_spool_hdr_t h;
-        imx_spool_check_t c;
-        struct stat st;
-        const char *why = NULL;
-        char whybuf[160];
-        ssize_t got;
-        int fd, hdr_ok = 0;
-
-        if (is_tmp_name(name)) {
-            /* A writer that died mid-write; a live one holds its lock. */
-            fd = openat(dfd, name, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
-            if (fd >= 0 && flock(fd, LOCK_EX | LOCK_NB) == 0) {
-                unlinkat(dfd, name, 0);
-                slog(log, log_ctx, IMX_LOG_NOTICE, "removed %s/%s, left by a writer "
-                     "that died before it finished", dir, name);
-            }
-            if (fd >= 0) {
-                close(fd);
-            }
-            continue;
-        }
-        if (!is_spool_name(name, strlen(name))) {
-            continue;
-        }
-        if (fstatat(dfd, name, &st, AT_SYMLINK_NOFOLLOW) != 0) {
-            continue;
-        }
-        memset(&h, 0, sizeof(h));
-        if (!S_ISREG(st.st_mode)) {
-            why = "not a regular file";
-        }
-        else if (st.st_uid != uid || (st.st_mode & 0600) != 0600) {
-            snprintf(whybuf, sizeof(whybuf), "owned by uid %u with mode %04o, not "
-                     "readable and writable by uid %u (the children's user)",
-                     (unsigned)st.st_uid, (unsigned)(st.st_mode & 07777), (unsigned)uid);
-            why = whybuf;
-        }
-        else if ((fd = openat(dfd, name, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC))
-                 < 0) {
-            snprintf(whybuf, sizeof(whybuf), "cannot be opened: %s", strerror(errno));
-            why = whybuf;
-        }
-        else {
-            got = pread(fd, hdr, sizeof(hdr), 0);
-            close(fd);
-            c = imx_spool_check_header(hdr, got > 0 ? (size_t)got : 0, &h);
-            hdr_ok = c == IMX_SPOOL_VALID;
-            if (hdr_ok && (uint64_t)st.st_size != IMX_SPOOL_HDR + h.len) {
-                c = (uint64_t)st.st_size < IMX_SPOOL_HDR + h.len ? IMX_SPOOL_TRUNCATED
-                                                                 : IMX_SPOOL_CORRUPT;
-            }
-            if (c != IMX_SPOOL_VALID) {
-                snprintf(whybuf, sizeof(whybuf), "%s (%llu bytes)", imx_spool_check_text(c),
-                         (unsigned long long)st.st_size);
-                why = whybuf;
-            }
-        }
-        if (why) {
-            char to[NAME_LEN + 8];
-            snprintf(to, sizeof(to), "%.*s.bad", NAME_LEN, name);
-            if (renameat(dfd, name, dfd, to) == 0) {
-                atomic_fetch_add(&sh->bad_files, 1);
-                slog(log, log_ctx, IMX_LOG_ERR, "spool file %s/%s is %s: renamed to %s, "
-                     "%u points dropped (dropped_spool)", dir, name, why, to,
-                     hdr_ok ? h.points : 0);
-                if (hdr_ok && bad) {
-                    bad->points += h.points;
-                    if (h.flags & IMX_SPOOL_MAYBE) {
-                        bad->maybe += h.points;
-                    }
-                }
-            }
-            else {
-                slog(log, log_ctx, IMX_LOG_ERR, "spool file %s/%s is %s, and cannot be "
-                     "renamed to %s: %s", dir, name, why, to, strerror(errno));
-            }
-            continue;
-        }
-        bytes += st.st_size;
-        points += h.points;
-        files++;
-    }
-    /* Bad files still take room in the spool (see evict_bad): counted in
-     * a second pass, which sees the ones renamed above exactly once. */
-    rewinddir(d);
-    while ((de = readdir(d))) {
-        struct stat st;
-
-        if (is_bad_name(de->d_name) && fstatat(dfd, de->d_name, &st, AT_SYMLINK_NOFOLLOW) == 0
-            && S_ISREG(st.st_mode)) {
-            bytes += st.st_size;
-        }
-    }
-    closedir(d);
-    atomic_store(&sh->bytes, bytes);
-    atomic_store(&sh->points, points);
-    atomic_store(&sh->files, files);
-    sh->dir_dev = (uint64_t)dst.st_dev;
-    sh->dir_ino = (uint64_t)dst.st_ino;
-    return 0;
 }

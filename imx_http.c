@@ -1,5 +1,5 @@
 /*
- * http_send.c: posts line protocol batches with libcurl.
+ * imx_http.c: posts line protocol bodies with libcurl.
  *
  * One easy handle per flusher, reused for every POST so the connection stays
  * open between flushes. Only the flusher thread calls imx_http_send(); the
@@ -22,7 +22,7 @@
 #include <apr_strings.h>
 #include <curl/curl.h>
 
-#include "batch.h"
+#include "imx_http.h"
 
 /* Bytes of a response body kept for the error message, and of its end,
  * where InfluxDB puts "dropped=N". */

@@ -1,5 +1,5 @@
 /*
- * lineproto.c: InfluxDB line protocol, escaping and encoding.
+ * imx_lineproto.c: InfluxDB line protocol, escaping and encoding.
  *
  * Escaping is where points get injected or corrupted, so the rules are spelt
  * out here, as checked against a real InfluxDB 1.x parser:
@@ -32,8 +32,7 @@
 
 #include <apr_strings.h>
 
-#include "batch.h"
-#include "histogram.h"
+#include "imx_lineproto.h"
 
 size_t imx_utf8_len(const unsigned char *s, size_t n)
 {
@@ -157,9 +156,7 @@ const char *const imx_tls_names[IMX_TLS_N] = {
 };
 
 /* A registry text by kind and id; an id the registry does not hold (it was
- * full) reads as the kind's reserved "other" (ids 0 and 1 are reserved by
- * the glue: servers 0 ",vhost=other"; routes 0 "" and 1 ",route=other";
- * upstreams 0 ",upstream=-"). */
+ * full) reads as the kind's reserved "other" (imx_names.h). */
 static const char *name_of(const imx_names_src_t *ns, int kind, uint32_t id,
                            size_t *len, size_t *split)
 {
@@ -168,7 +165,8 @@ static const char *name_of(const imx_names_src_t *ns, int kind, uint32_t id,
     if (ns->reg) {
         t = imx_names_get(ns->reg, kind, id, len, split);
         if (!t) {
-            t = imx_names_get(ns->reg, kind, kind == 1 ? 1 : 0, len, split);
+            t = imx_names_get(ns->reg, kind, kind == IMX_NAMES_ROUTE ? IMX_ROUTE_OTHER : 0,
+                              len, split);
         }
     }
     if (!t) {
@@ -185,25 +183,26 @@ static const char *method_of(const imx_names_src_t *ns, const imx_point_t *pt)
     return m ? m : "OTHER";
 }
 
-static const char *tag_of(const imx_names_src_t *ns, const imx_point_t *pt)
+static const char *reqtag_of(const imx_names_src_t *ns, const imx_point_t *pt)
 {
     size_t len, split;
 
-    if (pt->tag & IMX_TAG_NAMED) {
-        return ns->reg ? imx_names_get(ns->reg, 3, pt->tag & 0xffff, &len, &split) : NULL;
+    if (pt->reqtag & IMX_REQTAG_FIXED) {
+        return ns->reg ? imx_names_get(ns->reg, IMX_NAMES_FIXED, pt->reqtag & 0xffff, &len,
+                                       &split) : NULL;
     }
-    return pt->tag && ns->tag_text ? ns->tag_text(pt->tag) : NULL;
+    return pt->reqtag && ns->reqtag_text ? ns->reqtag_text(pt->reqtag) : NULL;
 }
 
 size_t imx_line_max(size_t prefix_len, const imx_names_src_t *ns, const imx_point_t *pt)
 {
     size_t slen, ssplit, rlen, rsplit, ulen = 0, usplit;
-    const char *tag = tag_of(ns, pt);
+    const char *tag = reqtag_of(ns, pt);
 
-    name_of(ns, 0, pt->server, &slen, &ssplit);
-    name_of(ns, 1, pt->route, &rlen, &rsplit);
+    name_of(ns, IMX_NAMES_SERVER, pt->server, &slen, &ssplit);
+    name_of(ns, IMX_NAMES_ROUTE, pt->route, &rlen, &rsplit);
     if (pt->fields & IMX_F_UPSTREAM) {
-        name_of(ns, 2, pt->upstream, &ulen, &usplit);
+        name_of(ns, IMX_NAMES_UPSTREAM, pt->upstream, &ulen, &usplit);
     }
     return prefix_len + slen + rlen + ulen
         + sizeof(",method=") - 1 + strlen(method_of(ns, pt))
@@ -322,9 +321,9 @@ size_t imx_encode_series(char *out, const char *prefix, size_t prefix_len,
                          const imx_names_src_t *ns, const imx_point_t *pt)
 {
     size_t slen, ssplit, rlen, rsplit;
-    const char *sv = name_of(ns, 0, pt->server, &slen, &ssplit);
-    const char *rt = name_of(ns, 1, pt->route, &rlen, &rsplit);
-    const char *tag = tag_of(ns, pt);
+    const char *sv = name_of(ns, IMX_NAMES_SERVER, pt->server, &slen, &ssplit);
+    const char *rt = name_of(ns, IMX_NAMES_ROUTE, pt->route, &rlen, &rsplit);
+    const char *tag = reqtag_of(ns, pt);
     char *o = out;
 
     o = put_mem(o, prefix, prefix_len);
@@ -348,7 +347,7 @@ size_t imx_encode_series(char *out, const char *prefix, size_t prefix_len,
     }
     if (pt->fields & IMX_F_UPSTREAM) {
         size_t ulen, usplit;
-        const char *up = name_of(ns, 2, pt->upstream, &ulen, &usplit);
+        const char *up = name_of(ns, IMX_NAMES_UPSTREAM, pt->upstream, &ulen, &usplit);
         o = put_mem(o, up, ulen);
     }
     o = PUT_LIT(o, " duration_us=");
@@ -436,4 +435,36 @@ size_t imx_encode_line(char *out, const char *prefix, size_t prefix_len,
     size_t n = imx_encode_series(out, prefix, prefix_len, ns, pt);
 
     return n + imx_encode_values(out + n, pt, rid, NULL);
+}
+
+/* ------------------------------------------------------------------------- */
+/* Bodies                                                                     */
+
+size_t imx_lp_lines_end(const char *data, size_t len, uint32_t lines)
+{
+    size_t cut = 0;
+
+    for (uint32_t seen = 0; seen < lines; seen++) {
+        const char *nl = memchr(data + cut, '\n', len - cut);
+        if (!nl) {
+            return 0;
+        }
+        cut = (size_t)(nl - data) + 1;
+    }
+    return cut;
+}
+
+void imx_lp_join(char *buf, size_t *len, uint32_t extra_have, const char *data, size_t dlen,
+                 uint32_t extra)
+{
+    size_t xe = extra ? imx_lp_lines_end(data, dlen, extra) : 0;
+
+    if (xe) {
+        size_t at = extra_have ? imx_lp_lines_end(buf, *len, extra_have) : 0;
+
+        memmove(buf + at + xe, buf + at, *len - at);
+        memcpy(buf + at, data, xe);
+    }
+    memcpy(buf + *len + xe, data + xe, dlen - xe);
+    *len += dlen;
 }

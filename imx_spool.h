@@ -1,10 +1,11 @@
 /*
- * spool.h: the on-disk spool of mod_influx_metrics (spool.c).
+ * imx_spool.h: the on-disk spool of mod_influx_metrics (imx_spool.c).
  *
  * What a child cannot send before it exits, and what its retry buffer cannot
  * hold, is written to a directory as files of encoded line protocol (the
  * timestamps included), and sent later by any live child, oldest first.
- * Like batch.h, this depends on APR and the C library only, never on httpd.
+ * Like the rest of the engine, it depends on APR and the C library only,
+ * never on httpd.
  *
  * Memory is the caller's: the gauges shared by every process of one httpd
  * (imx_spool_shared_t) live where the caller puts them (shared memory in the
@@ -22,63 +23,10 @@
 #include <apr_pools.h>
 #include <apr_time.h>
 
-#include "batch.h"
+#include "imx_log.h"
+#include "imx_spool_file.h"
 
-/* ------------------------------------------------------------------------- */
-/* The file format                                                            */
-
-/* A spool file is a 48-byte header followed by the payload: line protocol
- * exactly as it would have been POSTed (uncompressed), one line per point,
- * each ending in '\n'. All integers little-endian.
- *
- *    0  magic "IMXSPOOL"
- *    8  u32 version (1)
- *   12  u32 flags (IMX_SPOOL_MAYBE)
- *   16  u32 request points in the payload
- *   20  u32 other lines in the payload (the module's own points)
- *   24  u64 payload length in bytes
- *   32  i64 when the file was written (microseconds since the epoch)
- *   40  u32 CRC-32 of the payload
- *   44  u32 CRC-32 of bytes 0..43
- *
- * A file is valid only if it is exactly 48 + length bytes long, both CRCs
- * match, the payload ends in '\n' and holds points + other lines lines. */
-#define IMX_SPOOL_HDR       48
-#define IMX_SPOOL_VERSION   1
-/* A POST of this file may have been stored already (see maybe_stored). */
-#define IMX_SPOOL_MAYBE     1u
-/* Larger files are not ours: refused unread. */
-#define IMX_SPOOL_MAX_PAYLOAD ((uint64_t)1 << 30)
-
-typedef struct imx_spool_hdr {
-    uint32_t flags;
-    uint32_t points;
-    uint32_t extra;
-    uint64_t len;
-    int64_t created;
-    uint32_t crc;
-} imx_spool_hdr_t;
-
-typedef enum {
-    IMX_SPOOL_VALID = 0,
-    IMX_SPOOL_TRUNCATED,        /* shorter than its header says */
-    IMX_SPOOL_CORRUPT,          /* a CRC, the length or the line count is wrong */
-    IMX_SPOOL_FOREIGN           /* not a spool file of this version */
-} imx_spool_check_t;
-
-/* Writes the header of a payload (data, h->len bytes) into out; fills h->crc. */
-void imx_spool_encode_header(unsigned char out[IMX_SPOOL_HDR], imx_spool_hdr_t *h,
-                             const char *data);
-
-/* Checks the first len bytes of a file; with a valid header, fills h (also
- * for a truncated or corrupt payload, so that its points can be counted). */
-imx_spool_check_t imx_spool_check_header(const void *buf, size_t len, imx_spool_hdr_t *h);
-
-/* Checks a whole file of len bytes. */
-imx_spool_check_t imx_spool_check(const void *buf, size_t len, imx_spool_hdr_t *h);
-
-/* "truncated", "corrupt", ... */
-const char *imx_spool_check_text(imx_spool_check_t c);
+typedef struct imx_spool imx_spool_t;
 
 /* ------------------------------------------------------------------------- */
 /* The spool                                                                  */

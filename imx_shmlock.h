@@ -1,5 +1,5 @@
 /*
- * shmlock.h: a lock in shared memory that survives the death of its holder.
+ * imx_shmlock.h: a lock in shared memory that survives the death of its holder.
  *
  * Children of httpd die without warning (SIGKILL from the OOM killer or from
  * httpd's own stop escalation, a crash in another module). A spinlock or a

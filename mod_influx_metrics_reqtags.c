@@ -1,13 +1,13 @@
 /*
- * mod_influx_metrics_tags.c: interned request tags in shared memory (see
- * mod_influx_metrics_tags.h).
+ * mod_influx_metrics_reqtags.c: interned request tags in shared memory (see
+ * mod_influx_metrics_reqtags.h).
  *
  * Each table is open-addressed by a hash of the escaped text. An entry is
  * claimed with a CAS of its state from EMPTY to WRITING by the first thread
  * (of any child) that meets a new value, filled, then published as READY
  * with a release store; readers compare only READY entries, and a reader
  * that meets a WRITING entry waits for it briefly (the writer copies at most
- * IMX_TAG_TEXT_MAX bytes) before treating it as a miss. The number of
+ * IMX_REQTAG_TEXT_MAX bytes) before treating it as a miss. The number of
  * entries claimed, not the table's size, enforces the cap.
  *
  * Restarts. The values admitted are forgotten at each restart, graceful or
@@ -42,9 +42,9 @@
 
 #include "apr_shm.h"
 
-#include "batch.h"
-#include "mod_influx_metrics_status.h"
-#include "mod_influx_metrics_tags.h"
+#include "imx_lineproto.h"
+#include "mod_influx_metrics_shm.h"
+#include "mod_influx_metrics_reqtags.h"
 
 APLOG_USE_MODULE(influx_metrics);
 
@@ -56,7 +56,7 @@ enum { EMPTY = 0, WRITING = 1, READY = 2 };
 typedef struct {
     _Atomic uint32_t state;     /* STATE(epoch, EMPTY, WRITING or READY) */
     uint32_t hash;
-    char text[IMX_TAG_TEXT_MAX];
+    char text[IMX_REQTAG_TEXT_MAX];
 } entry_t;
 
 typedef struct {
@@ -90,7 +90,7 @@ static tags_shm_t *seg;
 #define REF_BITS 23
 #define REF_MAX ((1u << REF_BITS) - 1)
 
-#define USERDATA_KEY "imx_tags_shm"
+#define USERDATA_KEY "imx_reqtags_shm"
 
 /* Table idx of a bank in segment t (this process's `shm`, or `seg`). */
 static table_hdr_t *table_in(const tags_shm_t *t, uint32_t bank, uint32_t idx)
@@ -106,7 +106,7 @@ static table_hdr_t *table(uint32_t bank, int idx)
     return table_in(shm, bank, (uint32_t)idx);
 }
 
-apr_status_t imx_tags_init(server_rec *s, int ntables, int max_values)
+apr_status_t imx_reqtags_init(server_rec *s, int ntables, int max_values)
 {
     /* Twice the cap keeps probe chains short. */
     uint32_t nslots = (uint32_t)max_values * 2;
@@ -162,7 +162,7 @@ apr_status_t imx_tags_init(server_rec *s, int ntables, int max_values)
     return APR_SUCCESS;
 }
 
-void imx_tags_child_status(server_rec *s, pid_t pid, ap_generation_t gen, int slot,
+void imx_reqtags_child_status(server_rec *s, pid_t pid, ap_generation_t gen, int slot,
                            mpm_child_status state)
 {
     void *data = NULL;
@@ -216,13 +216,13 @@ static uint32_t ref_of(uint32_t bank, int idx, uint32_t i)
     return g > REF_MAX ? 0 : (uint32_t)g | (my_epoch & 0xff) << REF_BITS;
 }
 
-const char *imx_tags_text(uint32_t ref)
+const char *imx_reqtags_text(uint32_t ref)
 {
     uint64_t g = (ref & REF_MAX);
     uint32_t per_bank, bank, idx, i, word;
     entry_t *e;
 
-    if (!seg || !g || (ref & IMX_TAG_NAMED)) {
+    if (!seg || !g || (ref & IMX_REQTAG_FIXED)) {
         return NULL;
     }
     g--;
@@ -241,10 +241,10 @@ const char *imx_tags_text(uint32_t ref)
     return e->text;
 }
 
-uint32_t imx_tags_intern(int idx, const char *key_escaped, const char *value,
+uint32_t imx_reqtags_intern(int idx, const char *key_escaped, const char *value,
                          uint32_t other_ref)
 {
-    char text[IMX_TAG_TEXT_MAX];
+    char text[IMX_REQTAG_TEXT_MAX];
     size_t kl = strlen(key_escaped), vl = strlen(value), n;
     table_hdr_t *t;
     entry_t *ents;

@@ -1,0 +1,34 @@
+/*
+ * mod_influx_metrics_request.h: the request path (httpd glue).
+ */
+#ifndef IMX_REQUEST_H
+#define IMX_REQUEST_H
+
+#include "httpd.h"
+
+#include "imx_ring.h"
+#include "imx_ts.h"
+
+/* Method names by index: httpd's M_* numbers, then HEAD and OTHER. */
+#define IMX_METHODS (M_INVALID + 2)
+
+/* post_config, in the parent: what requests are recorded as (mode:
+ * IMX_MODE_*), the table of unique timestamps, the method names and the
+ * "other" text of each request tag. */
+void imx_request_post_config(apr_pool_t *pconf, apr_pool_t *ptemp, server_rec *s, int mode,
+                             imx_ts_table_t *ts);
+
+/* The escaped method names (IMX_METHODS of them; NULL: not a method). */
+const char *const *imx_request_methods(void);
+
+/* child_init, once the flusher runs: the ring requests are recorded into. */
+void imx_request_child(imx_ring_t *ring);
+
+/* log_transaction hook (APR_HOOK_FIRST). */
+int imx_request_log(request_rec *r);
+
+/* insert_filter and insert_error_filter hooks: the filters that measure
+ * what InfluxMetricsFields asks for, only for requests that are recorded. */
+void imx_request_insert_filter(request_rec *r);
+
+#endif /* IMX_REQUEST_H */
