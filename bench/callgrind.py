@@ -50,11 +50,11 @@ VALGRIND = "/usr/bin/valgrind"
 ANNOTATE = "/usr/bin/callgrind_annotate"
 PATH = "/small.txt"
 # Functions whose inclusive cost is reported (by symbol name).
-HOOK = "imx_log_transaction"
-HOOK_DONE = "imx_log_done"      # the last log hook (prefork: a deferred stop)
+HOOK = "imx_request_log"
+HOOK_DONE = "imx_prefork_log_done"  # the last log hook (prefork: a deferred stop)
 FLUSHER = "flusher_main"
 SEND = "imx_http_send"          # one POST (libcurl included)
-FILL = "fill_batch"             # ring -> line protocol, per batch
+FILL = "imx_body_fill"          # ring -> line protocol, per batch
 FUNCS = [HOOK, HOOK_DONE, FLUSHER, SEND, FILL]
 # The reference figures for this machine (combined-format access log).
 TARGET_ADDED = 2400

@@ -4,7 +4,7 @@ into a real InfluxDB 1.x, read back.
 Every seed of the fuzz corpus (tests/fuzz/corpus, see make_corpus.py) and a
 few hundred random hostile values (fixed seed) are used as a tag value, a
 route, a static tag key and the measurement name. Each line is built by the
-module's own escaper and encoder (lineproto.c, through the small filter
+module's own escaper and encoder (imx_lineproto.c, through the small filter
 tests/fuzz/lpencode.c, compiled with cc for the session), written to a
 private influxd, and read back. For every role:
 
@@ -12,11 +12,11 @@ private influxd, and read back. For every role:
     point carries exactly the tags and fields of its line (no value splits a
     token, a tag set or a line);
   * every name and value read back equals its canonical form, computed from
-    the rules in lineproto.c's header comment (canon() below, the same as
+    the rules in imx_lineproto.c's header comment (canon() below, the same as
     lp_canon in tests/lp_read.h), which is the input itself for inputs
     without backslashes, control bytes and invalid UTF-8.
 
-What influxd 1.6 does differently from the rules lineproto.c states, pinned
+What influxd 1.6 does differently from the rules imx_lineproto.c states, pinned
 here so that a change shows up:
 
   * Measurement names are unescaped twice (backslash + one of , " = space),
@@ -62,7 +62,7 @@ HOSTILE = [b"\\", b"\\", b"\\", b",", b"=", b" ", b'"', b"'", b"\n", b"\r", b"\t
 
 
 # --------------------------------------------------------------------------
-# The rules of lineproto.c, in Python
+# The rules of imx_lineproto.c, in Python
 
 def _utf8_len(b, i):
     """Length of the valid UTF-8 sequence at b[i], 0 if there is none."""
@@ -134,7 +134,7 @@ def spec_escape(b, kind):
 
 def canon(b, kind, reader="1x"):
     """How the escaped form of b reads back: reader "1x" (the rules of
-    lineproto.c), "2x" (2.x family, VictoriaMetrics) or "16" (influxd 1.6:
+    imx_lineproto.c), "2x" (2.x family, VictoriaMetrics) or "16" (influxd 1.6:
     as 1x, but measurement names are unescaped twice). The same as lp_canon
     in tests/lp_read.h."""
     meas16 = reader == "16" and kind == "M"
@@ -239,7 +239,7 @@ def _hex(b):
 
 
 class Encoder:
-    """Runs tests/fuzz/lpencode (lineproto.c) over a batch of requests."""
+    """Runs tests/fuzz/lpencode (imx_lineproto.c) over a batch of requests."""
 
     def __init__(self, exe):
         self.exe = exe
@@ -293,8 +293,8 @@ def lpencode():
             [cc, "-std=gnu11", "-O1", "-Wall", "-Wextra", *cflags,
              "-I", harness.REPO_ROOT, "-I", harness.TESTS_DIR, "-o", exe,
              os.path.join(FUZZ_DIR, "lpencode.c"),
-             os.path.join(harness.REPO_ROOT, "lineproto.c"),
-             os.path.join(harness.REPO_ROOT, "histogram.c"), *libs],
+             *(os.path.join(harness.REPO_ROOT, f)
+               for f in ("imx_lineproto.c", "imx_names.c", "imx_hist.c")), *libs],
             capture_output=True, text=True, timeout=120)
         assert proc.returncode == 0, "building lpencode failed:\n" + proc.stderr
         yield Encoder(exe)
