@@ -58,81 +58,34 @@ void imx_ring_init(imx_ring_t *r, void *cells, char *rids, uint32_t capacity,
     atomic_store(&c->taken, head);
 }
 
+void imx_ring_wake(imx_ring_t *r)
+{
+    if (r->wake_w >= 0) {
+        ssize_t n = write(r->wake_w, "", 1);
+        (void)n;
+    }
+}
+
 int imx_ring_push(imx_ring_t *r, const imx_point_t *pt, const char *rid)
 {
-    _Atomic uint64_t *head = &r->c->recorded;
     uint64_t pos;
-    imx_cell_t *c;
+    imx_cell_t *c = imx_ring_claim(r, &pos);
+    char *ids;
 
-    /* A worker still logging after the child began to stop (mod_http2
-     * joins its workers after our cleanup) finds the ring stopped, not
-     * freed: the point is counted, never written where no one will look. */
-    if (atomic_load_explicit(&r->stopping, memory_order_relaxed)) {
-        atomic_fetch_add_explicit(&r->c->late, 1, memory_order_relaxed);
-        atomic_fetch_add_explicit(&r->c->dropped_exit, 1, memory_order_relaxed);
+    if (!c) {
         return 0;
-    }
-    pos = atomic_load_explicit(head, memory_order_relaxed);
-    for (;;) {
-        uint64_t seq;
-
-        c = &r->cells[pos & r->mask];
-        seq = atomic_load_explicit(&c->seq, memory_order_acquire);
-        if (seq == pos) {
-            if (atomic_compare_exchange_weak_explicit(head, &pos, pos + 1,
-                                                      memory_order_relaxed,
-                                                      memory_order_relaxed)) {
-                break;
-            }
-            /* pos now holds the current head: try that index. */
-        }
-        else if ((int64_t)(seq - pos) < 0) {
-            /* The cell still holds the point from one lap ago: full. */
-            atomic_fetch_add_explicit(&r->c->dropped_full, 1, memory_order_relaxed);
-            return 0;
-        }
-        else {
-            pos = atomic_load_explicit(head, memory_order_relaxed);
-        }
     }
     c->pt = *pt;
     if (rid && pt->rid_len) {
-        if (r->rids) {
-            memcpy(r->rids + (pos & r->mask) * IMX_RID_MAX, rid,
-                   pt->rid_len < IMX_RID_MAX ? pt->rid_len : IMX_RID_MAX);
+        if ((ids = imx_ring_rid(r, pos))) {
+            memcpy(ids, rid, pt->rid_len < IMX_RID_MAX ? pt->rid_len : IMX_RID_MAX);
         }
         else {
             c->pt.rid_len = 0;
         }
     }
-    atomic_store_explicit(&c->seq, pos + 1, memory_order_release);
-
-    /* Completing a batch wakes the consumer early (wake_every <= capacity,
-     * so every lap of the ring completes at least one). A full pipe means a
-     * wake-up is pending already. */
-    if ((pos + 1) % r->wake_every == 0 && r->wake_w >= 0) {
-        ssize_t n = write(r->wake_w, "", 1);
-        (void)n;
-    }
+    imx_ring_publish(r, c, pos);
     return 1;
-}
-
-const imx_point_t *imx_ring_peek(imx_ring_t *r, const char **rid)
-{
-    imx_cell_t *c = &r->cells[r->tail & r->mask];
-
-    if (atomic_load_explicit(&c->seq, memory_order_acquire) != r->tail + 1) {
-        return NULL;            /* empty, or its producer is still writing */
-    }
-    *rid = r->rids ? r->rids + (r->tail & r->mask) * IMX_RID_MAX : NULL;
-    return &c->pt;
-}
-
-void imx_ring_next(imx_ring_t *r)
-{
-    atomic_store_explicit(&r->cells[r->tail & r->mask].seq, r->tail + r->mask + 1,
-                          memory_order_release);
-    r->tail++;
 }
 
 void imx_ring_mark_taken(imx_ring_t *r)

@@ -11,6 +11,7 @@
 
 #include <stdatomic.h>
 #include <stdint.h>
+#include <string.h>
 
 #include "imx_counters.h"
 #include "imx_point.h"
@@ -44,18 +45,95 @@ typedef struct imx_ring {
 void imx_ring_init(imx_ring_t *r, void *cells, char *rids, uint32_t capacity,
                    imx_counters_t *c, uint32_t wake_every, int wake_w);
 
-/* Request path: never blocks, never allocates. Returns 1 when recorded, 0
- * when refused (ring full: dropped_full; stopping: counted as recorded,
- * late and dropped_exit). rid: NULL, or pt->rid_len bytes of request id
- * (validated by the caller), kept when the ring keeps ids. Thread-safe. */
+/* Request path, in two steps so that a point is written once, in its cell:
+ * imx_ring_claim returns the cell of the next position (its index in *pos),
+ * or NULL when the point is refused (ring full: dropped_full; stopping:
+ * counted as recorded, late and dropped_exit); the caller fills cell->pt
+ * (every field) and publishes it with imx_ring_publish. Never blocks, never
+ * allocates; thread-safe. */
+static inline imx_cell_t *imx_ring_claim(imx_ring_t *r, uint64_t *pos_out)
+{
+    _Atomic uint64_t *head = &r->c->recorded;
+    uint64_t pos;
+
+    /* A worker still logging after the child began to stop (mod_http2
+     * joins its workers after our cleanup) finds the ring stopped, not
+     * freed: the point is counted, never written where no one will look. */
+    if (atomic_load_explicit(&r->stopping, memory_order_relaxed)) {
+        atomic_fetch_add_explicit(&r->c->late, 1, memory_order_relaxed);
+        atomic_fetch_add_explicit(&r->c->dropped_exit, 1, memory_order_relaxed);
+        return NULL;
+    }
+    pos = atomic_load_explicit(head, memory_order_relaxed);
+    for (;;) {
+        imx_cell_t *c = &r->cells[pos & r->mask];
+        uint64_t seq = atomic_load_explicit(&c->seq, memory_order_acquire);
+
+        if (seq == pos) {
+            if (atomic_compare_exchange_weak_explicit(head, &pos, pos + 1,
+                                                      memory_order_relaxed,
+                                                      memory_order_relaxed)) {
+                *pos_out = pos;
+                return c;
+            }
+            /* pos now holds the current head: try that index. */
+        }
+        else if ((int64_t)(seq - pos) < 0) {
+            /* The cell still holds the point from one lap ago: full. */
+            atomic_fetch_add_explicit(&r->c->dropped_full, 1, memory_order_relaxed);
+            return NULL;
+        }
+        else {
+            pos = atomic_load_explicit(head, memory_order_relaxed);
+        }
+    }
+}
+
+/* Out of line: wakes the consumer (a write to its pipe). */
+void imx_ring_wake(imx_ring_t *r);
+
+/* Publishes the point claimed at pos. Completing a batch wakes the
+ * consumer early (wake_every <= capacity, so every lap of the ring
+ * completes at least one); a full pipe means a wake-up is pending. */
+static inline void imx_ring_publish(imx_ring_t *r, imx_cell_t *c, uint64_t pos)
+{
+    atomic_store_explicit(&c->seq, pos + 1, memory_order_release);
+    if ((pos + 1) % r->wake_every == 0) {
+        imx_ring_wake(r);
+    }
+}
+
+/* The request id area of the cell at pos (IMX_RID_MAX bytes), or NULL when
+ * the ring keeps none. */
+static inline char *imx_ring_rid(imx_ring_t *r, uint64_t pos)
+{
+    return r->rids ? r->rids + (pos & r->mask) * IMX_RID_MAX : NULL;
+}
+
+/* Claim, copy and publish in one (rescue, tests): 1 when recorded. rid:
+ * NULL, or pt->rid_len bytes of request id, kept when the ring keeps ids. */
 int imx_ring_push(imx_ring_t *r, const imx_point_t *pt, const char *rid);
 
 /* Consumer: the point at the tail if its producer has published it (its
  * request id in *rid, or NULL), else NULL. */
-const imx_point_t *imx_ring_peek(imx_ring_t *r, const char **rid);
+static inline const imx_point_t *imx_ring_peek(imx_ring_t *r, const char **rid)
+{
+    imx_cell_t *c = &r->cells[r->tail & r->mask];
+
+    if (atomic_load_explicit(&c->seq, memory_order_acquire) != r->tail + 1) {
+        return NULL;            /* empty, or its producer is still writing */
+    }
+    *rid = imx_ring_rid(r, r->tail);
+    return &c->pt;
+}
 
 /* Consumer: frees the tail's cell (after imx_ring_peek) and moves on. */
-void imx_ring_next(imx_ring_t *r);
+static inline void imx_ring_next(imx_ring_t *r)
+{
+    atomic_store_explicit(&r->cells[r->tail & r->mask].seq, r->tail + r->mask + 1,
+                          memory_order_release);
+    r->tail++;
+}
 
 /* Consumer: says every point below the tail has left the ring (`taken`): a
  * rescuer of this ring starts there. */

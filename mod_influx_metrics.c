@@ -49,8 +49,12 @@
 
 static void register_hooks(apr_pool_t *p);
 
-/* Defined first: AP_DECLARE_MODULE also does APLOG_USE_MODULE, so that
- * LogLevel influx_metrics:<level> applies to every message below. */
+/* The one symbol httpd looks up (LoadModule): everything else is hidden
+ * (-fvisibility=hidden). Defined first: AP_DECLARE_MODULE also does
+ * APLOG_USE_MODULE, so that LogLevel influx_metrics:<level> applies to
+ * every message below. */
+extern module __attribute__((visibility("default"))) AP_MODULE_DECLARE_DATA influx_metrics_module;
+
 AP_DECLARE_MODULE(influx_metrics) = {
     STANDARD20_MODULE_STUFF,
     imx_create_dir_conf,

@@ -152,37 +152,23 @@ static uint32_t reqtag_of(const request_rec *r, const request_rec *last,
     return imx_reqtags_intern(dc->from_idx, dc->from_key, v, other);
 }
 
-int imx_request_log(request_rec *r)
+/* Everything but the plainest request: summaries, sampling, request tags,
+ * optional fields. Out of line, so that the common path keeps no request
+ * id buffer on its stack. */
+static __attribute__((noinline)) void log_full(request_rec *r, const request_rec *last,
+                                               const imx_dir_conf_t *dc,
+                                               const imx_srv_conf_t *sc, imx_ring_t *rg,
+                                               apr_time_t now, int midx)
 {
-    const request_rec *last = r;
-    const imx_dir_conf_t *dc;
-    const imx_srv_conf_t *sc;
     imx_point_t pt = { 0 };
     char rid[IMX_RID_MAX + 1];
-    int midx;
-    /* Loaded once: the same ring is recorded into, whatever happens. */
-    imx_ring_t *rg = atomic_load_explicit(&ring, memory_order_acquire);
-
-    imx_prefork_hold();         /* until imx_prefork_log_done */
-    if (!rg) {
-        return DECLINED;
-    }
-    dc = imx_dir_conf(r);
-    if (dc->enabled == 0) {
-        return DECLINED;
-    }
-    while (last->next) {
-        last = last->next;
-    }
-    sc = imx_srv_conf(r->server);
 
     /* Unique per millisecond server-wide, so InfluxDB never merges two
      * requests of one series (see imx_ts_unique). */
     pt.ts_ns = imx_ts_unique(ts_table, r->request_time);
-    pt.duration_us = apr_time_now() - r->request_time;
+    pt.duration_us = now - r->request_time;
     /* As %B: no body went out (HEAD, 304) means 0, whatever was counted. */
     pt.bytes_sent = last->sent_bodyct ? last->bytes_sent : 0;
-    midx = method_index(r);
     pt.server = (uint16_t)sc->reg_server;
     pt.route = (uint16_t)sc->reg_routes[dc->route_idx];
     pt.method = (uint8_t)midx;
@@ -205,6 +191,62 @@ int imx_request_log(request_rec *r)
             pt.reqtag = reqtag_of(r, last, dc);
         }
         imx_ring_push(rg, &pt, pt.rid_len ? rid : NULL);
+    }
+}
+
+int imx_request_log(request_rec *r)
+{
+    const request_rec *last = r;
+    const imx_dir_conf_t *dc;
+    const imx_srv_conf_t *sc;
+    imx_cell_t *c;
+    uint64_t pos;
+    apr_time_t now;
+    int midx;
+    /* Loaded once: the same ring is recorded into, whatever happens. */
+    imx_ring_t *rg = atomic_load_explicit(&ring, memory_order_acquire);
+
+    imx_prefork_hold();         /* until imx_prefork_log_done */
+    if (!rg) {
+        return DECLINED;
+    }
+    dc = imx_dir_conf(r);
+    if (dc->enabled == 0) {
+        return DECLINED;
+    }
+    now = apr_time_now();
+    while (last->next) {
+        last = last->next;
+    }
+    sc = imx_srv_conf(r->server);
+    midx = method_index(r);
+    if (mode != IMX_MODE_RAW || sc->fields || dc->from_src
+        || (dc->sample >= 0 && dc->sample < 1)) {
+        log_full(r, last, dc, sc, rg, now, midx);
+        return DECLINED;
+    }
+    /* The common case: a raw point, written once, in its cell. */
+    if ((c = imx_ring_claim(rg, &pos))) {
+        imx_point_t *pt = &c->pt;
+
+        pt->ts_ns = imx_ts_unique(ts_table, r->request_time);
+        pt->duration_us = now - r->request_time;
+        pt->bytes_sent = last->sent_bodyct ? last->bytes_sent : 0;
+        pt->bytes_received = 0;
+        pt->reqtag = 0;
+        pt->ttfb_us = 0;
+        pt->server = (uint16_t)sc->reg_server;
+        pt->route = (uint16_t)sc->reg_routes[dc->route_idx];
+        pt->upstream = 0;
+        pt->status = (uint16_t)(last->status > 0 && last->status < 1000 ? last->status : 0);
+        pt->sample = 0;
+        pt->method = (uint8_t)midx;
+        pt->protocol = 0;
+        pt->tls = 0;
+        pt->rid_len = 0;
+        pt->fields = 0;
+        pt->spare = 0;
+        imx_ring_publish(rg, c, pos);
     }
     return DECLINED;
 }

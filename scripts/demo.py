@@ -1,4 +1,4 @@
-"""The main job of mod_influx_metrics, end to end, on this machine.
+"""The demo of mod_influx_metrics, end to end, on the local machine.
 
 Starts a private InfluxDB 1.x and a private Apache httpd (event MPM unless
 --mpm says otherwise) with the module loaded, both on 127.0.0.1 ports picked

@@ -1,5 +1,5 @@
 #!/bin/sh
-# The main job, on a fresh Debian 12 machine (as root, or as a user with sudo):
+# The demo, on a fresh Debian 12 machine (as root, or as a user with sudo):
 # installs the packages (scripts/install-deps.sh), builds the module (make),
 # then runs scripts/demo.py: a private InfluxDB 1.x and a private Apache
 # (event MPM) with the module on 127.0.0.1, real traffic from ab, a graceful
