@@ -53,16 +53,20 @@ deb:
 
 # Unit tests: the engine without httpd, under ASan+UBSan, and the buffer and
 # flusher under TSan.
-tests/unit/test_engine.asan: tests/unit/test_engine.c tests/unit/check.h $(ENGINE) $(HDRS)
+tests/unit/test_engine.asan: tests/unit/test_engine.c tests/unit/check.c tests/unit/check.h \
+                            $(ENGINE) $(HDRS)
 	$(CC) $(UNIT_CFLAGS) -fsanitize=address,undefined -fno-sanitize-recover=all \
-	    -o $@ tests/unit/test_engine.c $(ENGINE) $(UNIT_LIBS)
+	    -o $@ tests/unit/test_engine.c tests/unit/check.c $(ENGINE) $(UNIT_LIBS)
 
-tests/unit/test_engine.tsan: tests/unit/test_engine.c tests/unit/check.h $(ENGINE) $(HDRS)
-	$(CC) $(UNIT_CFLAGS) -fsanitize=thread -o $@ tests/unit/test_engine.c $(ENGINE) $(UNIT_LIBS)
+tests/unit/test_engine.tsan: tests/unit/test_engine.c tests/unit/check.c tests/unit/check.h \
+                            $(ENGINE) $(HDRS)
+	$(CC) $(UNIT_CFLAGS) -fsanitize=thread -o $@ tests/unit/test_engine.c tests/unit/check.c \
+	    $(ENGINE) $(UNIT_LIBS)
 
-tests/unit/test_shm.asan: tests/unit/test_shm.c tests/unit/check.h imx_shmlock.c imx_shmlock.h
+tests/unit/test_shm.asan: tests/unit/test_shm.c tests/unit/check.c tests/unit/check.h \
+                          imx_shmlock.c imx_shmlock.h
 	$(CC) $(UNIT_CFLAGS) -fsanitize=address,undefined -fno-sanitize-recover=all \
-	    -o $@ tests/unit/test_shm.c imx_shmlock.c -lpthread
+	    -o $@ tests/unit/test_shm.c tests/unit/check.c imx_shmlock.c -lpthread
 
 # The engine's stop, from a real signal handler, with every call that is not
 # async-signal-safe wrapped to fail the test when the handler makes it.

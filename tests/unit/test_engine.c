@@ -3110,6 +3110,5 @@ int main(int argc, char **argv)
     stress(32, 10000, 65536, 5000, 0, 20);
     stress_spool();
     apr_terminate();
-    printf("%d checks, %d failures\n", checks, failures);
-    return failures ? 1 : 0;
+    return check_report();
 }
