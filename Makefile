@@ -58,7 +58,7 @@ deb:
 # tests/unit/obj/.
 UNIT_TESTS      = engine
 UNIT_TSAN_TESTS = engine
-UNIT_HELPERS    = check
+UNIT_HELPERS    = check fixture lp_parse
 UNIT_HDRS       = $(wildcard tests/unit/*.h) tests/test_names.h
 UNIT_OBJ        = tests/unit/obj
 ASAN            = -fsanitize=address,undefined -fno-sanitize-recover=all
