@@ -56,7 +56,7 @@ deb:
 # with ASan+UBSan; the concurrent tests also with TSan.
 # The engine and the helpers are compiled once per sanitizer, into
 # tests/unit/obj/.
-UNIT_TESTS      = engine lineproto http names ts hist ring retry delivery spool_file spool
+UNIT_TESTS      = engine lineproto http names ts hist ring retry delivery spool_file spool spill
 UNIT_TSAN_TESTS = engine
 UNIT_HELPERS    = check fixture lp_parse
 UNIT_HDRS       = $(wildcard tests/unit/*.h) tests/test_names.h
