@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+#include <sys/mman.h>
 
 #include <apr_time.h>
 #include <zlib.h>
@@ -303,7 +304,7 @@ void push_ids(imx_engine_t *e, uint64_t first, int n)
 /* ------------------------------------------------------------------------- */
 /* The spool fixture                                                          */
 
-void rm_tree(const char *dir)
+static void rm_tree(const char *dir)
 {
     DIR *d = opendir(dir);
     struct dirent *de;
@@ -377,6 +378,39 @@ unsigned char *make_file(const char *payload, uint32_t points, uint32_t extra,
     memcpy(buf + IMX_SPOOL_HDR, payload, len);
     *size = IMX_SPOOL_HDR + len;
     return buf;
+}
+
+imx_spool_t *spool_fixture_open(spool_fixture_t *f, uint64_t max_bytes)
+{
+    memset(f, 0, sizeof(*f));
+    strcpy(f->dir, "/tmp/imx-unit-spool-XXXXXX");
+    CHECK(mkdtemp(f->dir) != NULL, "mkdtemp");
+    f->sh = mmap(NULL, sizeof(*f->sh), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS,
+                 -1, 0);
+    if (f->sh == MAP_FAILED) {
+        perror("mmap");
+        exit(2);
+    }
+    return max_bytes ? spool_fixture_spool(f, max_bytes) : NULL;
+}
+
+imx_spool_t *spool_fixture_spool(spool_fixture_t *f, uint64_t max_bytes)
+{
+    if (f->p) {
+        apr_pool_destroy(f->p);
+    }
+    apr_pool_create(&f->p, NULL);
+    f->sp = open_spool(f->p, f->dir, f->sh, max_bytes);
+    return f->sp;
+}
+
+void spool_fixture_close(spool_fixture_t *f)
+{
+    if (f->p) {
+        apr_pool_destroy(f->p);
+    }
+    munmap(f->sh, sizeof(*f->sh));
+    rm_tree(f->dir);
 }
 
 /* ------------------------------------------------------------------------- */

@@ -7,7 +7,7 @@
  *   the engine fixture     base_conf(), make_engine(), push_n(), finish() and
  *                          the accounting identity, check_identity()
  *   the spool fixture      spool_fixture_t: a fresh directory, its gauges in
- *                          shared memory, a pool and the spool opened there
+ *                          shared memory, the spool opened in a pool
  *   summary tables         new_table(), key_tags()
  *
  * Each pushed point carries its id in duration_us (fill_point()); the
@@ -119,8 +119,6 @@ typedef struct {
 /* ------------------------------------------------------------------------- */
 /* The spool fixture                                                          */
 
-void rm_tree(const char *dir);
-
 /* Names in dir ending in `suffix` ("" for spool files only). */
 int count_names(const char *dir, const char *suffix);
 
@@ -131,6 +129,29 @@ imx_spool_t *open_spool(apr_pool_t *p, const char *dir, imx_spool_shared_t *sh,
  * other points. */
 unsigned char *make_file(const char *payload, uint32_t points, uint32_t extra,
                          size_t *size);
+
+/* A spool directory made for one test, /tmp/imx-unit-spool-XXXXXX, and its
+ * gauges, zeroed, in shared memory (so that forked claimers share them as
+ * httpd's children do). */
+typedef struct {
+    char dir[sizeof("/tmp/imx-unit-spool-XXXXXX")];
+    imx_spool_shared_t *sh;
+    apr_pool_t *p;              /* the spool's */
+    imx_spool_t *sp;
+} spool_fixture_t;
+
+/* Makes the directory and the gauges, and opens the spool in a pool of its
+ * own with that bound; max_bytes 0: not yet (for files written before the
+ * spool is opened), spool_fixture_spool() opens it. Returns f->sp. */
+imx_spool_t *spool_fixture_open(spool_fixture_t *f, uint64_t max_bytes);
+
+/* Opens the spool anew in a new pool, as a later child opens it; the pool
+ * of the spool before, and whatever else the test put in it, is destroyed
+ * first. Returns f->sp. */
+imx_spool_t *spool_fixture_spool(spool_fixture_t *f, uint64_t max_bytes);
+
+/* Destroys the pool and removes the directory and its files. */
+void spool_fixture_close(spool_fixture_t *f);
 
 /* ------------------------------------------------------------------------- */
 /* Summary tables                                                             */

@@ -27,19 +27,16 @@
  * its own timestamp, and empties the spool. */
 static void test_spool_exit_and_resend(void)
 {
-    char dir[] = "/tmp/imx-unit-spool-XXXXXX";
-    imx_spool_shared_t sh;
+    spool_fixture_t fx;
     apr_pool_t *p;
     recorder_t *rc = recorder_new();
     imx_engine_t *e;
     imx_stats_t st;
     imx_point_t pt;
 
-    CHECK(mkdtemp(dir) != NULL, "mkdtemp");
-    memset(&sh, 0, sizeof(sh));
     rc->always_fail = 1;
     apr_pool_create(&p, NULL);
-    test_spool = open_spool(p, dir, &sh, 1 << 30);
+    test_spool = spool_fixture_open(&fx, 1 << 30);
     e = make_engine(p, rc, 4096, 100, 0);
     test_spool = NULL;
     for (int i = 0; i < 700; i++) {
@@ -55,17 +52,18 @@ static void test_spool_exit_and_resend(void)
     imx_engine_stats(e, &st);
     check_identity(e, 1000, "spool exit");
     CHECK(st.to_spool == 1000 && st.dropped_exit == 0 && st.dropped_spool == 0
-          && st.sent == 0 && atomic_load(&sh.points) == 1000,
+          && st.sent == 0 && atomic_load(&fx.sh->points) == 1000,
           "exit: to_spool %llu dropped_exit %llu spooled %lld",
           (unsigned long long)st.to_spool, (unsigned long long)st.dropped_exit,
-          (long long)atomic_load(&sh.points));
-    CHECK(count_names(dir, "") == 10, "%d files for 10 batches of 100", count_names(dir, ""));
+          (long long)atomic_load(&fx.sh->points));
+    CHECK(count_names(fx.dir, "") == 10, "%d files for 10 batches of 100",
+          count_names(fx.dir, ""));
     apr_pool_destroy(p);
     recorder_free(rc);
 
     rc = recorder_new();
     apr_pool_create(&p, NULL);
-    test_spool = open_spool(p, dir, &sh, 1 << 30);
+    test_spool = spool_fixture_spool(&fx, 1 << 30);
     e = make_engine(p, rc, 4096, 100, 1);
     test_spool = NULL;
     imx_engine_flush_now(e);
@@ -75,10 +73,10 @@ static void test_spool_exit_and_resend(void)
           "resend: unspooled %llu, recorder saw %llu, dups %llu",
           (unsigned long long)st.unspooled, (unsigned long long)atomic_load(&rc->lines),
           (unsigned long long)atomic_load(&rc->dups));
-    CHECK(count_names(dir, "") == 0 && atomic_load(&sh.points) == 0
-          && atomic_load(&sh.bytes) == 0, "spool not empty after resending");
+    CHECK(count_names(fx.dir, "") == 0 && atomic_load(&fx.sh->points) == 0
+          && atomic_load(&fx.sh->bytes) == 0, "spool not empty after resending");
     finish(e, p, rc, 0, "spool resend");
-    rm_tree(dir);
+    spool_fixture_close(&fx);
 }
 
 /* The backend is down and the retry buffer small: it spills to the spool
@@ -86,26 +84,22 @@ static void test_spool_exit_and_resend(void)
  * first, then the spool; every point arrives once. */
 static void test_spool_spill(void)
 {
-    char dir[] = "/tmp/imx-unit-spool-XXXXXX";
-    imx_spool_shared_t sh;
+    spool_fixture_t fx;
     apr_pool_t *p;
     recorder_t *rc = recorder_new();
     imx_engine_t *e;
     imx_stats_t st;
 
-    CHECK(mkdtemp(dir) != NULL, "mkdtemp");
-    memset(&sh, 0, sizeof(sh));
     rc->always_fail = 1;
     rc->maybe = 1;
-    apr_pool_create(&p, NULL);
-    test_spool = open_spool(p, dir, &sh, 1 << 30);
-    p = NULL;
+    test_spool = spool_fixture_open(&fx, 1 << 30);
     e = push_n(&p, rc, 1024, 100, 1000, 2 * 100 * 80);
     test_spool = NULL;
     imx_engine_flush_now(e);
     imx_engine_stats(e, &st);
     CHECK(st.dropped_retry == 0 && st.to_spool >= 700 && st.to_spool % 100 == 0
-          && st.buffered == 1000 - st.to_spool && (uint64_t)atomic_load(&sh.points) == st.to_spool,
+          && st.buffered == 1000 - st.to_spool
+          && (uint64_t)atomic_load(&fx.sh->points) == st.to_spool,
           "spill: to_spool %llu dropped_retry %llu buffered %llu",
           (unsigned long long)st.to_spool, (unsigned long long)st.dropped_retry,
           (unsigned long long)st.buffered);
@@ -120,7 +114,7 @@ static void test_spool_spill(void)
           (unsigned long long)atomic_load(&rc->lines),
           (unsigned long long)atomic_load(&rc->dups));
     finish(e, p, rc, 1000, "spill");
-    rm_tree(dir);
+    spool_fixture_close(&fx);
 }
 
 /* A shared retry budget that other engines hold in full, with a spool:
@@ -128,8 +122,7 @@ static void test_spool_spill(void)
  * as it was; once the backend is back every point arrives once. */
 static void test_spool_shared_budget(void)
 {
-    char dir[] = "/tmp/imx-unit-spool-XXXXXX";
-    imx_spool_shared_t sh;
+    spool_fixture_t fx;
     apr_pool_t *p;
     recorder_t *rc = recorder_new();
     imx_engine_conf_t c;
@@ -139,15 +132,13 @@ static void test_spool_shared_budget(void)
     const uint64_t budget = 64 << 10;
     char err[128];
 
-    CHECK(mkdtemp(dir) != NULL, "mkdtemp");
-    memset(&sh, 0, sizeof(sh));
     atomic_store(&shared, budget);
     rc->always_fail = 1;
     apr_pool_create(&p, NULL);
     base_conf(&c, rc, 1024, 100);
     c.retry_buffer = budget;
     c.retry_shared = &shared;
-    c.spool = open_spool(p, dir, &sh, 1 << 30);
+    c.spool = spool_fixture_open(&fx, 1 << 30);
     e = imx_engine_create(p, &c, err, sizeof(err));
     CHECK(e != NULL, "create: %s", err);
     push_ids(e, 100000, 1000);
@@ -168,7 +159,7 @@ static void test_spool_shared_budget(void)
           (unsigned long long)st.unspooled, (unsigned long long)atomic_load(&rc->lines),
           (unsigned long long)atomic_load(&rc->dups));
     finish(e, p, rc, 1000, "spool shared budget");
-    rm_tree(dir);
+    spool_fixture_close(&fx);
 }
 
 /* Writes a spool file of the points id0 .. id0 + n - 1, in the shape the
@@ -195,30 +186,25 @@ static void spool_ids(imx_spool_t *sp, int id0, int n)
  * reached the backend, and goes once the backend is back. */
 static void test_spool_send_outcomes(void)
 {
-    char dir[] = "/tmp/imx-unit-spool-XXXXXX";
-    imx_spool_shared_t sh;
+    spool_fixture_t fx;
     imx_spool_file_t f;
     imx_spool_drop_t bad = { 0, 0 };
-    apr_pool_t *p;
     recorder_t *rc;
     imx_engine_t *e;
     imx_stats_t st;
     imx_spool_t *sp;
 
-    CHECK(mkdtemp(dir) != NULL, "mkdtemp");
-    memset(&sh, 0, sizeof(sh));
-    apr_pool_create(&p, NULL);
-    sp = open_spool(p, dir, &sh, 1 << 20);
+    sp = spool_fixture_open(&fx, 1 << 20);
 
     spool_ids(sp, 0, 100);
     rc = recorder_new();
     rc->max_lines = 30;
     test_spool = sp;
-    e = make_engine(p, rc, 1024, 100, 0);
+    e = make_engine(fx.p, rc, 1024, 100, 0);
     imx_engine_flush_now(e);
     imx_engine_stats(e, &st);
     CHECK(st.unspooled == 100 && atomic_load(&rc->lines) == 100 && atomic_load(&rc->dups) == 0
-          && count_names(dir, "") == 0, "413: unspooled %llu lines %llu dups %llu",
+          && count_names(fx.dir, "") == 0, "413: unspooled %llu lines %llu dups %llu",
           (unsigned long long)st.unspooled, (unsigned long long)atomic_load(&rc->lines),
           (unsigned long long)atomic_load(&rc->dups));
     imx_engine_stop(e);
@@ -227,11 +213,11 @@ static void test_spool_send_outcomes(void)
     spool_ids(sp, 100, 10);
     rc = recorder_new();
     rc->reject_first = 1;
-    e = make_engine(p, rc, 1024, 100, 0);
+    e = make_engine(fx.p, rc, 1024, 100, 0);
     imx_engine_flush_now(e);
     imx_engine_stats(e, &st);
-    CHECK(st.dropped_spool == 10 && st.unspooled == 0 && count_names(dir, "") == 0
-          && atomic_load(&sh.points) == 0, "reject: dropped_spool %llu",
+    CHECK(st.dropped_spool == 10 && st.unspooled == 0 && count_names(fx.dir, "") == 0
+          && atomic_load(&fx.sh->points) == 0, "reject: dropped_spool %llu",
           (unsigned long long)st.dropped_spool);
     imx_engine_stop(e);
     recorder_free(rc);
@@ -240,24 +226,23 @@ static void test_spool_send_outcomes(void)
     rc = recorder_new();
     rc->always_fail = 1;
     rc->maybe = 1;
-    e = make_engine(p, rc, 1024, 100, 0);
+    e = make_engine(fx.p, rc, 1024, 100, 0);
     imx_engine_flush_now(e);
     imx_engine_stats(e, &st);
-    CHECK(st.unspooled == 0 && st.retries == 1 && count_names(dir, "") == 1
-          && atomic_load(&sh.points) == 10, "retry: the file must stay");
+    CHECK(st.unspooled == 0 && st.retries == 1 && count_names(fx.dir, "") == 1
+          && atomic_load(&fx.sh->points) == 10, "retry: the file must stay");
     CHECK(imx_spool_claim(sp, &f, &bad) && (f.h.flags & IMX_SPOOL_MAYBE),
           "a POST that may have been stored is not noted in the file");
     imx_spool_release(sp, &f, 0);
     rc->always_fail = 0;
     imx_engine_flush_now(e);
     imx_engine_stats(e, &st);
-    CHECK(st.unspooled == 10 && atomic_load(&rc->lines) == 10 && count_names(dir, "") == 0,
+    CHECK(st.unspooled == 10 && atomic_load(&rc->lines) == 10 && count_names(fx.dir, "") == 0,
           "after the retry: unspooled %llu", (unsigned long long)st.unspooled);
     test_spool = NULL;
     imx_engine_stop(e);
     recorder_free(rc);
-    apr_pool_destroy(p);
-    rm_tree(dir);
+    spool_fixture_close(&fx);
 }
 
 /* A write that fails (here RLIMIT_FSIZE: EFBIG, the same path as ENOSPC
@@ -265,20 +250,17 @@ static void test_spool_send_outcomes(void)
  * dropped_spool; the identity holds. */
 static void test_spool_write_fails(void)
 {
-    char dir[] = "/tmp/imx-unit-spool-XXXXXX";
-    imx_spool_shared_t sh;
+    spool_fixture_t fx;
     imx_spool_drop_t ev = { 0, 0 };
     struct rlimit old, lim;
     struct sigaction ign, prev;
-    apr_pool_t *p;
     recorder_t *rc = recorder_new();
     imx_engine_t *e;
     imx_stats_t st;
     imx_point_t pt;
     char err[256], big[1000];
 
-    CHECK(mkdtemp(dir) != NULL, "mkdtemp");
-    memset(&sh, 0, sizeof(sh));
+    spool_fixture_open(&fx, 0);
     memset(big, 'x', sizeof(big));
     big[sizeof(big) - 1] = '\n';
     memset(&ign, 0, sizeof(ign));
@@ -289,15 +271,14 @@ static void test_spool_write_fails(void)
     lim.rlim_cur = 200;
     setrlimit(RLIMIT_FSIZE, &lim);
 
-    apr_pool_create(&p, NULL);
-    test_spool = open_spool(p, dir, &sh, 1 << 20);
+    test_spool = spool_fixture_spool(&fx, 1 << 20);
     CHECK(imx_spool_write(test_spool, big, sizeof(big), 1, 0, 0, 0, &ev, err, sizeof(err))
           == EFBIG && strstr(err, "cannot write"), "write past the limit: %s", err);
-    CHECK(atomic_load(&sh.bytes) == 0 && atomic_load(&sh.points) == 0
-          && count_names(dir, "") == 0 && count_names(dir, ".tmp") == 0,
+    CHECK(atomic_load(&fx.sh->bytes) == 0 && atomic_load(&fx.sh->points) == 0
+          && count_names(fx.dir, "") == 0 && count_names(fx.dir, ".tmp") == 0,
           "a failed write left something");
     rc->always_fail = 1;
-    e = make_engine(p, rc, 4096, 100, 0);
+    e = make_engine(fx.p, rc, 4096, 100, 0);
     test_spool = NULL;
     for (int i = 0; i < 300; i++) {
         fill_point(&pt, (uint64_t)i);
@@ -310,9 +291,8 @@ static void test_spool_write_fails(void)
     check_identity(e, 300, "spool write fails");
     setrlimit(RLIMIT_FSIZE, &old);
     sigaction(SIGXFSZ, &prev, NULL);
-    apr_pool_destroy(p);
+    spool_fixture_close(&fx);
     recorder_free(rc);
-    rm_tree(dir);
 }
 
 int main(void)

@@ -40,36 +40,32 @@ static void write_raw(const char *dir, const char *name, const void *data, size_
  * claimed, never crash, never block), and the one valid file is claimed. */
 static void test_spool_bad_files(void)
 {
-    char dir[] = "/tmp/imx-unit-spool-XXXXXX";
-    imx_spool_shared_t sh;
+    spool_fixture_t fx;
     imx_spool_file_t f;
     imx_spool_drop_t bad = { 0, 0 };
-    apr_pool_t *p;
     imx_spool_t *sp;
     size_t size;
     unsigned char *file = make_file("m a=1i 1\nm a=2i 2\n", 2, 0, &size);
     char name[64], path[512];
     int claimed = 0, nbad;
 
-    CHECK(mkdtemp(dir) != NULL, "mkdtemp");
-    memset(&sh, 0, sizeof(sh));
-    apr_pool_create(&p, NULL);
+    spool_fixture_open(&fx, 0);
     for (size_t len = 0; len < size; len++) {
         snprintf(name, sizeof(name), "imx-%016zx-00000001-00000000.spool", len);
-        write_raw(dir, name, file, len);
+        write_raw(fx.dir, name, file, len);
     }
     file[size - 3] ^= 1;            /* payload: CRC */
-    write_raw(dir, "imx-1000000000000000-00000001-00000000.spool", file, size);
-    write_raw(dir, "imx-1000000000000001-00000001-00000000.spool", "GIF89a\0\0", 8);
-    snprintf(path, sizeof(path), "%s/imx-1000000000000002-00000001-00000000.spool", dir);
+    write_raw(fx.dir, "imx-1000000000000000-00000001-00000000.spool", file, size);
+    write_raw(fx.dir, "imx-1000000000000001-00000001-00000000.spool", "GIF89a\0\0", 8);
+    snprintf(path, sizeof(path), "%s/imx-1000000000000002-00000001-00000000.spool", fx.dir);
     CHECK(mkdir(path, 0700) == 0, "mkdir");
-    snprintf(path, sizeof(path), "%s/imx-1000000000000003-00000001-00000000.spool", dir);
+    snprintf(path, sizeof(path), "%s/imx-1000000000000003-00000001-00000000.spool", fx.dir);
     CHECK(mkfifo(path, 0600) == 0, "mkfifo");
-    write_raw(dir, "not-a-spool-file", "x", 1);
+    write_raw(fx.dir, "not-a-spool-file", "x", 1);
     file[size - 3] ^= 1;
-    write_raw(dir, "imx-2000000000000000-00000001-00000000.spool", file, size);
+    write_raw(fx.dir, "imx-2000000000000000-00000001-00000000.spool", file, size);
     nbad = (int)size + 4;
-    sp = open_spool(p, dir, &sh, 1 << 20);
+    sp = spool_fixture_spool(&fx, 1 << 20);
     for (int round = 0; round < 100; round++) {
         if (!imx_spool_claim(sp, &f, &bad)) {
             break;
@@ -80,89 +76,77 @@ static void test_spool_bad_files(void)
         imx_spool_done(sp, &f);
     }
     CHECK(claimed == 1, "claimed %d files", claimed);
-    CHECK(atomic_load(&sh.bad_files) == (uint64_t)nbad, "bad_files %llu, want %d",
-          (unsigned long long)atomic_load(&sh.bad_files), nbad);
-    CHECK(count_names(dir, ".bad") == nbad && count_names(dir, "") == 0,
-          "%d .bad files, %d spool files left", count_names(dir, ".bad"),
-          count_names(dir, ""));
+    CHECK(atomic_load(&fx.sh->bad_files) == (uint64_t)nbad, "bad_files %llu, want %d",
+          (unsigned long long)atomic_load(&fx.sh->bad_files), nbad);
+    CHECK(count_names(fx.dir, ".bad") == nbad && count_names(fx.dir, "") == 0,
+          "%d .bad files, %d spool files left", count_names(fx.dir, ".bad"),
+          count_names(fx.dir, ""));
     /* Truncated payloads whose header was whole, and the corrupt one, say
      * how many points they held. */
     CHECK(bad.points == 2 * (size - IMX_SPOOL_HDR) + 2, "bad points %llu",
           (unsigned long long)bad.points);
-    apr_pool_destroy(p);
+    spool_fixture_close(&fx);
     free(file);
-    rm_tree(dir);
 }
 
 /* A writer killed mid-write leaves a temporary file; a bad header is moved
  * aside; the gauges come from the valid files. */
 static void test_spool_recount(void)
 {
-    char dir[] = "/tmp/imx-unit-spool-XXXXXX";
-    imx_spool_shared_t sh, sh2;
+    spool_fixture_t fx;
+    imx_spool_shared_t sh2;
     imx_spool_drop_t ev = { 0, 0 };
-    apr_pool_t *p;
-    imx_spool_t *sp;
+    imx_spool_t *sp = spool_fixture_open(&fx, 1 << 20);
     char err[256];
 
-    CHECK(mkdtemp(dir) != NULL, "mkdtemp");
-    memset(&sh, 0, sizeof(sh));
-    apr_pool_create(&p, NULL);
-    sp = open_spool(p, dir, &sh, 1 << 20);
     CHECK(imx_spool_write(sp, "m a=1i 1\nm a=2i 2\n", 18, 2, 0, 0, 0, &ev, err,
                           sizeof(err)) == 0, "write: %s", err);
     CHECK(imx_spool_write(sp, "s a=1i 1\nm a=2i 2\nm a=3i 3\n", 27, 2, 1, 0, 0, &ev, err,
                           sizeof(err)) == 0, "write: %s", err);
-    write_raw(dir, ".imx-1000000000000000-00000001-00000000.spool.tmp", "IMXSPO", 6);
-    write_raw(dir, "imx-1000000000000001-00000001-00000000.spool", "IMXSPOOLxxxx", 12);
-    CHECK(atomic_load(&sh.points) == 4 && atomic_load(&sh.files) == 2,
-          "gauges after writing: %lld points %lld files", (long long)atomic_load(&sh.points),
-          (long long)atomic_load(&sh.files));
+    write_raw(fx.dir, ".imx-1000000000000000-00000001-00000000.spool.tmp", "IMXSPO", 6);
+    write_raw(fx.dir, "imx-1000000000000001-00000001-00000000.spool", "IMXSPOOLxxxx", 12);
+    CHECK(atomic_load(&fx.sh->points) == 4 && atomic_load(&fx.sh->files) == 2,
+          "gauges after writing: %lld points %lld files",
+          (long long)atomic_load(&fx.sh->points), (long long)atomic_load(&fx.sh->files));
     memset(&sh2, 0, sizeof(sh2));
-    CHECK(imx_spool_recount(dir, geteuid(), &sh2, &ev, quiet_log, NULL) == 0, "recount");
+    CHECK(imx_spool_recount(fx.dir, geteuid(), &sh2, &ev, quiet_log, NULL) == 0, "recount");
     /* The bad file (12 bytes) still takes room. */
     CHECK(atomic_load(&sh2.points) == 4 && atomic_load(&sh2.files) == 2
-          && atomic_load(&sh2.bytes) == atomic_load(&sh.bytes) + 12
+          && atomic_load(&sh2.bytes) == atomic_load(&fx.sh->bytes) + 12
           && atomic_load(&sh2.bad_files) == 1,
           "recount: %lld points %lld files %lld bytes (want %lld + 12), %llu bad",
           (long long)atomic_load(&sh2.points), (long long)atomic_load(&sh2.files),
-          (long long)atomic_load(&sh2.bytes), (long long)atomic_load(&sh.bytes),
+          (long long)atomic_load(&sh2.bytes), (long long)atomic_load(&fx.sh->bytes),
           (unsigned long long)atomic_load(&sh2.bad_files));
-    CHECK(count_names(dir, ".tmp") == 0 && count_names(dir, ".bad") == 1,
-          "tmp %d bad %d", count_names(dir, ".tmp"), count_names(dir, ".bad"));
-    apr_pool_destroy(p);
-    rm_tree(dir);
+    CHECK(count_names(fx.dir, ".tmp") == 0 && count_names(fx.dir, ".bad") == 1,
+          "tmp %d bad %d", count_names(fx.dir, ".tmp"), count_names(fx.dir, ".bad"));
+    spool_fixture_close(&fx);
 }
 
 /* InfluxMetricsSpoolSize: the oldest files make room, counted; the newest
  * stay; a file larger than the spool is refused. */
 static void test_spool_bound(void)
 {
-    char dir[] = "/tmp/imx-unit-spool-XXXXXX";
-    imx_spool_shared_t sh;
+    spool_fixture_t fx;
     imx_spool_drop_t ev = { 0, 0 };
     imx_spool_file_t f;
-    apr_pool_t *p;
     imx_spool_t *sp;
     char err[256], line[64];
     uint64_t max = 3 * (IMX_SPOOL_HDR + 20) + 10;
     int first = -1, kept = 0;
 
-    CHECK(mkdtemp(dir) != NULL, "mkdtemp");
-    memset(&sh, 0, sizeof(sh));
-    apr_pool_create(&p, NULL);
-    sp = open_spool(p, dir, &sh, max);
+    sp = spool_fixture_open(&fx, max);
     for (int i = 0; i < 10; i++) {
         snprintf(line, sizeof(line), "m a=%05di %010d\n", i, i);    /* 20 bytes */
         CHECK(imx_spool_write(sp, line, strlen(line), 1, 0, i == 0, 0, &ev, err,
                               sizeof(err)) == 0, "write %d: %s", i, err);
-        CHECK((uint64_t)atomic_load(&sh.bytes) <= max, "bytes %lld over %llu",
-              (long long)atomic_load(&sh.bytes), (unsigned long long)max);
+        CHECK((uint64_t)atomic_load(&fx.sh->bytes) <= max, "bytes %lld over %llu",
+              (long long)atomic_load(&fx.sh->bytes), (unsigned long long)max);
     }
-    CHECK(ev.points == 7 && ev.maybe == 1 && atomic_load(&sh.points) == 3
-          && count_names(dir, "") == 3, "evicted %llu (maybe %llu), left %lld",
+    CHECK(ev.points == 7 && ev.maybe == 1 && atomic_load(&fx.sh->points) == 3
+          && count_names(fx.dir, "") == 3, "evicted %llu (maybe %llu), left %lld",
           (unsigned long long)ev.points, (unsigned long long)ev.maybe,
-          (long long)atomic_load(&sh.points));
+          (long long)atomic_load(&fx.sh->points));
     memset(&ev, 0, sizeof(ev));
     while (imx_spool_claim(sp, &f, &ev)) {
         int id = atoi(strchr(f.data, '=') + 1);
@@ -173,57 +157,53 @@ static void test_spool_bound(void)
         imx_spool_done(sp, &f);
     }
     CHECK(first == 7 && kept == 3, "kept %d from id %d", kept, first);
-    CHECK(atomic_load(&sh.bytes) == 0 && atomic_load(&sh.points) == 0, "gauges not back to 0");
+    CHECK(atomic_load(&fx.sh->bytes) == 0 && atomic_load(&fx.sh->points) == 0,
+          "gauges not back to 0");
     {
         char big[400];
         memset(big, 'x', sizeof(big) - 1);
         big[sizeof(big) - 1] = '\n';
         CHECK(imx_spool_write(sp, big, sizeof(big), 1, 0, 0, 0, &ev, err, sizeof(err))
-              == EFBIG && atomic_load(&sh.bytes) == 0, "a file larger than the spool");
+              == EFBIG && atomic_load(&fx.sh->bytes) == 0, "a file larger than the spool");
     }
-    apr_pool_destroy(p);
-    rm_tree(dir);
+    spool_fixture_close(&fx);
 }
 
 /* A file moved aside as bad still takes room: it counts in the spool's
  * bytes (at the start's recount too), and is the first deleted for room. */
 static void test_spool_bad_counts_and_goes_first(void)
 {
-    char dir[] = "/tmp/imx-unit-spool-XXXXXX", path[256];
-    imx_spool_shared_t sh;
+    spool_fixture_t fx;
     imx_spool_drop_t ev = { 0, 0 };
-    apr_pool_t *p;
     imx_spool_t *sp;
-    char err[256], line[64], junk[100];
+    char path[256], err[256], line[64], junk[100];
     uint64_t max = 3 * (IMX_SPOOL_HDR + 20) + 10;
     FILE *fp;
 
-    CHECK(mkdtemp(dir) != NULL, "mkdtemp");
-    memset(&sh, 0, sizeof(sh));
+    spool_fixture_open(&fx, 0);
     memset(junk, 'j', sizeof(junk));
-    snprintf(path, sizeof(path), "%s/imx-0000000000000001-00000001-00000001.spool.bad", dir);
+    snprintf(path, sizeof(path), "%s/imx-0000000000000001-00000001-00000001.spool.bad",
+             fx.dir);
     fp = fopen(path, "w");
     CHECK(fp && fwrite(junk, 1, sizeof(junk), fp) == sizeof(junk), "write %s", path);
     fclose(fp);
-    CHECK(imx_spool_recount(dir, getuid(), &sh, &ev, NULL, NULL) == 0, "recount");
-    CHECK(atomic_load(&sh.bytes) == (int64_t)sizeof(junk) && atomic_load(&sh.files) == 0,
-          "bytes %lld files %lld", (long long)atomic_load(&sh.bytes),
-          (long long)atomic_load(&sh.files));
-    apr_pool_create(&p, NULL);
-    sp = open_spool(p, dir, &sh, max);
+    CHECK(imx_spool_recount(fx.dir, getuid(), fx.sh, &ev, NULL, NULL) == 0, "recount");
+    CHECK(atomic_load(&fx.sh->bytes) == (int64_t)sizeof(junk) && atomic_load(&fx.sh->files) == 0,
+          "bytes %lld files %lld", (long long)atomic_load(&fx.sh->bytes),
+          (long long)atomic_load(&fx.sh->files));
+    sp = spool_fixture_spool(&fx, max);
     for (int i = 0; i < 3; i++) {
         snprintf(line, sizeof(line), "m a=%05di %010d\n", i, i);    /* 20 bytes */
         CHECK(imx_spool_write(sp, line, strlen(line), 1, 0, 0, 0, &ev, err, sizeof(err)) == 0,
               "write %d: %s", i, err);
     }
     /* 100 + 3 files > max: the bad file went, no good one did. */
-    CHECK(access(path, F_OK) != 0 && ev.points == 0 && atomic_load(&sh.points) == 3
-          && atomic_load(&sh.bytes) == (int64_t)(3 * (IMX_SPOOL_HDR + strlen(line))),
+    CHECK(access(path, F_OK) != 0 && ev.points == 0 && atomic_load(&fx.sh->points) == 3
+          && atomic_load(&fx.sh->bytes) == (int64_t)(3 * (IMX_SPOOL_HDR + strlen(line))),
           "bad file %s, evicted %llu, points %lld, bytes %lld",
           access(path, F_OK) ? "gone" : "kept", (unsigned long long)ev.points,
-          (long long)atomic_load(&sh.points), (long long)atomic_load(&sh.bytes));
-    apr_pool_destroy(p);
-    rm_tree(dir);
+          (long long)atomic_load(&fx.sh->points), (long long)atomic_load(&fx.sh->bytes));
+    spool_fixture_close(&fx);
 }
 
 /* Several processes claim the same files at once, and one dies holding one:
@@ -231,21 +211,16 @@ static void test_spool_bad_counts_and_goes_first(void)
 static void test_spool_claim_race(void)
 {
     enum { NFILES = 300, NPROC = 4 };
-    char dir[] = "/tmp/imx-unit-spool-XXXXXX";
-    imx_spool_shared_t *sh = mmap(NULL, sizeof(*sh), PROT_READ | PROT_WRITE,
-                                  MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    spool_fixture_t fx;
     _Atomic int *sent = mmap(NULL, NFILES * sizeof(*sent), PROT_READ | PROT_WRITE,
                              MAP_SHARED | MAP_ANONYMOUS, -1, 0);
     imx_spool_drop_t ev = { 0, 0 };
-    apr_pool_t *p;
     imx_spool_t *sp;
     char err[256], line[64];
     pid_t pids[NPROC + 1];
     int dup = 0, missing = 0, status;
 
-    CHECK(mkdtemp(dir) != NULL, "mkdtemp");
-    apr_pool_create(&p, NULL);
-    sp = open_spool(p, dir, sh, 1 << 30);
+    sp = spool_fixture_open(&fx, 1 << 30);
     for (int i = 0; i < NFILES; i++) {
         snprintf(line, sizeof(line), "m a=%di %d\n", i, i);
         CHECK(imx_spool_write(sp, line, strlen(line), 1, 0, 0, 0, &ev, err, sizeof(err)) == 0,
@@ -256,7 +231,7 @@ static void test_spool_claim_race(void)
         apr_pool_t *cp;
         imx_spool_file_t f;
         apr_pool_create(&cp, NULL);
-        sp = open_spool(cp, dir, sh, 1 << 30);
+        sp = open_spool(cp, fx.dir, fx.sh, 1 << 30);
         _exit(imx_spool_claim(sp, &f, &ev) ? 0 : 1);
     }
     waitpid(pids[NPROC], &status, 0);
@@ -267,7 +242,7 @@ static void test_spool_claim_race(void)
             imx_spool_file_t f;
             unsigned seed = (unsigned)getpid();
             apr_pool_create(&cp, NULL);
-            sp = open_spool(cp, dir, sh, 1 << 30);
+            sp = open_spool(cp, fx.dir, fx.sh, 1 << 30);
             for (int idle = 0; idle < 3; ) {
                 if (!imx_spool_claim(sp, &f, &ev)) {
                     idle++;
@@ -293,15 +268,13 @@ static void test_spool_claim_race(void)
         missing += atomic_load(&sent[i]) == 0;
     }
     CHECK(dup == 0 && missing == 0, "%d files sent twice, %d never", dup, missing);
-    CHECK(count_names(dir, "") == 0 && atomic_load(&sh->points) == 0
-          && atomic_load(&sh->files) == 0 && atomic_load(&sh->bytes) == 0,
-          "left: %d files, gauges %lld/%lld/%lld", count_names(dir, ""),
-          (long long)atomic_load(&sh->points), (long long)atomic_load(&sh->files),
-          (long long)atomic_load(&sh->bytes));
-    apr_pool_destroy(p);
-    munmap(sh, sizeof(*sh));
+    CHECK(count_names(fx.dir, "") == 0 && atomic_load(&fx.sh->points) == 0
+          && atomic_load(&fx.sh->files) == 0 && atomic_load(&fx.sh->bytes) == 0,
+          "left: %d files, gauges %lld/%lld/%lld", count_names(fx.dir, ""),
+          (long long)atomic_load(&fx.sh->points), (long long)atomic_load(&fx.sh->files),
+          (long long)atomic_load(&fx.sh->bytes));
     munmap((void *)sent, NFILES * sizeof(*sent));
-    rm_tree(dir);
+    spool_fixture_close(&fx);
 }
 
 int main(void)

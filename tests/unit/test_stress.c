@@ -118,8 +118,7 @@ static void stress(unsigned nthreads, unsigned per, uint32_t cap, uint32_t batch
  * and the identities hold on both sides. Runs under TSan too. */
 static void stress_spool(void)
 {
-    char dir[] = "/tmp/imx-unit-spool-XXXXXX";
-    imx_spool_shared_t sh;
+    spool_fixture_t fx;
     apr_pool_t *p;
     recorder_t *rc = recorder_new();
     unsigned char *accepted = calloc(MAX_IDS, 1);
@@ -129,11 +128,9 @@ static void stress_spool(void)
     imx_stats_t st, st2;
     uint64_t produced = 0, ok = 0, mismatch = 0;
 
-    CHECK(mkdtemp(dir) != NULL, "mkdtemp");
-    memset(&sh, 0, sizeof(sh));
     rc->always_fail = 1;
     apr_pool_create(&p, NULL);
-    test_spool = open_spool(p, dir, &sh, 1 << 30);
+    test_spool = spool_fixture_open(&fx, 1 << 30);
     test_retry_buffer = 64 << 10;
     e = make_engine(p, rc, 1024, 256, 0);
     test_retry_buffer = 64 << 20;
@@ -153,27 +150,28 @@ static void stress_spool(void)
     imx_engine_stats(e, &st);
     check_identity(e, produced, "stress spool");
     CHECK(st.sent == 0 && st.dropped_retry == 0 && st.dropped_spool == 0
-          && st.to_spool + st.dropped_exit == ok && (uint64_t)atomic_load(&sh.points) == st.to_spool,
+          && st.to_spool + st.dropped_exit == ok
+          && (uint64_t)atomic_load(&fx.sh->points) == st.to_spool,
           "spooling: to_spool %llu dropped_exit %llu accepted %llu spooled %lld",
           (unsigned long long)st.to_spool, (unsigned long long)st.dropped_exit,
-          (unsigned long long)ok, (long long)atomic_load(&sh.points));
+          (unsigned long long)ok, (long long)atomic_load(&fx.sh->points));
     apr_pool_destroy(p);
     recorder_free(rc);
 
     rc = recorder_new();
     apr_pool_create(&p, NULL);
-    test_spool = open_spool(p, dir, &sh, 1 << 30);
+    test_spool = spool_fixture_spool(&fx, 1 << 30);
     e = make_engine(p, rc, 1024, 256, 0);
     test_spool = NULL;
     CHECK(imx_engine_start(e) == APR_SUCCESS, "start");
-    for (int i = 0; i < 2000 && atomic_load(&sh.files); i++) {
+    for (int i = 0; i < 2000 && atomic_load(&fx.sh->files); i++) {
         apr_sleep(apr_time_from_msec(5));
     }
     imx_engine_stop(e);
     imx_engine_stats(e, &st2);
     CHECK(st2.unspooled == st.to_spool && atomic_load(&rc->lines) == st.to_spool
           && atomic_load(&rc->dups) == 0 && atomic_load(&rc->bad) == 0
-          && count_names(dir, "") == 0,
+          && count_names(fx.dir, "") == 0,
           "resend: unspooled %llu of %llu, lines %llu, dups %llu",
           (unsigned long long)st2.unspooled, (unsigned long long)st.to_spool,
           (unsigned long long)atomic_load(&rc->lines),
@@ -189,7 +187,7 @@ static void stress_spool(void)
     apr_pool_destroy(p);
     recorder_free(rc);
     free(accepted);
-    rm_tree(dir);
+    spool_fixture_close(&fx);
 }
 
 /* Many threads record while another drains and writes, as the elected
