@@ -52,10 +52,10 @@ deb:
 	./scripts/build-deb.sh
 
 # Unit tests (tests/unit/): a program per unit of the engine, test_<unit>.c,
-# each linked with the whole engine and the helpers (UNIT_HELPERS) and built
-# with ASan+UBSan; the concurrent tests also with TSan.
-# The engine and the helpers are compiled once per sanitizer, into
-# tests/unit/obj/.
+# each with its own main, linked with the whole engine and the helpers
+# (UNIT_HELPERS) and built with ASan+UBSan; the concurrent tests, test_stress.c,
+# also with TSan. The engine and the helpers are compiled once per sanitizer,
+# into tests/unit/obj/.
 UNIT_TESTS      = names lineproto http ts hist ring retry delivery engine spool_file spool \
                   spill stress
 UNIT_TSAN_TESTS = stress
