@@ -54,18 +54,53 @@ install: $(MODULE)
 deb:
 	./scripts/build-deb.sh
 
-# Unit tests: the engine without httpd, under ASan+UBSan, and the buffer and
-# flusher under TSan.
-tests/unit/test_engine.asan: tests/unit/test_engine.c tests/unit/check.h $(ENGINE) $(HDRS)
-	$(CC) $(UNIT_CFLAGS) -fsanitize=address,undefined -fno-sanitize-recover=all \
-	    -o $@ tests/unit/test_engine.c $(ENGINE) $(UNIT_LIBS)
+# Unit tests (tests/unit/): a program per unit of the engine, test_<unit>.c,
+# each with its own main, linked with the whole engine and the helpers
+# (UNIT_HELPERS) and built with ASan+UBSan; the concurrent tests, test_stress.c,
+# also with TSan. The engine and the helpers are compiled once per sanitizer,
+# into tests/unit/obj/.
+UNIT_TESTS      = names lineproto http ts hist ring retry delivery engine spool_file spool \
+                  spill stress
+UNIT_TSAN_TESTS = stress
+UNIT_HELPERS    = check fixture lp_parse
+UNIT_HDRS       = $(wildcard tests/unit/*.h) tests/test_names.h
+UNIT_OBJ        = tests/unit/obj
+ASAN            = -fsanitize=address,undefined -fno-sanitize-recover=all
+TSAN            = -fsanitize=thread
+UNIT_ASAN_BINS  = $(UNIT_TESTS:%=tests/unit/test_%.asan)
+UNIT_TSAN_BINS  = $(UNIT_TSAN_TESTS:%=tests/unit/test_%.tsan)
+# $(call unit_objs,asan|tsan): what every test program of that build links.
+unit_objs       = $(ENGINE:%.c=$(UNIT_OBJ)/$(1)-engine/%.o) \
+                  $(UNIT_HELPERS:%=$(UNIT_OBJ)/$(1)/%.o)
 
-tests/unit/test_engine.tsan: tests/unit/test_engine.c tests/unit/check.h $(ENGINE) $(HDRS)
-	$(CC) $(UNIT_CFLAGS) -fsanitize=thread -o $@ tests/unit/test_engine.c $(ENGINE) $(UNIT_LIBS)
+$(ENGINE:%.c=$(UNIT_OBJ)/asan-engine/%.o): $(UNIT_OBJ)/asan-engine/%.o: %.c $(HDRS)
+	@mkdir -p $(@D)
+	$(CC) $(UNIT_CFLAGS) $(ASAN) -c -o $@ $<
 
-tests/unit/test_shm.asan: tests/unit/test_shm.c tests/unit/check.h imx_shmlock.c imx_shmlock.h
-	$(CC) $(UNIT_CFLAGS) -fsanitize=address,undefined -fno-sanitize-recover=all \
-	    -o $@ tests/unit/test_shm.c imx_shmlock.c -lpthread
+$(ENGINE:%.c=$(UNIT_OBJ)/tsan-engine/%.o): $(UNIT_OBJ)/tsan-engine/%.o: %.c $(HDRS)
+	@mkdir -p $(@D)
+	$(CC) $(UNIT_CFLAGS) $(TSAN) -c -o $@ $<
+
+$(patsubst %,$(UNIT_OBJ)/asan/%.o,$(UNIT_HELPERS) $(UNIT_TESTS:%=test_%)): \
+        $(UNIT_OBJ)/asan/%.o: tests/unit/%.c $(UNIT_HDRS) $(HDRS)
+	@mkdir -p $(@D)
+	$(CC) $(UNIT_CFLAGS) $(ASAN) -c -o $@ $<
+
+$(patsubst %,$(UNIT_OBJ)/tsan/%.o,$(UNIT_HELPERS) $(UNIT_TSAN_TESTS:%=test_%)): \
+        $(UNIT_OBJ)/tsan/%.o: tests/unit/%.c $(UNIT_HDRS) $(HDRS)
+	@mkdir -p $(@D)
+	$(CC) $(UNIT_CFLAGS) $(TSAN) -c -o $@ $<
+
+$(UNIT_ASAN_BINS): tests/unit/test_%.asan: $(UNIT_OBJ)/asan/test_%.o $(call unit_objs,asan)
+	$(CC) $(UNIT_CFLAGS) $(ASAN) -o $@ $^ $(UNIT_LIBS)
+
+$(UNIT_TSAN_BINS): tests/unit/test_%.tsan: $(UNIT_OBJ)/tsan/test_%.o $(call unit_objs,tsan)
+	$(CC) $(UNIT_CFLAGS) $(TSAN) -o $@ $^ $(UNIT_LIBS)
+
+tests/unit/test_shm.asan: tests/unit/test_shm.c tests/unit/check.c tests/unit/check.h \
+                          imx_shmlock.c imx_shmlock.h
+	$(CC) $(UNIT_CFLAGS) $(ASAN) -o $@ tests/unit/test_shm.c tests/unit/check.c imx_shmlock.c \
+	    -lpthread
 
 # The engine's stop, from a real signal handler, with every call that is not
 # async-signal-safe wrapped to fail the test when the handler makes it.
@@ -81,15 +116,20 @@ tests/unit/test_digits.bin: tests/unit/test_digits.c $(LP_SRCS) $(HDRS)
 	$(CC) -std=gnu11 -O2 $(WARN) -Werror $(APR_INC) -I. -o $@ tests/unit/test_digits.c \
 	    $(LP_SRCS) $(UNIT_LIBS)
 
-unit: tests/unit/test_engine.asan tests/unit/test_engine.tsan tests/unit/test_shm.asan \
-      tests/unit/test_sigsafe.bin tests/unit/test_digits.bin
+UNIT_RUN = $(UNIT_ASAN_BINS) tests/unit/test_shm.asan tests/unit/test_sigsafe.bin \
+           tests/unit/test_digits.bin
 
+unit: $(UNIT_RUN) $(UNIT_TSAN_BINS)
+
+# Every program runs, a failing one included; the status says if any failed.
 test-unit: unit
-	./tests/unit/test_engine.asan
-	./tests/unit/test_shm.asan
-	./tests/unit/test_sigsafe.bin
-	./tests/unit/test_digits.bin
-	TSAN_OPTIONS=halt_on_error=1 ./tests/unit/test_engine.tsan stress
+	@fail=0; \
+	for t in $(UNIT_RUN); do echo "./$$t"; ./$$t || fail=1; done; \
+	for t in $(UNIT_TSAN_BINS); do \
+	    echo "TSAN_OPTIONS=halt_on_error=1 ./$$t"; \
+	    TSAN_OPTIONS=halt_on_error=1 ./$$t || fail=1; \
+	done; \
+	exit $$fail
 
 test-integration: $(MODULE)
 	$(PYTHON) -m pytest -q -p no:cacheprovider tests
@@ -108,7 +148,8 @@ lint:
 	    -I$(shell $(APXS) -q INCLUDEDIR) -I.
 
 clean:
-	rm -rf .libs *.la *.lo *.o *.slo tests/unit/*.asan tests/unit/*.tsan tests/unit/*.bin
+	rm -rf .libs *.la *.lo *.o *.slo tests/unit/*.asan tests/unit/*.tsan tests/unit/*.bin \
+	    $(UNIT_OBJ)
 
 # ---------------------------------------------------------------------------
 # Benchmarks (bench/, see bench/README.md). `make bench` runs everything in a

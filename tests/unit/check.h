@@ -1,10 +1,12 @@
-/* The unit tests' one assertion: counts, reports and goes on. */
+/* The unit tests' one assertion: counts, reports and goes on. The counters
+ * live in check.c, so that the helpers a test program links (fixture.c,
+ * lp_parse.c) count in the same totals as its tests. */
 #ifndef IMX_TEST_CHECK_H
 #define IMX_TEST_CHECK_H
 
 #include <stdio.h>
 
-static int failures, checks;
+extern int failures, checks;
 
 #define CHECK(cond, ...) do { \
     checks++; \
@@ -15,5 +17,8 @@ static int failures, checks;
         fputc('\n', stderr); \
     } \
 } while (0)
+
+/* Prints "N checks, M failures"; the program's exit status. */
+int check_report(void);
 
 #endif
