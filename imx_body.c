@@ -12,54 +12,54 @@
 #include <sys/mman.h>
 
 #include "imx_body.h"
+#include "imx_ts.h"
 
 #define SELF_FIELDS 14
 #define SELF_MAX (SELF_FIELDS * (16 + 21) + 24)
 
+/* Copies a cached series text (at most IMX_PCACHE_COPY bytes, read and
+ * written in whole 16-byte steps: the entry and the body have room past
+ * it): a few moves, not a call to memcpy. */
+static inline void copy_series(char *o, const char *text, uint32_t len)
+{
+    if (len <= 128) {
+        memcpy(o, text, 64);
+        memcpy(o + 64, text + 64, 64);
+        return;
+    }
+    for (uint32_t i = 0; i < len; i += 32) {
+        memcpy(o + i, text + i, 32);
+    }
+}
+
 /* Appends pt's line to b; 0 when b cannot grow (out of memory: the point
  * stays in the ring for the next round). */
-static int encode_point(imx_engine_t *e, imx_lpbuf_t *b, const imx_point_t *pt, const char *rid)
+static inline int encode_point(imx_engine_t *e, imx_lpbuf_t *b, const imx_point_t *pt,
+                               const char *rid)
 {
-    uint64_t k1 = (uint64_t)pt->server | (uint64_t)pt->route << 16
-                  | (uint64_t)pt->upstream << 32 | (uint64_t)pt->status << 48;
-    uint64_t k2 = (uint64_t)pt->reqtag | (uint64_t)pt->method << 32
-                  | (uint64_t)pt->protocol << 40 | (uint64_t)pt->tls << 48
-                  | (uint64_t)pt->fields << 56;
-    size_t first = (size_t)e->conf.batch_size * 160 + 512;
-    imx_pcache_ent_t *pc = NULL;
+    uint64_t k1 = pt->series[0], k2 = pt->series[1];
+    imx_pcache_ent_t *pc = e->pcache
+        ? &e->pcache[((k1 * 0x9e3779b97f4a7c15ULL) ^ (k2 * 0xc2b2ae3d27d4eb4fULL)) >> (64 - 8)]
+        : NULL;
     size_t n;
 
-    if (!e->pcache && !e->pcache_tried) {
-        e->pcache_tried = 1;
-        /* Mapped, not calloc'd: a page of it is memory only once an entry
-         * in it is used (calloc would clear, so touch, all of it). */
-        e->pcache = mmap(NULL, IMX_PCACHE_N * sizeof(*e->pcache), PROT_READ | PROT_WRITE,
-                         MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-        if (e->pcache == MAP_FAILED) {
-            e->pcache = NULL;
-        }
-    }
-    if (e->pcache) {
-        pc = &e->pcache[((k1 * 0x9e3779b97f4a7c15ULL) ^ (k2 * 0xc2b2ae3d27d4eb4fULL))
-                        >> (64 - 8)];
-    }
     if (pc && pc->len && pc->k1 == k1 && pc->k2 == k2) {
-        if (b->len + pc->len + IMX_VALUES_MAX > b->cap
-            && !imx_lpbuf_grow(b, b->len + pc->len + IMX_VALUES_MAX, first)) {
+        if (b->len + IMX_PCACHE_TEXT + IMX_VALUES_MAX > b->cap
+            && !imx_lpbuf_grow(b, b->len + IMX_PCACHE_TEXT + IMX_VALUES_MAX, 0)) {
             return 0;
         }
-        memcpy(b->buf + b->len, pc->text, pc->len);
+        copy_series(b->buf + b->len, pc->text, pc->len);
         n = pc->len;
     }
     else {
         size_t need = b->len + imx_line_max(e->prefix_len, &e->conf.names, pt);
 
-        if (need > b->cap && !imx_lpbuf_grow(b, need, first)) {
+        if (need > b->cap && !imx_lpbuf_grow(b, need, 0)) {
             return 0;
         }
         n = imx_encode_series(b->buf + b->len, e->conf.line_prefix, e->prefix_len,
                               &e->conf.names, pt);
-        if (pc && n <= IMX_PCACHE_TEXT) {
+        if (pc && n <= IMX_PCACHE_COPY) {
             memcpy(pc->text, b->buf + b->len, n);
             pc->len = (uint32_t)n;
             pc->k1 = k1;
@@ -67,13 +67,19 @@ static int encode_point(imx_engine_t *e, imx_lpbuf_t *b, const imx_point_t *pt, 
         }
     }
     b->len += n;
-    b->len += imx_encode_values(b->buf + b->len, pt, rid, &e->tsc);
+    /* The point's unique time, given here rather than on the request path
+     * (see imx_ts.h): the table is server-wide, so it is unique whichever
+     * child encodes it. */
+    b->len += imx_encode_values(b->buf + b->len, pt,
+                                e->conf.ts_table ? imx_ts_take(e->conf.ts_table, &e->tsb,
+                                                               pt->ts_ns / 1000)
+                                                 : pt->ts_ns, rid, &e->tsc);
     return 1;
 }
 
 int imx_lpbuf_grow(imx_lpbuf_t *b, size_t need, size_t first)
 {
-    size_t cap = b->cap ? b->cap : first;
+    size_t cap = b->cap ? b->cap : first ? first : 65536;
     char *nb;
 
     if (need <= b->cap) {
@@ -99,6 +105,21 @@ static int grow_body(imx_engine_t *e, size_t need)
 uint32_t imx_body_take(imx_engine_t *e, imx_lpbuf_t *b, uint32_t max)
 {
     uint32_t n = 0;
+
+    if (!e->pcache && !e->pcache_tried) {
+        e->pcache_tried = 1;
+        /* Mapped, not calloc'd: a page of it is memory only once an entry
+         * in it is used (calloc would clear, so touch, all of it). */
+        e->pcache = mmap(NULL, IMX_PCACHE_N * sizeof(*e->pcache), PROT_READ | PROT_WRITE,
+                         MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+        if (e->pcache == MAP_FAILED) {
+            e->pcache = NULL;
+        }
+    }
+    /* The first body gets room for a full batch of typical lines. */
+    if (!b->cap && !imx_lpbuf_grow(b, (size_t)max * 160 + 512, 0)) {
+        return 0;
+    }
 
     while (n < max) {
         const char *rid;

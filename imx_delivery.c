@@ -224,22 +224,22 @@ static int send_halves(imx_engine_t *e, const char *data, size_t len, uint32_t n
 /* imx_send_wait_fn, from inside a POST that waits on the network: the
  * flusher is the ring's only drain, so a backend that does not answer (a
  * list of failover URLs that time out one by one) would otherwise let the
- * ring overflow while the backend that answers is up. Once the ring is half
- * full, its points move to the retry buffer in batches of batch_size (or,
- * with a spool, on from there), as they do while the flusher backs off;
- * they are sent after the POST under way, in order. Not without a retry
+ * ring overflow while the backend that answers is up. Once the ring is three
+ * quarters full, its points move to the retry buffer in batches of
+ * batch_size (or, with a spool, on from there), as they do while the
+ * flusher backs off; they are sent after the POST under way, in order. Not without a retry
  * buffer: there, a moved batch would be dropped, and in the ring it may
  * still be sent. */
 static void send_wait(void *ctx)
 {
     imx_engine_t *e = ctx;
-    uint64_t half = (e->ring.mask + 1) / 2;
+    uint64_t high = (e->ring.mask + 1) / 4 * 3;
 
     if (e->in_wait || (!e->conf.retry_buffer && !e->conf.spool)) {
         return;
     }
     e->in_wait = 1;
-    while (imx_ring_avail(&e->ring) >= half) {
+    while (imx_ring_avail(&e->ring) >= high) {
         uint32_t n;
 
         e->side.len = 0;

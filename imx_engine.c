@@ -127,7 +127,7 @@ imx_engine_t *imx_engine_create(apr_pool_t *p, const imx_engine_conf_t *conf,
     e->wake_r = e->wake_w = e->done_r = e->done_w = -1;
     atomic_store(&e->finished, 1);
     e->prefix_len = strlen(conf->line_prefix);
-    e->tsc.sec = -1;
+    e->tsc.ms = -1;
     if (conf->cells) {
         if (cap != conf->capacity || ((uintptr_t)conf->cells & (IMX_CACHE_LINE - 1))) {
             snprintf(err, errsz, "caller's ring must be a power of two of aligned cells");

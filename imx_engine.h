@@ -31,6 +31,7 @@
 #include "imx_ring.h"
 #include "imx_send.h"
 #include "imx_spool.h"
+#include "imx_ts.h"
 
 typedef struct imx_engine imx_engine_t;
 
@@ -94,6 +95,10 @@ typedef struct imx_engine_conf {
     imx_exit_fn *on_exit;       /* may be NULL */
     void *exit_ctx;
     imx_names_src_t names;      /* what the points' indices name */
+    /* The server-wide table of timestamp tickets (imx_ts.h): with it, a
+     * point's ts_ns is its start, made unique when it is encoded; NULL:
+     * ts_ns is written as it is. */
+    imx_ts_table_t *ts_table;
     /* Request ids beside the cells: capacity x IMX_RID_MAX bytes, in the
      * same memory as the cells (the caller's, or allocated from the pool
      * when rid_cells is set and this is NULL); NULL with rid_cells 0: no

@@ -35,6 +35,9 @@ typedef struct imx_lpbuf {
  * indices. Texts longer than an entry are encoded each time. */
 #define IMX_PCACHE_N 256
 #define IMX_PCACHE_TEXT 236
+/* Longest text cached: copied in 32-byte steps, it must round up within
+ * the entry's text. */
+#define IMX_PCACHE_COPY 224
 typedef struct {
     uint64_t k1, k2;
     uint32_t len;               /* 0: empty */
@@ -71,6 +74,7 @@ struct imx_engine {
     imx_pcache_ent_t *pcache;   /* IMX_PCACHE_N, or NULL (out of memory) */
     int pcache_tried;
     imx_ts_cache_t tsc;
+    imx_ts_block_t tsb;         /* timestamp tickets at hand */
     char *xbuf;                 /* lines handed to imx_engine_submit(), sent at the
                                  * head of the next batch */
     size_t xlen, xcap;

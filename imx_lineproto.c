@@ -234,8 +234,13 @@ static const char digits2[201] =
     "6061626364656667686970717273747576777879"
     "8081828384858687888990919293949596979899";
 
+/* The number writers below are inlined into the encoder's one loop (the
+ * per-point cost is a budget: see bench/): a call per number would cost
+ * more than the digits. */
+#define INLINE static inline __attribute__((always_inline))
+
 /* The leading pair of digits (one digit if below 10). */
-static char *put_lead(char *o, unsigned d)
+INLINE char *put_lead(char *o, unsigned d)
 {
     if (d < 10) {
         *o = (char)('0' + d);
@@ -271,7 +276,7 @@ static inline __attribute__((always_inline)) char *put_lead_pairs(char *o, uint6
  * power of 100 as a fixed-point number (the multipliers are 2^32 / 100,
  * 2^32 / 10^4 and 2^48 / 10^6 rounded up; the excess stays below the last
  * digit pair, checked for every x by tests/unit/test_digits.c). */
-static char *put_small(char *o, uint32_t x)
+INLINE char *put_small(char *o, uint32_t x)
 {
     if (x < 100) {
         return put_lead(o, x);
@@ -286,18 +291,17 @@ static char *put_small(char *o, uint32_t x)
 }
 
 /* Exactly 8 digits of x < 10^8, leading zeros kept. */
-static char *put8(char *o, uint32_t x)
+INLINE char *put8(char *o, uint32_t x)
 {
     return put_pairs(o, (uint64_t)x * 281474977u, 48, 4);
 }
 
-char *imx_put_u64(char *o, uint64_t v)
+/* Values past 10^8 are rare in a point but for its timestamp (which
+ * put_ts writes): out of line. */
+static char *put_large(char *o, uint64_t v)
 {
     uint64_t rest;
 
-    if (v < 100000000u) {
-        return put_small(o, (uint32_t)v);
-    }
     if (v < 10000000000000000ULL) {
         o = put_small(o, (uint32_t)(v / 100000000u));
         return put8(o, (uint32_t)(v % 100000000u));
@@ -308,13 +312,23 @@ char *imx_put_u64(char *o, uint64_t v)
     return put8(o, (uint32_t)(rest % 100000000u));
 }
 
-static char *put_i64(char *o, int64_t v)
+INLINE char *put_u64(char *o, uint64_t v)
+{
+    return v < 100000000u ? put_small(o, (uint32_t)v) : put_large(o, v);
+}
+
+char *imx_put_u64(char *o, uint64_t v)
+{
+    return put_u64(o, v);
+}
+
+INLINE char *put_i64(char *o, int64_t v)
 {
     if (v < 0) {
         *o++ = '-';
-        return imx_put_u64(o, (uint64_t)0 - (uint64_t)v);
+        return put_u64(o, (uint64_t)0 - (uint64_t)v);
     }
-    return imx_put_u64(o, (uint64_t)v);
+    return put_u64(o, (uint64_t)v);
 }
 
 size_t imx_encode_series(char *out, const char *prefix, size_t prefix_len,
@@ -331,7 +345,7 @@ size_t imx_encode_series(char *out, const char *prefix, size_t prefix_len,
     o = PUT_LIT(o, ",method=");
     o = put_str(o, method_of(ns, pt));
     o = PUT_LIT(o, ",status=");
-    o = imx_put_u64(o, pt->status);
+    o = put_u64(o, pt->status);
     o = put_mem(o, rt, rlen);
     o = put_mem(o, sv + ssplit, slen - ssplit); /* static tags */
     if (tag) {
@@ -354,29 +368,46 @@ size_t imx_encode_series(char *out, const char *prefix, size_t prefix_len,
     return (size_t)(o - out);
 }
 
-/* A timestamp (ns) through the cache of its seconds' digits. */
-static char *put_ts(char *o, int64_t ts, imx_ts_cache_t *tc)
+/* A timestamp (ns) through the cache of its milliseconds' digits: a point
+ * is the millisecond of its start and its ticket there (imx_ts.h), so
+ * neighbouring points share the first 13 digits, copied as a fixed 16
+ * bytes (the line has room past them, see IMX_VALUES_MAX; the digits after
+ * them overwrite the rest), and the ticket is six digits. */
+static __attribute__((noinline)) void ts_cache_fill(imx_ts_cache_t *tc, int64_t ms)
 {
-    int64_t sec;
-    uint32_t ns, d;
-
-    if (!tc || ts < 1000000000) {
-        return put_i64(o, ts);
-    }
-    sec = ts / 1000000000;
-    ns = (uint32_t)(ts - sec * 1000000000);
-    if (sec != tc->sec) {
-        tc->len = (uint32_t)(imx_put_u64(tc->text, (uint64_t)sec) - tc->text);
-        tc->sec = sec;
-    }
-    o = put_mem(o, tc->text, tc->len);
-    d = ns / 100000000u;
-    *o++ = (char)('0' + d);
-    return put8(o, ns - d * 100000000u);
+    tc->len = (uint32_t)(put_u64(tc->text, (uint64_t)ms) - tc->text);
+    tc->ms = ms;
 }
 
-size_t imx_encode_values(char *out, const imx_point_t *pt, const char *rid,
-                         imx_ts_cache_t *tc)
+INLINE char *put_ts(char *o, int64_t ts, imx_ts_cache_t *tc)
+{
+    int64_t ms;
+    uint32_t tick;
+
+    if (!tc || ts < 1000000000000000LL) {
+        return put_i64(o, ts);
+    }
+    ms = ts / 1000000;
+    tick = (uint32_t)(ts - ms * 1000000);
+    if (ms != tc->ms) {
+        ts_cache_fill(tc, ms);
+    }
+    memcpy(o, tc->text, 16);
+    o += tc->len;
+    /* Exactly six digits, leading zeros kept: most tickets are below 100
+     * (the first ones of a millisecond); else the x < 10^6 case of
+     * put_small, without its leading-digit step. */
+    if (tick < 100) {
+        memcpy(o, "0000", 4);
+        memcpy(o + 4, digits2 + 2 * tick, 2);
+        return o + 6;
+    }
+    return put_pairs(o, (uint64_t)tick * 429497u, 32, 3);
+}
+
+static __attribute__((noinline)) size_t values_full(char *out, const imx_point_t *pt,
+                                                   int64_t ts_ns, const char *rid,
+                                                   imx_ts_cache_t *tc)
 {
     char *o = out;
 
@@ -424,7 +455,27 @@ size_t imx_encode_values(char *out, const imx_point_t *pt, const char *rid,
         *o++ = '"';
     }
     *o++ = ' ';
-    o = put_ts(o, pt->ts_ns, tc);
+    o = put_ts(o, ts_ns, tc);
+    *o++ = '\n';
+    return (size_t)(o - out);
+}
+
+/* The common point (no optional field, not sampled, numbers below 10^8) in
+ * one straight line. */
+size_t imx_encode_values(char *out, const imx_point_t *pt, int64_t ts_ns, const char *rid,
+                         imx_ts_cache_t *tc)
+{
+    char *o;
+
+    if ((pt->fields | pt->sample) || (uint64_t)pt->duration_us >= 100000000u
+        || (uint64_t)pt->bytes_sent >= 100000000u) {
+        return values_full(out, pt, ts_ns, rid, tc);
+    }
+    o = put_small(out, (uint32_t)pt->duration_us);
+    o = PUT_LIT(o, "i,bytes_sent=");
+    o = put_small(o, (uint32_t)pt->bytes_sent);
+    o = PUT_LIT(o, "i ");
+    o = put_ts(o, ts_ns, tc);
     *o++ = '\n';
     return (size_t)(o - out);
 }
@@ -434,7 +485,7 @@ size_t imx_encode_line(char *out, const char *prefix, size_t prefix_len,
 {
     size_t n = imx_encode_series(out, prefix, prefix_len, ns, pt);
 
-    return n + imx_encode_values(out + n, pt, rid, NULL);
+    return n + imx_encode_values(out + n, pt, pt->ts_ns, rid, NULL);
 }
 
 /* ------------------------------------------------------------------------- */

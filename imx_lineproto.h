@@ -65,18 +65,19 @@ size_t imx_encode_series(char *out, const char *prefix, size_t prefix_len,
 /* Most bytes imx_encode_values() writes. */
 #define IMX_VALUES_MAX (4 * 21 + 80 + 2 * IMX_RID_MAX + 20)
 
-/* The seconds of the last timestamp written, in digits: neighbouring
- * points share them, so most timestamps cost nine digits, not nineteen. */
+/* The milliseconds of the last timestamp written, in digits: neighbouring
+ * points share them, so most timestamps cost six digits, not nineteen. */
 typedef struct imx_ts_cache {
-    int64_t sec;                /* -1: none yet */
+    int64_t ms;                 /* -1: none yet */
     uint32_t len;
-    char text[20];
+    char text[24];
 } imx_ts_cache_t;
 
-/* Writes the rest of the line: the field values, the timestamp and '\n'.
- * rid: the request id (pt->rid_len bytes, already validated); tc: NULL, or
- * a cache the caller keeps between calls. */
-size_t imx_encode_values(char *out, const imx_point_t *pt, const char *rid,
+/* Writes the rest of the line: the field values, the timestamp ts_ns
+ * (pt->ts_ns, or the unique one the encoder gave it, see imx_ts.h) and
+ * '\n'. rid: the request id (pt->rid_len bytes, already validated); tc:
+ * NULL, or a cache the caller keeps between calls. */
+size_t imx_encode_values(char *out, const imx_point_t *pt, int64_t ts_ns, const char *rid,
                          imx_ts_cache_t *tc);
 
 /* Both: one whole line ("prefix,vhost=...,method=..,status=.. fields ts\n"). */

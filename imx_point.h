@@ -34,25 +34,33 @@ enum { IMX_TLS_NONE, IMX_TLS_10, IMX_TLS_11, IMX_TLS_12, IMX_TLS_13, IMX_TLS_OTH
 #define IMX_RID_MAX 64
 
 /* 56 bytes, so that a ring cell with its sequence number is one 64-byte
- * cache line (imx_ring.h). */
+ * cache line (imx_ring.h). What decides a point's series (everything of its
+ * line before " duration_us=") is the 16 bytes of `series`, so that the
+ * encoder finds the series' text with two loads (imx_body.c). */
 typedef struct imx_point {
-    int64_t ts_ns;              /* request start, made unique (imx_ts.h) */
+    int64_t ts_ns;              /* request start; the encoder makes it unique
+                                 * (imx_engine_conf_t.ts_table) */
     int64_t duration_us;
     int64_t bytes_sent;
     int64_t bytes_received;     /* IMX_F_BYTES_RECEIVED */
-    uint32_t reqtag;            /* the request tag (InfluxMetricsTagFrom), 0: none */
+    union {
+        struct {
+            uint16_t server;    /* registry kind SERVER: ",vhost=.." | static tags */
+            uint16_t route;     /* registry kind ROUTE: ",route=..", 0: none */
+            uint16_t upstream;  /* registry kind UPSTREAM: ",upstream=..", 0: "-" */
+            uint16_t status;
+            uint32_t reqtag;    /* the request tag (InfluxMetricsTagFrom), 0: none */
+            uint8_t method;     /* index into the methods table */
+            uint8_t protocol;   /* IMX_PROTO_* */
+            uint8_t tls;        /* IMX_TLS_* */
+            uint8_t fields;     /* IMX_F_* */
+        };
+        uint64_t series[2];
+    };
     uint32_t ttfb_us;           /* IMX_F_TTFB */
-    uint16_t server;            /* registry kind SERVER: ",vhost=.." | static tags */
-    uint16_t route;             /* registry kind ROUTE: ",route=..", 0: none */
-    uint16_t upstream;          /* registry kind UPSTREAM: ",upstream=..", 0: "-" */
-    uint16_t status;
     uint16_t sample;            /* kept with probability sample/10000 (field
                                  * sample_rate); 0: not sampled, no field */
-    uint8_t method;             /* index into the methods table */
-    uint8_t protocol;           /* IMX_PROTO_* */
-    uint8_t tls;                /* IMX_TLS_* */
     uint8_t rid_len;            /* bytes of request id kept beside the cell */
-    uint8_t fields;             /* IMX_F_* */
     uint8_t spare;
 } imx_point_t;
 

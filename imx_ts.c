@@ -1,9 +1,9 @@
 /*
  * imx_ts.c: unique timestamps (see imx_ts.h).
  *
- * The request path pays one CAS on the slot of its millisecond; the table
- * is shared by every child of every generation, so two children never hand
- * out the same ticket.
+ * The table is shared by every child of every generation, so two children
+ * never hand out the same ticket; an encoder pays one CAS on the slot of a
+ * millisecond per block of tickets it takes there.
  */
 #include "imx_ts.h"
 
@@ -45,4 +45,37 @@ int64_t imx_ts_unique(imx_ts_table_t *t, apr_time_t start)
     }
     n = atomic_fetch_add_explicit(&t->late, 1, memory_order_relaxed) % TS_HALF;
     return (int64_t)(ms * 1000000 + TS_HALF + n);
+}
+
+int64_t imx_ts_refill(imx_ts_table_t *t, imx_ts_block_t *b, uint64_t ms, apr_time_t start)
+{
+    _Atomic uint64_t *slot = &t->slot[ms & (IMX_TS_SLOTS - 1)];
+    uint64_t cur = atomic_load_explicit(slot, memory_order_relaxed);
+
+    for (;;) {
+        uint64_t cms = cur >> TS_COUNT_BITS, n, take, next;
+
+        if (cms == ms) {
+            n = cur & TS_COUNT_MASK;
+        }
+        else if (cms < ms) {
+            n = 0;              /* the slot's older millisecond is over */
+        }
+        else {
+            break;              /* reused for a later millisecond already */
+        }
+        if (n >= TS_HALF) {
+            break;
+        }
+        take = TS_HALF - n < IMX_TS_BLOCK ? TS_HALF - n : IMX_TS_BLOCK;
+        next = (ms << TS_COUNT_BITS) | (n + take);
+        if (atomic_compare_exchange_weak_explicit(slot, &cur, next, memory_order_relaxed,
+                                                  memory_order_relaxed)) {
+            b->ms = ms;
+            b->next = (uint32_t)n + 1;
+            b->end = (uint32_t)(n + take);
+            return (int64_t)(ms * 1000000 + n);
+        }
+    }
+    return imx_ts_unique(t, start);
 }

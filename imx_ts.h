@@ -30,4 +30,27 @@ typedef struct imx_ts_table {
 /* The unique timestamp in nanoseconds of a point that started at `start`. */
 int64_t imx_ts_unique(imx_ts_table_t *t, apr_time_t start);
 
+/* An encoder's tickets: taken from the table a block at a time, so that
+ * the points of one millisecond (a busy server has many) cost one atomic
+ * operation between them, not one each. Tickets of a block left unused are
+ * gaps, never reused. Zeroed: empty. */
+#define IMX_TS_BLOCK 16
+typedef struct imx_ts_block {
+    uint64_t ms;
+    uint32_t next, end;
+} imx_ts_block_t;
+
+int64_t imx_ts_refill(imx_ts_table_t *t, imx_ts_block_t *b, uint64_t ms, apr_time_t start);
+
+/* As imx_ts_unique, through b. */
+static inline int64_t imx_ts_take(imx_ts_table_t *t, imx_ts_block_t *b, apr_time_t start)
+{
+    uint64_t ms = start > 0 ? (uint64_t)start / 1000 : 0;
+
+    if (ms == b->ms && b->next < b->end) {
+        return (int64_t)(ms * 1000000 + b->next++);
+    }
+    return imx_ts_refill(t, b, ms, start);
+}
+
 #endif /* IMX_TS_H */

@@ -75,6 +75,7 @@ static imx_settings_t settings;
 static const char *line_prefix;
 static const char *host_escaped;
 static imx_summary_names_t summary_names;
+static imx_ts_table_t *ts_table;
 static _Atomic(imx_engine_t *) engine;
 /* The rings, one per status slot, in shared memory made by the parent: they
  * outlive a child that dies, so a new child can send what it held. With
@@ -241,7 +242,8 @@ static int post_config(apr_pool_t *pconf, apr_pool_t *plog, apr_pool_t *ptemp, s
     }
     register_names(pconf, s);
     imx_fields_post_config(pconf, s);
-    imx_request_post_config(pconf, ptemp, s, settings.mode, ts_init(s, pconf));
+    ts_table = ts_init(s, pconf);
+    imx_request_post_config(pconf, ptemp, s, settings.mode);
     if (imx_reqtags_init(s, imx_conf_reqtag_keys(pconf)->nelts,
                          settings.max_tag_values) != APR_SUCCESS) {
         ap_log_error(APLOG_MARK, APLOG_WARNING, 0, s, "IMX0007: cannot create the "
@@ -347,6 +349,7 @@ static void engine_conf(imx_engine_conf_t *ec, apr_pool_t *fpool, server_rec *s,
     ec->names.methods = imx_request_methods();
     ec->names.nmethods = IMX_METHODS;
     ec->names.reqtag_text = imx_reqtags_text;
+    ec->ts_table = ts_table;
     ec->rid_cells = rid_wanted;
     ap_mpm_query(AP_MPMQ_GENERATION, &gen);
     *slot = imx_status_claim(settings.capacity, gen, shared ? ring_shm : NULL,

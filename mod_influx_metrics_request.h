@@ -7,16 +7,13 @@
 #include "httpd.h"
 
 #include "imx_ring.h"
-#include "imx_ts.h"
 
 /* Method names by index: httpd's M_* numbers, then HEAD and OTHER. */
 #define IMX_METHODS (M_INVALID + 2)
 
 /* post_config, in the parent: what requests are recorded as (mode:
- * IMX_MODE_*), the table of unique timestamps, the method names and the
- * "other" text of each request tag. */
-void imx_request_post_config(apr_pool_t *pconf, apr_pool_t *ptemp, server_rec *s, int mode,
-                             imx_ts_table_t *ts);
+ * IMX_MODE_*), the method names and the "other" text of each request tag. */
+void imx_request_post_config(apr_pool_t *pconf, apr_pool_t *ptemp, server_rec *s, int mode);
 
 /* The escaped method names (IMX_METHODS of them; NULL: not a method). */
 const char *const *imx_request_methods(void);
