@@ -298,12 +298,45 @@ static void test_series_cache(void)
     free(reg);
 }
 
+/* The values and timestamp through the cache of milliseconds' digits, for
+ * runs of points sharing a millisecond, tickets below and above 100, new
+ * milliseconds and seconds, and times too small for the cache: the same
+ * bytes as without the cache. */
+static void test_ts_cache(void)
+{
+    imx_ts_cache_t tc = { -1, 0, "" };
+    char a[512], b[512];
+    imx_point_t pt;
+    int64_t ts = 1765000000123000000LL;
+
+    memset(&pt, 0, sizeof(pt));
+    for (int i = 0; i < 200000; i++) {
+        uint32_t r = rnd();
+        size_t na, nb;
+
+        switch (r % 8) {
+        case 0: ts += 1000000; break;                       /* next millisecond */
+        case 1: ts += 1000000000LL * (r % 3); break;        /* another second */
+        case 2: ts = ts / 1000000 * 1000000 + r % 500000; break;   /* any ticket */
+        case 3: ts = (int64_t)(r % 1000000) * 1000000000LL + r % 1000; break;
+        default: ts++; break;
+        }
+        pt.duration_us = (int64_t)(rnd() % 100000000u);
+        pt.bytes_sent = (int64_t)(rnd() % (r & 1 ? 100 : 100000000u));
+        na = imx_encode_values(a, &pt, ts, NULL, &tc);
+        nb = imx_encode_values(b, &pt, ts, NULL, NULL);
+        CHECK(na == nb && !memcmp(a, b, na), "ts %lld: '%.*s' vs '%.*s'", (long long)ts,
+              (int)na, a, (int)nb, b);
+    }
+}
+
 int main(void)
 {
     apr_initialize();
     test_escape_table();
     test_put_u64();
     test_series_cache();
+    test_ts_cache();
     test_no_injection();
     apr_terminate();
     return check_report();

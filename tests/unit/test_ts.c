@@ -37,6 +37,51 @@ static int cmp_i64(const void *a, const void *b)
     return x < y ? -1 : x > y;
 }
 
+/* As an encoder takes them: through a block of its own, the points of a
+ * few milliseconds interleaved with the other encoders'. */
+static void *ts_block_main(void *arg)
+{
+    ts_job_t *j = arg;
+    imx_ts_block_t b;
+
+    memset(&b, 0, sizeof(b));
+    for (int i = 0; i < j->n; i++) {
+        j->out[i] = imx_ts_take(j->t, &b, j->start + (i / 7 % 4) * 1000 + i % 5);
+    }
+    return NULL;
+}
+
+/* 8 encoders taking tickets in blocks, with the request path's single
+ * tickets mixed in: every timestamp distinct. */
+static void test_ts_blocks(void)
+{
+    enum { NT = 8, PER = 40000 };
+    imx_ts_table_t *t = calloc(1, sizeof(*t));
+    int64_t *all = malloc(sizeof(int64_t) * (NT * PER + PER));
+    apr_time_t start = apr_time_from_sec(1700000000) + 777;
+    pthread_t th[NT];
+    ts_job_t jobs[NT];
+    size_t n = (size_t)NT * PER, dups = 0;
+
+    for (int i = 0; i < NT; i++) {
+        jobs[i] = (ts_job_t){ t, start, PER, all + (size_t)i * PER };
+        pthread_create(&th[i], NULL, ts_block_main, &jobs[i]);
+    }
+    for (int i = 0; i < PER; i++) {
+        all[n++] = imx_ts_unique(t, start + (i % 4) * 1000);
+    }
+    for (int i = 0; i < NT; i++) {
+        pthread_join(th[i], NULL);
+    }
+    qsort(all, n, sizeof(int64_t), cmp_i64);
+    for (size_t i = 1; i < n; i++) {
+        dups += all[i] == all[i - 1];
+    }
+    CHECK(dups == 0, "%zu timestamps taken twice of %zu", dups, n);
+    free(all);
+    free(t);
+}
+
 static void test_ts_unique(void)
 {
     enum { NT = 8, PER = 40000 };
@@ -99,6 +144,7 @@ int main(void)
 {
     apr_initialize();
     test_ts_unique();
+    test_ts_blocks();
     apr_terminate();
     return check_report();
 }
