@@ -1,6 +1,6 @@
 """Shared pieces of the benchmarks (stdlib only, system /usr/bin/python3).
 
-Reuses tests/harness.py for the servers (Httpd, Influx, ...) and adds:
+Reuses the package tests/harness/ for the servers (Httpd, Influx, ...) and adds:
 
 * BenchHttpd: Httpd whose access log is off by default (the harness writes
   one in every config; a benchmark baseline must not pay for it), or a real

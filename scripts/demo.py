@@ -20,7 +20,7 @@ from the points in InfluxDB) with gnuplot into demo-run/demo.png.
 Exit status: 0 when every check passed, 1 when a check failed, 2 when the
 demo could not run (a server did not start, the module is not built, ...).
 Everything it starts is stopped by PID before it exits, also on failure and on
-Ctrl-C; the servers come from tests/harness.py.
+Ctrl-C; the servers come from tests/harness/.
 """
 
 import argparse
