@@ -231,7 +231,7 @@ def main():
     ap.add_argument("--concurrency", "-c", type=int, default=20, metavar="C",
                     help="concurrent connections in total, split between the "
                          "URLs, at least 1 each (default 20)")
-    ap.add_argument("--mpm", choices=sorted(harness.DEFAULT_MPM_CONF), default="event",
+    ap.add_argument("--mpm", choices=sorted(harness.MPMS), default="event",
                     help="Apache's multi-processing module (default event)")
     ap.add_argument("--png", default=DEFAULT_PNG, metavar="FILE",
                     help="where to draw the run: request rate and p50/p95/p99 "

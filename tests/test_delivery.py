@@ -34,17 +34,13 @@ def exit_totals(h):
 
 
 # Small enough that children recycle several times under 20,000 requests.
-MPM_CONF = {
-    "event": {"StartServers": 2, "ServerLimit": 16, "ThreadsPerChild": 10,
+MPM_CONF = harness.mpm_profile(
+    threaded={"StartServers": 2, "ServerLimit": 16, "ThreadsPerChild": 10,
               "MaxRequestWorkers": 60, "MinSpareThreads": 10, "MaxSpareThreads": 60,
               "MaxConnectionsPerChild": 1500},
-    "worker": {"StartServers": 2, "ServerLimit": 16, "ThreadsPerChild": 10,
-               "MaxRequestWorkers": 60, "MinSpareThreads": 10, "MaxSpareThreads": 60,
-               "MaxConnectionsPerChild": 1500},
-    "prefork": {"StartServers": 5, "MinSpareServers": 5, "MaxSpareServers": 30,
-                "ServerLimit": 64, "MaxRequestWorkers": 64,
-                "MaxConnectionsPerChild": 400},
-}
+    prefork={"StartServers": 5, "MinSpareServers": 5, "MaxSpareServers": 30,
+             "ServerLimit": 64, "MaxRequestWorkers": 64,
+             "MaxConnectionsPerChild": 400})
 
 REQUESTS = 20000
 CONCURRENCY = 20

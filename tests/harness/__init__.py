@@ -25,7 +25,7 @@ One module per concept:
     procs.py     processes by PID (descendants, kill, stop) and the safety
                  net that stops at exit what a run left behind
     backends.py  Influx, VictoriaMetrics, Vmagent
-    conf.py      MPM settings (DEFAULT_MPM_CONF), the server root and htdocs,
+    conf.py      the MPM profiles (MPM_PROFILES), the server root and htdocs,
                  the httpd.conf text, Imx, H2C_CONF
     log.py       the access log's format, the error-log check, httpd's own
                  crashes and the cores of crashed children
@@ -42,8 +42,9 @@ of passing tests as well (failing httpd instances always keep theirs).
 """
 
 from .backends import Influx, VictoriaMetrics, Vmagent, quote_ident
-from .conf import (DEFAULT_MPM_CONF, H2C_CONF, HTDOCS, MPMS, PROBE_PATH, Imx,
-                   apache_builtin_modules, httpd_conf, make_server_root, mpm_block)
+from .conf import (DEFAULT_MPM_CONF, H2C_CONF, HTDOCS, MPM_PROFILES, MPMS, PROBE_PATH,
+                   Imx, apache_builtin_modules, fixed_prefork, fixed_threaded,
+                   httpd_conf, make_server_root, mpm_block, mpm_profile)
 from .env import (AB, APACHE2, APACHE_MODULES_DIR, CORES, H2LOAD, HOST, INFLUXD, IS_ROOT,
                   KEEP_TMP, MODULE_NAME, MODULE_SO, REPO_ROOT, RUN_USER, TESTS_DIR,
                   VICTORIA_METRICS, VMAGENT, _read, _tail, free_port, http_request,

@@ -15,24 +15,58 @@ from .log import ACCESS_LOG_FORMAT
 
 MPMS = ("event", "worker", "prefork")
 
-DEFAULT_MPM_CONF = {
-    "event": {"StartServers": 2, "MinSpareThreads": 25, "MaxSpareThreads": 75,
-              "ThreadsPerChild": 25, "MaxRequestWorkers": 150,
-              "MaxConnectionsPerChild": 0},
-    "worker": {"StartServers": 2, "MinSpareThreads": 25, "MaxSpareThreads": 75,
-               "ThreadsPerChild": 25, "MaxRequestWorkers": 150,
-               "MaxConnectionsPerChild": 0},
-    "prefork": {"StartServers": 5, "MinSpareServers": 5, "MaxSpareServers": 10,
-                "MaxRequestWorkers": 150, "MaxConnectionsPerChild": 0},
+
+def mpm_profile(threaded, prefork):
+    """{mpm: directives} for every MPM of MPMS from one thread layout for
+    event and worker (their directives are the same) and one for prefork."""
+    return {"event": dict(threaded), "worker": dict(threaded), "prefork": dict(prefork)}
+
+
+def fixed_prefork(n):
+    """prefork with n children started at once: none started or stopped
+    later as spare, none recycled."""
+    return {"StartServers": n, "MinSpareServers": n, "MaxSpareServers": n,
+            "ServerLimit": n, "MaxRequestWorkers": n, "MaxConnectionsPerChild": 0}
+
+
+def fixed_threaded(children, threads):
+    """event or worker with `children` children of `threads` threads (at most
+    ThreadLimit, 64 unless set) started at once: none started or stopped
+    later as spare, none recycled."""
+    return {"ServerLimit": children, "StartServers": children, "ThreadsPerChild": threads,
+            "MinSpareThreads": 1, "MaxSpareThreads": children * threads,
+            "MaxRequestWorkers": children * threads, "MaxConnectionsPerChild": 0}
+
+
+# The MPM layouts that the harness and more than one test use, by profile,
+# then by MPM. A layout that only one test needs stays in that test, built
+# with the helpers above where they fit.
+MPM_PROFILES = {
+    # What Httpd uses unless given mpm_conf: the values of Debian's
+    # mods-available/mpm_*.conf.
+    "default": mpm_profile(
+        threaded={"StartServers": 2, "MinSpareThreads": 25, "MaxSpareThreads": 75,
+                  "ThreadsPerChild": 25, "MaxRequestWorkers": 150,
+                  "MaxConnectionsPerChild": 0},
+        prefork={"StartServers": 5, "MinSpareServers": 5, "MaxSpareServers": 10,
+                 "MaxRequestWorkers": 150, "MaxConnectionsPerChild": 0}),
+    # Every child there from the start and none stopped while a test runs:
+    # prefork's parent wakes an idle child it stops with a request of its
+    # own ("OPTIONS *", httpd's internal dummy connection), which is logged
+    # and recorded like any other. test_outage counts on the eight prefork
+    # children.
+    "fixed": mpm_profile(threaded=fixed_threaded(2, 25), prefork=fixed_prefork(8)),
 }
+# The default profile under the name the tests and scripts have known.
+DEFAULT_MPM_CONF = MPM_PROFILES["default"]
 
 
 def mpm_block(mpm, mpm_conf=None):
     """The directives inside <IfModule mpm_<mpm>_module>: mpm_conf (a dict or
-    config text), else the default for that MPM (DEFAULT_MPM_CONF)."""
+    config text), else the default profile's for that MPM."""
     conf = mpm_conf
     if conf is None:
-        conf = DEFAULT_MPM_CONF[mpm]
+        conf = MPM_PROFILES["default"][mpm]
     if isinstance(conf, dict):
         return "\n".join("%s %s" % kv for kv in conf.items())
     return conf
