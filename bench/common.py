@@ -1,6 +1,6 @@
 """Shared pieces of the benchmarks (stdlib only, system /usr/bin/python3).
 
-Reuses tests/harness.py for the servers (Httpd, Influx, ...) and adds:
+Reuses the package tests/harness/ for the servers (Httpd, Influx, ...) and adds:
 
 * BenchHttpd: Httpd whose access log is off by default (the harness writes
   one in every config; a benchmark baseline must not pay for it), or a real
@@ -43,9 +43,7 @@ HOST = harness.HOST
 # A fixed set of event-MPM children for every benchmark server: two children
 # of 64 threads (more than wrk's 50 connections), none started or stopped
 # during a run (the spare-thread limits never trigger).
-EVENT_FIXED = {"ServerLimit": 2, "StartServers": 2, "ThreadsPerChild": 64,
-               "MinSpareThreads": 1, "MaxSpareThreads": 128,
-               "MaxRequestWorkers": 128, "MaxConnectionsPerChild": 0}
+EVENT_FIXED = harness.fixed_threaded(2, 64)
 
 ACCESS_FORMATS = {
     # what the issue asks for: an access log with the time taken

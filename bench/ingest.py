@@ -360,9 +360,7 @@ def measure_server(args, res):
 # ---------------------------------------------------------------------------
 # POSTs per second of a prefork server with 150 children
 
-PREFORK_150 = {"StartServers": 150, "MinSpareServers": 150, "MaxSpareServers": 150,
-               "ServerLimit": 150, "MaxRequestWorkers": 150,
-               "MaxConnectionsPerChild": 0}
+PREFORK_150 = harness.fixed_prefork(150)
 NROUTES = 20
 
 

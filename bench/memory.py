@@ -34,13 +34,9 @@ TARGET_KB = {"prefork": 512, "event": 2048}
 
 LAYOUTS = {
     "prefork": {"mpm": "prefork", "children": 8, "threads": 1, "conns": 8,
-                "mpm_conf": {"StartServers": 8, "MinSpareServers": 8,
-                             "MaxSpareServers": 8, "ServerLimit": 8,
-                             "MaxRequestWorkers": 8, "MaxConnectionsPerChild": 0}},
+                "mpm_conf": harness.fixed_prefork(8)},
     "event": {"mpm": "event", "children": 2, "threads": 25, "conns": 16,
-              "mpm_conf": {"ServerLimit": 2, "StartServers": 2, "ThreadsPerChild": 25,
-                           "MinSpareThreads": 1, "MaxSpareThreads": 50,
-                           "MaxRequestWorkers": 50, "MaxConnectionsPerChild": 0}},
+              "mpm_conf": harness.fixed_threaded(2, 25)},
 }
 
 

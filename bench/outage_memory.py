@@ -36,9 +36,7 @@ from faultserver import FaultServer  # noqa: E402  (tests/, on the path via comm
 
 CHILDREN = 64
 CONNS = 32
-PREFORK = {"StartServers": CHILDREN, "MinSpareServers": CHILDREN,
-           "MaxSpareServers": CHILDREN, "ServerLimit": CHILDREN,
-           "MaxRequestWorkers": CHILDREN, "MaxConnectionsPerChild": 0}
+PREFORK = harness.fixed_prefork(CHILDREN)
 STATUS_CONF = """
 <Location /imx-status>
     SetHandler influx-metrics-status

@@ -33,9 +33,7 @@ for ($i = 0; $i < 100; $i++) { $n += $i; }
 echo "hello from PHP ", PHP_VERSION, ": ", $n, "\\n";
 """
 CHILDREN = 16
-PREFORK_FIXED = {"StartServers": CHILDREN, "MinSpareServers": CHILDREN,
-                 "MaxSpareServers": CHILDREN, "ServerLimit": CHILDREN,
-                 "MaxRequestWorkers": CHILDREN, "MaxConnectionsPerChild": 0}
+PREFORK_FIXED = harness.fixed_prefork(CHILDREN)
 CONNS = CHILDREN
 CONFIGS = ["none", "module"]
 # The issue's figure for this setup, measured by hand (six alternating pairs,

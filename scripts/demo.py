@@ -20,7 +20,7 @@ from the points in InfluxDB) with gnuplot into demo-run/demo.png.
 Exit status: 0 when every check passed, 1 when a check failed, 2 when the
 demo could not run (a server did not start, the module is not built, ...).
 Everything it starts is stopped by PID before it exits, also on failure and on
-Ctrl-C; the servers come from tests/harness.py.
+Ctrl-C; the servers come from tests/harness/.
 """
 
 import argparse
@@ -231,7 +231,7 @@ def main():
     ap.add_argument("--concurrency", "-c", type=int, default=20, metavar="C",
                     help="concurrent connections in total, split between the "
                          "URLs, at least 1 each (default 20)")
-    ap.add_argument("--mpm", choices=sorted(harness.DEFAULT_MPM_CONF), default="event",
+    ap.add_argument("--mpm", choices=sorted(harness.MPMS), default="event",
                     help="Apache's multi-processing module (default event)")
     ap.add_argument("--png", default=DEFAULT_PNG, metavar="FILE",
                     help="where to draw the run: request rate and p50/p95/p99 "

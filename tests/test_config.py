@@ -3,6 +3,7 @@ value fails `apache2 -t` with a message naming the directive and the value,
 and good values pass."""
 
 import os
+import shutil
 
 import pytest
 
@@ -156,7 +157,7 @@ def test_token_sources(module_built, monkeypatch):
         monkeypatch.setenv("IMX_TEST_TOKEN", "from-env")
         assert configtest("InfluxMetricsToken env:IMX_TEST_TOKEN")[0] == 0
     finally:
-        harness.shutil.rmtree(d, ignore_errors=True)
+        shutil.rmtree(d, ignore_errors=True)
 
 
 def test_module_without_url_is_inert(module_built, httpd_factory):

@@ -8,6 +8,7 @@ readiness probes of the harness are excluded from both, by <Location>.
 
 import os
 import re
+import time
 
 import pytest
 
@@ -33,17 +34,13 @@ def exit_totals(h):
 
 
 # Small enough that children recycle several times under 20,000 requests.
-MPM_CONF = {
-    "event": {"StartServers": 2, "ServerLimit": 16, "ThreadsPerChild": 10,
+MPM_CONF = harness.mpm_profile(
+    threaded={"StartServers": 2, "ServerLimit": 16, "ThreadsPerChild": 10,
               "MaxRequestWorkers": 60, "MinSpareThreads": 10, "MaxSpareThreads": 60,
               "MaxConnectionsPerChild": 1500},
-    "worker": {"StartServers": 2, "ServerLimit": 16, "ThreadsPerChild": 10,
-               "MaxRequestWorkers": 60, "MinSpareThreads": 10, "MaxSpareThreads": 60,
-               "MaxConnectionsPerChild": 1500},
-    "prefork": {"StartServers": 5, "MinSpareServers": 5, "MaxSpareServers": 30,
-                "ServerLimit": 64, "MaxRequestWorkers": 64,
-                "MaxConnectionsPerChild": 400},
-}
+    prefork={"StartServers": 5, "MinSpareServers": 5, "MaxSpareServers": 30,
+             "ServerLimit": 64, "MaxRequestWorkers": 64,
+             "MaxConnectionsPerChild": 400})
 
 REQUESTS = 20000
 CONCURRENCY = 20
@@ -110,14 +107,14 @@ def test_point_contents(module_built, influx, influx_db, httpd_factory):
     InfluxMetrics Off
 </Location>
 """)
-    t0 = harness.time.time_ns()
+    t0 = time.time_ns()
     assert harness.http_request(h.url + "big.bin")[0] == 200
     assert harness.http_request(h.url + "nope")[0] == 404
     assert harness.http_request(h.url + "small.txt", method="HEAD")[0] == 200
     assert harness.http_request(h.url + "sub/page.html", data=b"x=1")[0] in (200, 405)
     assert harness.http_request(h.url + "sub/quiet/x")[0] == 404
     assert harness.http_request(h.url + "small.txt", method="BREW")[0] in (200, 400, 405, 501)
-    t1 = harness.time.time_ns()
+    t1 = time.time_ns()
     h.stop()
     rows = influx.select('SELECT * FROM "apache_request"', influx_db)
     by = {(r["method"], r.get("route")): r for r in rows}

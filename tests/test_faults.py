@@ -4,6 +4,7 @@ up stored or counted, exactly."""
 
 import json
 import re
+import time
 
 import pytest
 
@@ -227,7 +228,7 @@ def test_auth_and_missing_db_retry_slowly_and_never_log_secrets(module_built, ht
     assert ("HTTP %d" % code) in st1["last_error"]
     # Slowly: no second attempt within the next two seconds.
     posts = len([r for r in fs.requests if r.method == "POST"])
-    harness.time.sleep(2)
+    time.sleep(2)
     assert len([r for r in fs.requests if r.method == "POST"]) <= posts + 1
     assert fs.requests[0].header("Authorization") == "Token s3cr3t-t0ken"
     h.stop()

@@ -6,6 +6,7 @@ and the exemplar of the slowest request, hostile ids."""
 
 import http.client
 import os
+import shutil
 import socket
 import subprocess
 import threading
@@ -403,7 +404,7 @@ Listen 127.0.0.1:%d
         assert curl("-k", "--http2", "--tlsv1.3", surl) == "2 200"
         h.stop()
     finally:
-        harness.shutil.rmtree(d, ignore_errors=True)
+        shutil.rmtree(d, ignore_errors=True)
     rows = raw_rows(influx, influx_db)
     got = sorted((r["vhost"], r.get("protocol") or "", r["tls"]) for r in rows)
     assert got == sorted([

@@ -13,7 +13,7 @@ timestamps).
 
 import pytest
 
-from harness import H2C_CONF, Imx, ab, flusher_exits, h2load, wait_until
+from harness import H2C_CONF, MPM_PROFILES, Imx, ab, flusher_exits, h2load, wait_until
 
 H2_REQUESTS = 40000
 
@@ -30,8 +30,7 @@ H2_LAYOUTS = {
 # prefork: all children from the start and none stopped as idle, since the
 # parent wakes an idle child it stops with a request of its own ("OPTIONS *",
 # httpd's internal dummy connection), which is logged and recorded like any.
-PREFORK_FIXED = {"StartServers": 8, "MinSpareServers": 8, "MaxSpareServers": 8,
-                 "ServerLimit": 8, "MaxRequestWorkers": 8, "MaxConnectionsPerChild": 0}
+PREFORK_FIXED = MPM_PROFILES["fixed"]["prefork"]
 
 
 def served_and_sent(h):

@@ -2,7 +2,7 @@
 last test, which skips until the module is built).
 
 They also pin down how the backends behave, since the module's tests rely on
-it (see VictoriaMetrics' docstring in harness.py for the summary).
+it (see VictoriaMetrics' docstring in harness/backends.py for the summary).
 """
 
 import base64

@@ -2,6 +2,7 @@
 (checked under a DESTDIR, so the test machine's Apache is left alone)."""
 
 import os
+import shutil
 import subprocess
 
 import harness
@@ -23,4 +24,4 @@ def test_make_install_destdir(module_built):
         assert open(load).read().split() == [
             "LoadModule", "influx_metrics_module", libexec + "/mod_influx_metrics.so"]
     finally:
-        harness.shutil.rmtree(dest, ignore_errors=True)
+        shutil.rmtree(dest, ignore_errors=True)

@@ -106,19 +106,15 @@ def test_restarts_and_graceful_restarts_under_load(module_built, influx, influx_
 # --------------------------------------------------------------------------
 # SIGKILL: lost_in_crash
 
-KILL_MPM = {
-    "event": {"StartServers": 2, "ServerLimit": 4, "ThreadsPerChild": 25,
+KILL_MPM = harness.mpm_profile(
+    threaded={"StartServers": 2, "ServerLimit": 4, "ThreadsPerChild": 25,
               "MaxRequestWorkers": 100, "MinSpareThreads": 25, "MaxSpareThreads": 100,
               "MaxConnectionsPerChild": 0},
-    "worker": {"StartServers": 2, "ServerLimit": 4, "ThreadsPerChild": 25,
-               "MaxRequestWorkers": 100, "MinSpareThreads": 25, "MaxSpareThreads": 100,
-               "MaxConnectionsPerChild": 0},
     # MaxSpareServers = MaxRequestWorkers: no idle child is stopped meanwhile.
     # MinSpareServers 2: httpd replaces the killed child at once, and the new
     # child (same generation) takes over what the dead one left in its ring.
-    "prefork": {"StartServers": 2, "MinSpareServers": 2, "MaxSpareServers": 8,
-                "ServerLimit": 8, "MaxRequestWorkers": 8, "MaxConnectionsPerChild": 0},
-}
+    prefork={"StartServers": 2, "MinSpareServers": 2, "MaxSpareServers": 8,
+             "ServerLimit": 8, "MaxRequestWorkers": 8, "MaxConnectionsPerChild": 0})
 
 
 def wait_quiet(h, quiet=0.3, timeout=10.0):

@@ -19,9 +19,7 @@ def rss_of(pid):
 @pytest.mark.allowed_errors(r"IMX0100: will retry", r"IMX0100: retry buffer full")
 def test_child_rss_bounded_during_outage(module_built, httpd_factory):
     dead = "http://127.0.0.1:%d/write?db=x" % harness.free_port()   # nothing listens
-    h = httpd_factory(mpm="event", mpm_conf={
-        "StartServers": 1, "ServerLimit": 1, "ThreadsPerChild": 25, "MaxRequestWorkers": 25,
-        "MinSpareThreads": 1, "MaxSpareThreads": 25, "MaxConnectionsPerChild": 0},
+    h = httpd_factory(mpm="event", mpm_conf=harness.fixed_threaded(1, 25),
         extra=str(Imx(dead, buffer_size=4096, extra=(
             "InfluxMetricsRetryBuffer %d\nInfluxMetricsRetryMaxTime 0\n" % RETRY_BUFFER)))
         + "<Location /imx-status>\n SetHandler influx-metrics-status\n"

@@ -98,8 +98,7 @@ def test_outage_small_retry_buffer_counts_drops(module_built, httpd_factory):
 
 # Eight children: four busy with ab's keep-alive connections, the others
 # for the status page and for connections still closing between ab runs.
-PREFORK_8 = {"StartServers": 8, "MinSpareServers": 8, "MaxSpareServers": 8,
-             "ServerLimit": 8, "MaxRequestWorkers": 8, "MaxConnectionsPerChild": 0}
+PREFORK_8 = harness.MPM_PROFILES["fixed"]["prefork"]
 
 
 # AH00161: prefork counts children still closing ab's connections as busy
@@ -192,9 +191,7 @@ class PacedClients:
             t.join(timeout=self.duration + 30)
 
 
-PREFORK_48 = {"StartServers": 48, "MinSpareServers": 48, "MaxSpareServers": 48,
-              "ServerLimit": 48, "MaxRequestWorkers": 48, "MaxConnectionsPerChild": 0,
-              "MaxKeepAliveRequests": 0, "KeepAliveTimeout": 10}
+PREFORK_48 = dict(harness.fixed_prefork(48), MaxKeepAliveRequests=0, KeepAliveTimeout=10)
 
 
 @pytest.mark.allowed_errors(r"IMX0100: will retry", r"AH00161")

@@ -18,8 +18,10 @@ import http.client
 import http.server
 import json
 import os
+import shutil
 import socket
 import threading
+import time
 import urllib.parse
 
 import pytest
@@ -367,7 +369,7 @@ InfluxMetricsTagFrom header X-Tenant tenant
     gen0 = h.child_pids()
     held = socket.create_connection((harness.HOST, h.port), timeout=30)
     held.sendall(b"GET /small.txt HTTP/1.1\r\nHost: localhost\r\nX-Tenant: g0-1\r\n")
-    harness.time.sleep(0.5)             # a child of generation 0 reads it
+    time.sleep(0.5)  # a child of generation 0 reads it
 
     def round_(gen):
         get_all(h, [("/small.txt", "g%d-%d" % (gen, i)) for i in range(5)])
@@ -423,4 +425,4 @@ def test_token_never_in_errors(module_built, monkeypatch):
                 assert w in out, (w, out)
             assert "s3cr3t" not in out and "tail" not in out, out
     finally:
-        harness.shutil.rmtree(d, ignore_errors=True)
+        shutil.rmtree(d, ignore_errors=True)

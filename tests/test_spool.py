@@ -9,8 +9,10 @@ import os
 import pwd
 import re
 import shutil
+import signal
 import stat
 import struct
+import subprocess
 import time
 import zlib
 
@@ -477,9 +479,9 @@ def test_spool_dir_of_another_user_refused(module_built, httpd_factory):
     h.extra = spool_conf("http://127.0.0.1:9/write?db=x", spool)
     h.write_config()
     pw = pwd.getpwnam(harness.RUN_USER)
-    p = harness.subprocess.run(
+    p = subprocess.run(
         ["setpriv", "--reuid=%d" % pw.pw_uid, "--regid=%d" % pw.pw_gid, "--clear-groups"]
-        + h._cmd("-t"), stdout=harness.subprocess.PIPE, stderr=harness.subprocess.STDOUT,
+        + h._cmd("-t"), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
         timeout=20, cwd=h.dir)
     out = p.stdout.decode(errors="replace")
     assert p.returncode != 0 and "InfluxMetricsSpoolDir: cannot use '%s'" % spool in out \
@@ -515,7 +517,7 @@ def test_spool_dir_symlink_is_refused_not_followed(module_built, httpd_factory):
     os.rmdir(spool)
     os.symlink(rootdir, spool)
     os.lchown(spool, www.pw_uid, www.pw_gid)
-    os.kill(h.pid, harness.signal.SIGUSR1)      # graceful, as logrotate
+    os.kill(h.pid, signal.SIGUSR1)  # graceful, as logrotate
     wait_until(lambda: not h.running(), 20)
     h.stop()
     log = h.error_log_text()

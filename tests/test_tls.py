@@ -4,6 +4,7 @@ skips the check only when asked."""
 
 import http.server
 import os
+import shutil
 import ssl
 import subprocess
 import threading
@@ -48,7 +49,7 @@ def tls_sink():
     yield srv, cert
     srv.shutdown()
     srv.server_close()
-    harness.shutil.rmtree(d, ignore_errors=True)
+    shutil.rmtree(d, ignore_errors=True)
 
 
 def url_of(srv):
