@@ -7,11 +7,11 @@ CC       ?= cc
 # The httpd glue (mod_influx_metrics*.c) and the engine (ENGINE: no httpd headers).
 GLUE     = mod_influx_metrics.c mod_influx_metrics_status.c mod_influx_metrics_summary.c \
            mod_influx_metrics_tags.c mod_influx_metrics_fields.c
-ENGINE   = batch.c lineproto.c http_send.c histogram.c shmlock.c spool.c
+ENGINE   = batch.c lineproto.c http_send.c histogram.c shmlock.c spool.c imx_prom.c imx_prom_text.c
 SRCS     = $(GLUE) $(ENGINE)
 HDRS     = mod_influx_metrics_status.h mod_influx_metrics_summary.h mod_influx_metrics_tags.h \
            mod_influx_metrics_fields.h \
-           batch.h histogram.h shmlock.h spool.h
+           batch.h histogram.h shmlock.h spool.h imx_prom.h
 MODULE   = .libs/mod_influx_metrics.so
 WARN     = -Wall -Wextra
 APR_INC  = $(shell $(APR_CFG) --includes --cppflags)
