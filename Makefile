@@ -79,7 +79,11 @@ tests/unit/test_digits.bin: tests/unit/test_digits.c lineproto.c histogram.c $(H
 	    lineproto.c histogram.c $(UNIT_LIBS)
 
 # The Prometheus engine: ASan+UBSan, its concurrent part under TSan, and
-# -O2 without sanitizers for `make prom-cost`.
+# -O2 without sanitizers for `make prom-cost`. test-unit also checks a small
+# scrape in each format: 0.0.4 with promtool (Debian: prometheus) and the
+# Python client's parser (python3-prometheus-client), OpenMetrics with the
+# latter's strict OpenMetrics parser (promtool has no check for it).
+PROMTOOL ?= promtool
 PROM_SRCS = imx_prom.c imx_prom_text.c lineproto.c histogram.c
 PROM_DEPS = tests/unit/test_prom.c tests/unit/check.h $(PROM_SRCS) imx_prom.h batch.h histogram.h
 
@@ -117,6 +121,11 @@ test-unit: unit
 	TSAN_OPTIONS=halt_on_error=1 ./tests/unit/test_engine.tsan stress
 	./tests/unit/test_prom.asan
 	TSAN_OPTIONS=halt_on_error=1 ./tests/unit/test_prom.tsan stress
+	./tests/unit/test_prom.asan sample > tests/unit/prom-sample.txt
+	./tests/unit/test_prom.asan sample om > tests/unit/prom-sample.om
+	$(PROMTOOL) check metrics < tests/unit/prom-sample.txt
+	$(PYTHON) tests/unit/check_exposition.py < tests/unit/prom-sample.txt
+	$(PYTHON) tests/unit/check_exposition.py --om < tests/unit/prom-sample.om
 
 test-integration: $(MODULE)
 	$(PYTHON) -m pytest -q -p no:cacheprovider tests
@@ -135,7 +144,8 @@ lint:
 	    -I$(shell $(APXS) -q INCLUDEDIR) -I.
 
 clean:
-	rm -rf .libs *.la *.lo *.o *.slo tests/unit/*.asan tests/unit/*.tsan tests/unit/*.bin
+	rm -rf .libs *.la *.lo *.o *.slo tests/unit/*.asan tests/unit/*.tsan tests/unit/*.bin \
+	    tests/unit/prom-sample.*
 
 # ---------------------------------------------------------------------------
 # Benchmarks (bench/, see bench/README.md). `make bench` runs everything in a
