@@ -25,7 +25,9 @@
  *    (no system call); if the claimer is still not done (preempted, or it
  *    died) it looks further and may claim a second body for the same key,
  *    which every reader adds up by key. No free body, no slot: the overflow
- *    series counts the request, so no request is ever lost.
+ *    series counts the request, so no request is ever lost. A slot is
+ *    never emptied again (a claim that finds the table full marks its slot
+ *    DEAD), so a key's chain of slots is never cut.
  *  - A request adds its sums (relaxed), then its bucket with release, then
  *    offers its exemplar. A reader loads the exemplars, then the buckets
  *    (acquire), then the sums: an exemplar it read is of a request whose
@@ -46,7 +48,7 @@
  *   series found in its home slot, no id                     58
  *   the same with an id, exemplar held (written < 1 ms ago)  75
  *   the same, exemplar written (a 36-byte id)               146
- *   table full: the overflow series, after probing          144
+ *   table full: the overflow series, after probing          147
  * Of the 58: about 25 for the bucket (a branch-light binary search of
  * fixed length over the 32 bounds padded with UINT64_MAX: six compares,
  * the same cost for any layout), 20 for the hash and the slot, 3 atomic
@@ -65,6 +67,9 @@
 #include "imx_prom.h"
 
 #define BUSY 0xffffffffu
+/* A slot given up by a claimer that found the table full: never empty
+ * again, so that no key claimed past it while it was BUSY is cut off. */
+#define DEAD 0xfffffffeu
 #define LINE 64
 #define PAGE 4096
 /* Spins before giving up on a claimer: a claim takes well under a
@@ -444,9 +449,9 @@ static __attribute__((noinline)) body_t *find_slow(imx_prom_table_t *t, uint64_t
             cpu_relax();
             e = atomic_load_explicit(&index[h], memory_order_acquire);
         }
-        if (e == BUSY || (e && (e - 1 >= t->cap
-                                || atomic_load_explicit(&keys[e - 1], memory_order_relaxed)
-                                   != key))) {
+        if (e == BUSY || e == DEAD
+            || (e && (e - 1 >= t->cap
+                      || atomic_load_explicit(&keys[e - 1], memory_order_relaxed) != key))) {
             probe++;
             h = (h + 1) & mask;
             continue;
@@ -463,7 +468,7 @@ static __attribute__((noinline)) body_t *find_slow(imx_prom_table_t *t, uint64_t
         }
         i = atomic_fetch_add_explicit(&t->used, 1, memory_order_relaxed);
         if (i >= t->cap) {
-            atomic_store_explicit(&index[h], 0, memory_order_release);
+            atomic_store_explicit(&index[h], DEAD, memory_order_release);
             return NULL;
         }
         s = body(t, i);
@@ -572,7 +577,7 @@ void imx_prom_record(imx_prom_table_t *t, uint64_t key, uint64_t us, uint64_t by
 {
     uint32_t e = atomic_load_explicit(&index_of(t)[slot_of(t, key)], memory_order_acquire);
 
-    /* e - 1 < cap: neither empty (0) nor BUSY. Key 0 and the overflow key
+    /* e - 1 < cap: neither empty (0), BUSY nor DEAD. Key 0 and the overflow key
      * never match: a published slot's key is neither (record_slow never
      * claims them). */
     if (e - 1 < t->cap

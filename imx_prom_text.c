@@ -314,7 +314,8 @@ char *imx_prom_plp_labels(apr_pool_t *p, const char *lp)
 /* ------------------------------------------------------------------------- */
 /* Families                                                                  */
 
-#define HELP_DURATION "Time from the start of each request to its logging, after the response was sent."
+#define HELP_DURATION \
+    "Time from the start of each request to its logging, after the response was sent."
 #define HELP_BYTES "Response body bytes sent (as %B in mod_log_config)."
 
 /* HELP text: backslash and newline escaped, in OpenMetrics the double
@@ -632,6 +633,7 @@ imx_prom_fmt_t imx_prom_negotiate(const char *accept)
 
 const char *imx_prom_content_type(imx_prom_fmt_t fmt)
 {
-    return fmt == IMX_PROM_OPENMETRICS ? "application/openmetrics-text; version=1.0.0; charset=utf-8"
-                                       : "text/plain; version=0.0.4; charset=utf-8";
+    return fmt == IMX_PROM_OPENMETRICS
+           ? "application/openmetrics-text; version=1.0.0; charset=utf-8"
+           : "text/plain; version=0.0.4; charset=utf-8";
 }

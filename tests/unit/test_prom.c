@@ -429,6 +429,23 @@ static void test_dead_claimer(void)
     CHECK(series_of(a, 6) && imx_prom_acc_len(a) == 2, "body 0 skipped: %u",
           imx_prom_acc_len(a));
     imx_prom_acc_free(a);
+    /* The table fills up, and the claim that held key 5's home slot gives
+     * it up (DEAD, as a claimer that found the table full leaves it): key
+     * 5, claimed past it, is still found. */
+    for (uint64_t k = 10; k < 20; k++) {
+        imx_prom_record(t, k, 10, 0, NULL, 0, 0);
+    }
+    atomic_store(&index_at(t)[h], 0xfffffffeu);
+    for (int i = 0; i < 10; i++) {
+        imx_prom_record(t, 5, 10, 0, NULL, 0, 0);
+    }
+    a = sum_of(&t, 1, 0);
+    s = series_of(a, 5);
+    CHECK(s && s->count == 20, "key 5 found past a given-up slot: %llu",
+          s ? (unsigned long long)s->count : 0ULL);
+    CHECK(series_of(a, IMX_PROM_OVERFLOW) && series_of(a, IMX_PROM_OVERFLOW)->count == 5,
+          "5 of the 10 keys found it full");
+    imx_prom_acc_free(a);
     free(t);
 }
 
@@ -820,10 +837,11 @@ static void test_families(void)
         imx_prom_record(t, 1, 1, 1, NULL, 0, 0);
         a = sum_of(&t, 1, 0);
         imx_prom_write_duration(&o, IMX_PROM_TEXT, a, no_labels, NULL);
-        CHECK(o.len && strstr(o.buf, "\napache_request_duration_seconds_bucket{le=\"1.0\"} 1\n"
-                                     "apache_request_duration_seconds_bucket{le=\"+Inf\"} 1\n"
-                                     "apache_request_duration_seconds_count 1\n"
-                                     "apache_request_duration_seconds_sum 0.000001\n"),
+        CHECK(o.len && strstr(o.buf,
+                              "\napache_request_duration_seconds_bucket{le=\"1.0\"} 1\n"
+                              "apache_request_duration_seconds_bucket{le=\"+Inf\"} 1\n"
+                              "apache_request_duration_seconds_count 1\n"
+                              "apache_request_duration_seconds_sum 0.000001\n"),
               "no labels:\n%.*s", (int)o.len, o.buf);
         imx_prom_acc_free(a);
         free(t);
@@ -840,11 +858,13 @@ static void test_escape_and_names(void)
         const char *in, *out;
     } esc[] = {
         { "plain", "plain" }, { "a\"b", "a\\\"b" }, { "a\\b", "a\\\\b" }, { "a\nb", "a\\nb" },
-        { "tab\tcr\r\x01\x7f", "tab\tcr???" }, { "caf\xc3\xa9 \xe2\x82\xac", "caf\xc3\xa9 \xe2\x82\xac" },
+        { "tab\tcr\r\x01\x7f", "tab\tcr???" },
+        { "caf\xc3\xa9 \xe2\x82\xac", "caf\xc3\xa9 \xe2\x82\xac" },
         { "bad\xff\xc3", "bad??" }, { "\xed\xa0\x80", "???" }, { "", "" },
     }, names[] = {
         { "vhost", "vhost" }, { "a-b.c", "a_b_c" }, { "9lives", "_9lives" }, { "", "_" },
-        { "_ok_1", "_ok_1" }, { "caf\xc3\xa9", "caf_" }, { "a\xff" "b", "a_b" }, { "a b=c", "a_b_c" },
+        { "_ok_1", "_ok_1" }, { "caf\xc3\xa9", "caf_" }, { "a\xff" "b", "a_b" },
+        { "a b=c", "a_b_c" },
     };
     char out[64];
 
