@@ -26,7 +26,7 @@ APACHE_MODS_AVAILABLE ?= /etc/apache2/mods-available
 # passes dpkg-buildflags' CPPFLAGS and CFLAGS here).
 MODULE_CFLAGS ?=
 
-.PHONY: all install deb unit test test-unit test-integration clean lint
+.PHONY: all install deb unit test test-unit test-integration clean lint prom-cost
 
 all: $(MODULE)
 
@@ -60,8 +60,8 @@ deb:
 # also with TSan. The engine and the helpers are compiled once per sanitizer,
 # into tests/unit/obj/.
 UNIT_TESTS      = names lineproto http ts hist ring retry delivery engine spool_file spool \
-                  spill stress
-UNIT_TSAN_TESTS = stress
+                  spill stress prom
+UNIT_TSAN_TESTS = stress prom
 UNIT_HELPERS    = check fixture lp_parse
 UNIT_HDRS       = $(wildcard tests/unit/*.h) tests/test_names.h
 UNIT_OBJ        = tests/unit/obj
@@ -116,6 +116,29 @@ tests/unit/test_digits.bin: tests/unit/test_digits.c $(LP_SRCS) $(HDRS)
 	$(CC) -std=gnu11 -O2 $(WARN) -Werror $(APR_INC) -I. -o $@ tests/unit/test_digits.c \
 	    $(LP_SRCS) $(UNIT_LIBS)
 
+# The Prometheus exposition (imx_prom*.c): `make test-unit` also checks a
+# small scrape in each format: 0.0.4 with promtool (Debian: prometheus) and
+# the Python client's parser (python3-prometheus-client), OpenMetrics with
+# the latter's strict parser (promtool has no check for it). install-deps.sh
+# installs both; the package build (debian/rules runs test-unit) may not
+# have them, so each check says SKIPPED without its tool.
+PROMTOOL ?= promtool
+
+tests/unit/test_prom.bin: tests/unit/test_prom.c tests/unit/check.c $(UNIT_HDRS) $(ENGINE) $(HDRS)
+	$(CC) -std=gnu11 -g -O2 $(WARN) -Werror $(APR_INC) -I. -o $@ tests/unit/test_prom.c \
+	    tests/unit/check.c $(ENGINE) $(UNIT_LIBS)
+
+# Instructions per imx_prom_record call: callgrind counts inside it over
+# 1.1 and 0.1 million calls; the difference / 10^6.
+prom-cost: tests/unit/test_prom.bin
+	@for what in plain ex exall overflow; do \
+	    for n in 100000 1100000; do \
+	        valgrind --tool=callgrind --toggle-collect=imx_prom_record \
+	            --callgrind-out-file=/dev/null ./tests/unit/test_prom.bin cost $$what $$n 2>&1 \
+	            | sed -n 's/.*Collected : //p'; \
+	    done | { read a; read b; echo "$$what: $$(( (b - a) / 1000000 )) instructions"; }; \
+	done
+
 UNIT_RUN = $(UNIT_ASAN_BINS) tests/unit/test_shm.asan tests/unit/test_sigsafe.bin \
            tests/unit/test_digits.bin
 
@@ -126,9 +149,19 @@ test-unit: unit
 	@fail=0; \
 	for t in $(UNIT_RUN); do echo "./$$t"; ./$$t || fail=1; done; \
 	for t in $(UNIT_TSAN_BINS); do \
-	    echo "TSAN_OPTIONS=halt_on_error=1 ./$$t"; \
-	    TSAN_OPTIONS=halt_on_error=1 ./$$t || fail=1; \
+	    echo "TSAN_OPTIONS=halt_on_error=1 ./$$t stress"; \
+	    TSAN_OPTIONS=halt_on_error=1 ./$$t stress || fail=1; \
 	done; \
+	./tests/unit/test_prom.asan sample > tests/unit/prom-sample.txt || fail=1; \
+	./tests/unit/test_prom.asan sample om > tests/unit/prom-sample.om || fail=1; \
+	if command -v $(PROMTOOL) >/dev/null; then \
+	    echo "$(PROMTOOL) check metrics < tests/unit/prom-sample.txt"; \
+	    $(PROMTOOL) check metrics < tests/unit/prom-sample.txt || fail=1; \
+	else echo "SKIPPED: no $(PROMTOOL) (Debian: prometheus), the 0.0.4 sample is not linted"; fi; \
+	if $(PYTHON) -c 'import prometheus_client' 2>/dev/null; then \
+	    $(PYTHON) tests/unit/check_exposition.py < tests/unit/prom-sample.txt && \
+	    $(PYTHON) tests/unit/check_exposition.py --om < tests/unit/prom-sample.om || fail=1; \
+	else echo "SKIPPED: no python3-prometheus-client, the samples are not parsed"; fi; \
 	exit $$fail
 
 test-integration: $(MODULE)
@@ -149,7 +182,7 @@ lint:
 
 clean:
 	rm -rf .libs *.la *.lo *.o *.slo tests/unit/*.asan tests/unit/*.tsan tests/unit/*.bin \
-	    $(UNIT_OBJ)
+	    $(UNIT_OBJ) tests/unit/prom-sample.*
 
 # ---------------------------------------------------------------------------
 # Benchmarks (bench/, see bench/README.md). `make bench` runs everything in a

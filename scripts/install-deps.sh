@@ -9,7 +9,8 @@ SUDO=""
 PKGS="build-essential apache2 apache2-dev apache2-utils libcurl4-openssl-dev zlib1g-dev \
       debhelper dpkg-dev lintian \
       influxdb victoria-metrics wrk nghttp2-client curl python3 python3-pytest libapache2-mod-wsgi-py3 libapache2-mod-php \
-      clang libclang-rt-14-dev valgrind gdb gnuplot-nox openssl"
+      clang libclang-rt-14-dev valgrind gdb gnuplot-nox openssl \
+      prometheus python3-prometheus-client"
 missing=""
 for p in $PKGS; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
