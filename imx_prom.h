@@ -17,7 +17,8 @@
  * overflow series (key IMX_PROM_OVERFLOW), so the sum over all series is
  * exactly the number of requests recorded.
  *
- * imx_prom.c: layouts, tables, recording, accumulators.
+ * imx_prom.c: layouts, tables, recording; imx_prom_acc.c: accumulators;
+ * imx_prom_int.h: the table layout both share.
  * imx_prom_text.c: label helpers, the text formats, negotiation.
  */
 #ifndef IMX_PROM_H

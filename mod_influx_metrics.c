@@ -39,6 +39,7 @@
 #include "mod_influx_metrics_fields.h"
 #include "mod_influx_metrics_names.h"
 #include "mod_influx_metrics_prefork.h"
+#include "mod_influx_metrics_prom.h"
 #include "mod_influx_metrics_reqtags.h"
 #include "mod_influx_metrics_request.h"
 #include "mod_influx_metrics_shm.h"
@@ -85,6 +86,8 @@ static char *ring_shm;
 static char *ring_rids;
 static uint32_t ring_cap;
 static int rid_wanted;
+/* The configuration names the Prometheus handler (this generation). */
+static int prom_wanted;
 static pid_t curl_parent;
 
 /* ------------------------------------------------------------------------- */
@@ -202,6 +205,19 @@ static void register_names(apr_pool_t *pconf, server_rec *s)
     }
 }
 
+/* The Prometheus page's segment, when the configuration names its handler. */
+static void prometheus_init(server_rec *s)
+{
+    apr_status_t rv = imx_prometheus_post_config(s, &settings.prom_buckets, settings.prom_series,
+                                                 rid_wanted);
+
+    if (rv != APR_SUCCESS) {
+        ap_log_error(APLOG_MARK, APLOG_WARNING, rv, s, "IMX0025: cannot create the "
+                     "shared memory for the Prometheus page (%u series per child); it "
+                     "shows no request histograms", settings.prom_series);
+    }
+}
+
 static int post_config(apr_pool_t *pconf, apr_pool_t *plog, apr_pool_t *ptemp, server_rec *s)
 {
     imx_srv_conf_t *mc = imx_srv_conf(s);
@@ -209,11 +225,12 @@ static int post_config(apr_pool_t *pconf, apr_pool_t *plog, apr_pool_t *ptemp, s
 
     (void)plog;
     imx_conf_settings(mc, &settings);
-    imx_prefork_post_config(mc->urls != NULL);
-    if (!mc->urls) {
+    prom_wanted = imx_prometheus_wanted();
+    imx_prefork_post_config(mc->urls != NULL || prom_wanted);
+    if (!mc->urls && !prom_wanted) {
         return OK;
     }
-    if (curl_init(pconf, s) != OK) {
+    if (mc->urls && curl_init(pconf, s) != OK) {
         return HTTP_INTERNAL_SERVER_ERROR;
     }
     if (apr_gethostname(host, sizeof(host), pconf) != APR_SUCCESS) {
@@ -223,11 +240,19 @@ static int post_config(apr_pool_t *pconf, apr_pool_t *plog, apr_pool_t *ptemp, s
     line_prefix = apr_pstrcat(pconf, imx_pescape(pconf, settings.measurement,
                                                  IMX_ESC_MEASUREMENT),
                               ",host=", host_escaped, NULL);
-    /* Request ids take room beside every cell of every ring: only when a
-     * server writes them. */
+    /* Request ids take room beside every cell of every ring (and in every
+     * Prometheus series, as exemplars): only when a server records them. */
     rid_wanted = 0;
     for (server_rec *vs = s; vs; vs = vs->next) {
         rid_wanted |= (imx_srv_conf(vs)->fields & IMX_F_REQUEST_ID) != 0;
+    }
+    if (!mc->urls) {
+        /* The Prometheus page alone: names, fields, the request path. */
+        register_names(pconf, s);
+        imx_fields_post_config(pconf, s);
+        imx_request_post_config(pconf, ptemp, s, settings.mode);
+        prometheus_init(s);
+        return OK;
     }
     if (imx_status_init(s) == APR_SUCCESS) {
         ring_init(s);
@@ -256,6 +281,9 @@ static int post_config(apr_pool_t *pconf, apr_pool_t *plog, apr_pool_t *ptemp, s
                          settings.summary_series, settings.flush_interval) != APR_SUCCESS) {
         ap_log_error(APLOG_MARK, APLOG_WARNING, 0, s, "IMX0006: cannot create the "
                      "shared memory for summaries; no summaries will be written");
+    }
+    if (prom_wanted) {
+        prometheus_init(s);
     }
     return OK;
 }
@@ -390,6 +418,9 @@ static void child_init(apr_pool_t *pchild, server_rec *s)
     apr_status_t rv;
     int slot;
 
+    if (prom_wanted) {
+        imx_prometheus_child(pchild, s);
+    }
     if (!mc->urls) {
         return;
     }
@@ -464,5 +495,6 @@ static void register_hooks(apr_pool_t *p)
     ap_hook_log_transaction(imx_request_log, NULL, NULL, APR_HOOK_FIRST);
     ap_hook_log_transaction(imx_prefork_log_done, NULL, NULL, APR_HOOK_REALLY_LAST);
     ap_hook_handler(imx_status_handler, NULL, NULL, APR_HOOK_MIDDLE);
+    ap_hook_handler(imx_prometheus_handler, NULL, NULL, APR_HOOK_MIDDLE);
     APR_OPTIONAL_HOOK(ap, status_hook, imx_status_hook, NULL, NULL, APR_HOOK_MIDDLE);
 }

@@ -26,6 +26,7 @@
 
 #include "imx_http.h"
 #include "imx_lineproto.h"
+#include "imx_prom.h"
 #include "mod_influx_metrics_args.h"
 #include "mod_influx_metrics_config.h"
 #include "mod_influx_metrics_tagconf.h"
@@ -67,6 +68,8 @@ static const imx_settings_t defaults = {
     .summary_series = 64,
     .max_tag_values = 100,
     .spool_size = (uint64_t)1 << 30,
+    /* .prom_buckets: imx_prom_buckets_default (imx_prom.h says why). */
+    .prom_series = 1024,
 };
 
 void *imx_create_srv_conf(apr_pool_t *p, server_rec *s)
@@ -86,6 +89,7 @@ void *imx_create_srv_conf(apr_pool_t *p, server_rec *s)
     c->summary_series = IMX_UNSET;
     c->max_tag_values = IMX_UNSET;
     c->spool_size = IMX_UNSET;
+    c->prom_series = IMX_UNSET;
     c->static_tags = apr_array_make(p, 2, sizeof(imx_static_tag_t));
     return c;
 }
@@ -116,6 +120,8 @@ void *imx_merge_srv_conf(apr_pool_t *p, void *basev, void *addv)
     MERGE(max_tag_values, IMX_UNSET);
     MERGE(spool_dir, NULL);
     MERGE(spool_size, IMX_UNSET);
+    MERGE(prom_buckets, NULL);
+    MERGE(prom_series, IMX_UNSET);
     /* A vhost's InfluxMetricsFields replaces the server's list. */
     c->fields_set = add->fields_set || base->fields_set;
     c->fields = add->fields_set ? add->fields : base->fields;
@@ -384,6 +390,32 @@ static const char *set_summary_series(cmd_parms *cmd, void *dc, const char *arg)
     return err ? err : imx_arg_parse_int(cmd, arg, 1, 4096, &CMD_SC(cmd)->summary_series);
 }
 
+static const char *set_prom_buckets(cmd_parms *cmd, void *dc, const char *args)
+{
+    const char *err = ap_check_cmd_context(cmd, GLOBAL_ONLY);
+    imx_prom_buckets_t *b;
+    char why[160];
+
+    (void)dc;
+    if (err) {
+        return err;
+    }
+    b = apr_palloc(cmd->pool, sizeof(*b));
+    if (imx_prom_buckets_parse(b, args, why, sizeof(why)) != 0) {
+        return apr_psprintf(cmd->pool, "%s: %s", cmd->cmd->name, why);
+    }
+    CMD_SC(cmd)->prom_buckets = b;
+    return NULL;
+}
+
+static const char *set_prom_series(cmd_parms *cmd, void *dc, const char *arg)
+{
+    const char *err = ap_check_cmd_context(cmd, GLOBAL_ONLY);
+
+    (void)dc;
+    return err ? err : imx_arg_parse_int(cmd, arg, 1, 65536, &CMD_SC(cmd)->prom_series);
+}
+
 static const char *set_sample(cmd_parms *cmd, void *dc, const char *arg)
 {
     char *end;
@@ -494,6 +526,12 @@ const command_rec imx_cmds[] = {
     AP_INIT_TAKE1("InfluxMetricsSummarySeries", set_summary_series, NULL, RSRC_CONF,
                   "summary series a child can hold (default 64; more are counted as "
                   "overflow)"),
+    AP_INIT_RAW_ARGS("InfluxMetricsPrometheusBuckets", set_prom_buckets, NULL, RSRC_CONF,
+                     "upper bounds in seconds of the Prometheus histogram's buckets, "
+                     "ascending, e.g. 0.005 0.01 0.1 1 (default 0.001 to 10, 13 bounds)"),
+    AP_INIT_TAKE1("InfluxMetricsPrometheusSeries", set_prom_series, NULL, RSRC_CONF,
+                  "series (vhost, route, method, status) one child can count for the "
+                  "Prometheus page (default 1024, at most 65536)"),
     AP_INIT_TAKE1("InfluxMetricsSample", set_sample, NULL, RSRC_CONF | ACCESS_CONF,
                   "fraction of requests written in raw mode, e.g. 0.1 (default 1)"),
     AP_INIT_TAKE1("InfluxMetricsKeepSlow", set_keep_slow, NULL, RSRC_CONF | ACCESS_CONF,
@@ -596,6 +634,14 @@ void imx_conf_settings(const imx_srv_conf_t *mc, imx_settings_t *st)
                                                           : defaults.summary_series;
     st->spool_size = mc->spool_size != IMX_UNSET ? (uint64_t)mc->spool_size
                                                   : defaults.spool_size;
+    if (mc->prom_buckets) {
+        st->prom_buckets = *mc->prom_buckets;
+    }
+    else {
+        imx_prom_buckets_default(&st->prom_buckets);
+    }
+    st->prom_series = mc->prom_series != IMX_UNSET ? (uint32_t)mc->prom_series
+                                                    : defaults.prom_series;
     /* A batch never exceeds the ring: an explicit larger one is refused by
      * imx_conf_check, the default is cut to half the ring. */
     st->batch_size = mc->batch_size != IMX_UNSET ? (uint32_t)mc->batch_size

@@ -14,6 +14,7 @@
 #include "apr_hash.h"
 
 #include "imx_point.h"
+#include "imx_prom.h"
 
 extern module AP_MODULE_DECLARE_DATA influx_metrics_module;
 
@@ -50,6 +51,8 @@ typedef struct {
     int max_tag_values;
     const char *spool_dir;      /* absolute; NULL: no spool */
     apr_off_t spool_size;
+    const imx_prom_buckets_t *prom_buckets;     /* NULL: unset */
+    int prom_series;
     /* Per server, merged into virtual hosts. */
     int fields_set;             /* InfluxMetricsFields seen here */
     const void *fields_directive;   /* the line that last set fields */
@@ -115,6 +118,8 @@ typedef struct imx_settings {
     uint32_t summary_series;
     int max_tag_values;
     uint64_t spool_size;
+    imx_prom_buckets_t prom_buckets;    /* InfluxMetricsPrometheusBuckets */
+    uint32_t prom_series;               /* InfluxMetricsPrometheusSeries */
 } imx_settings_t;
 
 

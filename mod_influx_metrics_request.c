@@ -27,6 +27,7 @@
 #include "mod_influx_metrics_fields.h"
 #include "mod_influx_metrics_names.h"
 #include "mod_influx_metrics_prefork.h"
+#include "mod_influx_metrics_prom.h"
 #include "mod_influx_metrics_reqtags.h"
 #include "mod_influx_metrics_request.h"
 #include "mod_influx_metrics_summary.h"
@@ -40,6 +41,8 @@ APLOG_USE_MODULE(influx_metrics);
  * when its flusher runs and never cleared: its memory lives as long as the
  * process, and a stopped ring refuses (and counts) what is pushed late. */
 static _Atomic(imx_ring_t *) ring;
+/* The Prometheus table, set once per child in child_init, never cleared. */
+static _Atomic(imx_prom_table_t *) prom;
 static int mode;
 /* Escaped method names by index: M_* numbers, then HEAD and OTHER. */
 static const char *method_names[IMX_METHODS];
@@ -80,8 +83,33 @@ void imx_request_child(imx_ring_t *r)
     atomic_store_explicit(&ring, r, memory_order_release);
 }
 
+void imx_request_prom(imx_prom_table_t *t)
+{
+    atomic_store_explicit(&prom, t, memory_order_release);
+}
+
 /* ------------------------------------------------------------------------- */
 /* Request path                                                               */
+
+/* A request into the Prometheus table, but not a scrape: its own page
+ * could count it only one scrape late, so every scrape would see one
+ * request more than the one before, of its own making. */
+static inline void prom_count(imx_prom_table_t *t, const request_rec *r,
+                              const request_rec *last, const imx_srv_conf_t *sc,
+                              const imx_dir_conf_t *dc, int midx, apr_time_t now,
+                              const char *rid, size_t rid_len)
+{
+    const char *h = last->handler;
+    int status = last->status > 0 && last->status < 1000 ? last->status : 0;
+
+    if (h && h[0] == 'i' && !strcmp(h, IMX_PROM_HANDLER)) {
+        return;
+    }
+    imx_prom_record(t, IMX_PROM_KEY(sc->reg_server, sc->reg_routes[dc->route_idx], midx, status),
+                    (uint64_t)(now > r->request_time ? now - r->request_time : 0),
+                    last->sent_bodyct ? (uint64_t)last->bytes_sent : 0, rid, rid_len,
+                    (int64_t)now * 1000);
+}
 
 /* Index into method_names of a request's method. */
 static int method_index(const request_rec *r)
@@ -154,7 +182,7 @@ static uint32_t reqtag_of(const request_rec *r, const request_rec *last,
 static __attribute__((noinline)) void log_full(request_rec *r, const request_rec *last,
                                                const imx_dir_conf_t *dc,
                                                const imx_srv_conf_t *sc, imx_ring_t *rg,
-                                               apr_time_t now, int midx)
+                                               imx_prom_table_t *pm, apr_time_t now, int midx)
 {
     imx_point_t pt = { 0 };
     char rid[IMX_RID_MAX + 1];
@@ -172,6 +200,12 @@ static __attribute__((noinline)) void log_full(request_rec *r, const request_rec
     rid[0] = '\0';
     if (sc->fields) {
         imx_fields_fill(r, last, sc->fields, sc->rid_header, &pt, rid);
+    }
+    if (pm) {
+        prom_count(pm, r, last, sc, dc, midx, now, pt.rid_len ? rid : NULL, pt.rid_len);
+    }
+    if (!rg) {
+        return;
     }
     if (mode & IMX_MODE_SUMMARY) {
         int cls = pt.status / 100;
@@ -201,9 +235,10 @@ int imx_request_log(request_rec *r)
     int midx;
     /* Loaded once: the same ring is recorded into, whatever happens. */
     imx_ring_t *rg = atomic_load_explicit(&ring, memory_order_acquire);
+    imx_prom_table_t *pm = atomic_load_explicit(&prom, memory_order_acquire);
 
     imx_prefork_hold();         /* until imx_prefork_log_done */
-    if (!rg) {
+    if (!rg && !pm) {
         return DECLINED;
     }
     dc = imx_dir_conf(r);
@@ -216,10 +251,18 @@ int imx_request_log(request_rec *r)
     }
     sc = imx_srv_conf(r->server);
     midx = method_index(r);
-    if (mode != IMX_MODE_RAW || sc->fields || dc->from_src
+    if (!rg || mode != IMX_MODE_RAW || sc->fields || dc->from_src
         || (dc->sample >= 0 && dc->sample < 1)) {
-        log_full(r, last, dc, sc, rg, now, midx);
+        if (rg || (sc->fields & IMX_F_REQUEST_ID)) {
+            log_full(r, last, dc, sc, rg, pm, now, midx);
+        }
+        else {
+            prom_count(pm, r, last, sc, dc, midx, now, NULL, 0);
+        }
         return DECLINED;
+    }
+    if (pm) {
+        prom_count(pm, r, last, sc, dc, midx, now, NULL, 0);
     }
     /* The common case: a raw point, written once, in its cell. */
     if ((c = imx_ring_claim(rg, &pos))) {

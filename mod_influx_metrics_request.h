@@ -6,6 +6,7 @@
 
 #include "httpd.h"
 
+#include "imx_prom.h"
 #include "imx_ring.h"
 
 /* Method names by index: httpd's M_* numbers, then HEAD and OTHER. */
@@ -20,6 +21,9 @@ const char *const *imx_request_methods(void);
 
 /* child_init, once the flusher runs: the ring requests are recorded into. */
 void imx_request_child(imx_ring_t *ring);
+
+/* child_init: the Prometheus table requests are counted into. */
+void imx_request_prom(imx_prom_table_t *t);
 
 /* log_transaction hook (APR_HOOK_FIRST). */
 int imx_request_log(request_rec *r);

@@ -10,6 +10,7 @@
 
 #include "httpd.h"
 #include "http_protocol.h"
+#include "http_request.h"
 #include "mod_status.h"
 
 #include "apr_lib.h"
@@ -189,7 +190,8 @@ static __attribute__((noinline)) int status_page(request_rec *r)
 {
     imx_status_totals_t t;
 
-    r->allowed = (AP_METHOD_BIT << M_GET);
+    /* The Allow header of a 405 (HEAD comes with GET). */
+    ap_allow_standard_methods(r, REPLACE_ALLOW, M_GET, -1);
     if (r->method_number != M_GET) {
         return HTTP_METHOD_NOT_ALLOWED;
     }

@@ -42,6 +42,7 @@
 #include "apr_strings.h"
 
 #include "imx_hist.h"
+#include "mod_influx_metrics_capacity.h"
 #include "mod_influx_metrics_names.h"
 #include "mod_influx_metrics_shm.h"
 #include "mod_influx_metrics_status.h"
@@ -355,30 +356,16 @@ static void proc_usage(double *user_s, double *sys_s, uint64_t *rss, int *nproc)
 static size_t encode_process(char *out, size_t cap, int64_t ts_ns, long long overflow,
                              long long busy_us, long long elapsed_us)
 {
-    int slimit = 0, tlimit = 0, max_workers = 0, busy = 0, idle = 0, nproc = 0;
+    imx_workers_t w;
+    int nproc = 0, max_workers, busy;
     double user_s, sys_s;
     uint64_t rss;
     char extra[160] = "";
     int xl = 0;
 
-    ap_mpm_query(AP_MPMQ_HARD_LIMIT_DAEMONS, &slimit);
-    ap_mpm_query(AP_MPMQ_HARD_LIMIT_THREADS, &tlimit);
-    if (ap_mpm_query(AP_MPMQ_MAX_DAEMONS, &max_workers) == APR_SUCCESS) {
-        int threads = 1;
-        ap_mpm_query(AP_MPMQ_MAX_THREADS, &threads);
-        max_workers *= threads > 0 ? threads : 1;
-    }
-    for (int i = 0; i < slimit; i++) {
-        for (int j = 0; j < tlimit; j++) {
-            int st = ap_get_scoreboard_worker_from_indexes(i, j)->status;
-            if (st == SERVER_READY) {
-                idle++;
-            }
-            else if (st != SERVER_DEAD && st != SERVER_STARTING && st != SERVER_IDLE_KILL) {
-                busy++;
-            }
-        }
-    }
+    imx_capacity_workers(&w);
+    max_workers = w.max;
+    busy = w.busy;
     proc_usage(&user_s, &sys_s, &rss, &nproc);
 
     if (overflow >= 0) {
@@ -396,7 +383,7 @@ static size_t encode_process(char *out, size_t cap, int64_t ts_ns, long long ove
         "apache_process,host=%s busy_workers=%di,idle_workers=%di,max_workers=%di,"
         "utilization=%.4f,requests_in_flight=%di,processes=%di,cpu_user_seconds=%.2f,"
         "cpu_system_seconds=%.2f,rss_bytes=%" APR_UINT64_T_FMT "i%s %" APR_INT64_T_FMT "\n",
-        names->host, busy, idle, max_workers,
+        names->host, busy, w.idle, max_workers,
         max_workers > 0 ? (double)busy / max_workers : 0.0, busy, nproc, user_s, sys_s,
         rss, extra, ts_ns);
 }

@@ -10,6 +10,7 @@ directories:
 * Vmagent         - /usr/bin/vmagent: takes line protocol on /write, queues
                     it (in memory, then on disk) and forwards it to a
                     VictoriaMetrics with the remote-write protocol
+* Prometheus      - /usr/bin/prometheus, scraping an Httpd's metrics page
 * Httpd           - /usr/sbin/apache2 with a generated config, optionally
                     loading the module under test (MODULE_SO), and with
                     HTTP/2 over cleartext (h2c) when asked (H2C_CONF)
@@ -24,7 +25,7 @@ One module per concept:
                  free_port, wait_until, http_request, temp dirs and files
     procs.py     processes by PID (descendants, kill, stop) and the safety
                  net that stops at exit what a run left behind
-    backends.py  Influx, VictoriaMetrics, Vmagent
+    backends.py  Influx, VictoriaMetrics, Vmagent, Prometheus
     conf.py      the MPM profiles (MPM_PROFILES), the server root and htdocs,
                  the httpd.conf text, Imx, H2C_CONF
     log.py       the access log's format, the error-log check, httpd's own
@@ -41,12 +42,13 @@ SIGKILL after a timeout). Set IMX_KEEP_TMP=1 to keep the temporary directories
 of passing tests as well (failing httpd instances always keep theirs).
 """
 
-from .backends import Influx, VictoriaMetrics, Vmagent, quote_ident
+from .backends import Influx, Prometheus, VictoriaMetrics, Vmagent, quote_ident
 from .conf import (DEFAULT_MPM_CONF, H2C_CONF, HTDOCS, MPM_PROFILES, MPMS, PROBE_PATH,
                    Imx, apache_builtin_modules, fixed_prefork, fixed_threaded,
                    httpd_conf, make_server_root, mpm_block, mpm_profile)
 from .env import (AB, APACHE2, APACHE_MODULES_DIR, CORES, H2LOAD, HOST, INFLUXD, IS_ROOT,
-                  KEEP_TMP, MODULE_NAME, MODULE_SO, REPO_ROOT, RUN_USER, TESTS_DIR,
+                  KEEP_TMP, MODULE_NAME, MODULE_SO, PROMETHEUS, PROMTOOL, REPO_ROOT, RUN_USER,
+                  TESTS_DIR,
                   VICTORIA_METRICS, VMAGENT, _read, _tail, free_port, http_request,
                   make_tmpdir, wait_until)
 from .httpd import STOP_SETTLE_S, Httpd

@@ -1,7 +1,7 @@
 """The private backends the module writes to, each a process of its own on
 127.0.0.1 with its files in a fresh temp dir: Influx (influxd 1.x),
-VictoriaMetrics (the ground truth for exact sample counts) and Vmagent (a
-queue in front of a VictoriaMetrics)."""
+VictoriaMetrics (the ground truth for exact sample counts), Vmagent (a
+queue in front of a VictoriaMetrics) and Prometheus (which scrapes httpd)."""
 
 import gzip
 import json
@@ -11,7 +11,7 @@ import subprocess
 import time
 import urllib.parse
 
-from .env import (HOST, INFLUXD, KEEP_TMP, VICTORIA_METRICS, VMAGENT, _read, _tail,
+from .env import (HOST, INFLUXD, KEEP_TMP, PROMETHEUS, VICTORIA_METRICS, VMAGENT, _read, _tail,
                   _wait_ready, _write, free_port, http_request, make_tmpdir)
 from .procs import _RUNNING, _stop_popen
 
@@ -516,3 +516,91 @@ class Vmagent(_Backend):
     def pending_bytes(self):
         """Bytes queued for the remote storage and not yet sent."""
         return int(self.metric_sum("vmagent_remotewrite_pending_data_bytes"))
+
+
+# --------------------------------------------------------------------------
+# Prometheus
+
+class Prometheus(_Backend):
+    """A private Prometheus (Debian's 2.x) on 127.0.0.1:<port> that scrapes
+    `targets` ("127.0.0.1:port") at `metrics_path` every `interval`.
+
+    It asks for OpenMetrics first (its default Accept header), so what it
+    stores went through its OpenMetrics parser; exemplars are kept
+    (--enable-feature=exemplar-storage) and can be read with exemplars()."""
+
+    def __init__(self, targets, metrics_path="/metrics", interval="1s"):
+        self.targets = list(targets)
+        self.metrics_path = metrics_path
+        self.interval = interval
+        self.dir = None
+        self.port = None
+        self.proc = None
+        self._log = None
+
+    @property
+    def log_path(self):
+        return os.path.join(self.dir, "prometheus.log")
+
+    def start(self, timeout=30.0):
+        self.dir = make_tmpdir("prometheus")
+        self.port = free_port()
+        conf = os.path.join(self.dir, "prometheus.yml")
+        _write(conf, json.dumps({
+            "global": {"scrape_interval": self.interval, "scrape_timeout": self.interval,
+                       "evaluation_interval": self.interval},
+            "scrape_configs": [{
+                "job_name": "apache",
+                "metrics_path": self.metrics_path,
+                "static_configs": [{"targets": self.targets}],
+            }],
+        }))
+        args = [PROMETHEUS, "--config.file=" + conf,
+                "--storage.tsdb.path=" + os.path.join(self.dir, "data"),
+                "--web.listen-address=%s:%d" % (HOST, self.port),
+                "--enable-feature=exemplar-storage",
+                "--log.level=warn"]
+        self._spawn(args, "prometheus", "/-/ready", 200, timeout)
+        return self
+
+    def api(self, path, **params):
+        status, body = http_request("%s/api/v1/%s?%s" % (self.url, path,
+                                                         urllib.parse.urlencode(params)),
+                                    timeout=10)[:2]
+        doc = json.loads(body)
+        if status != 200 or doc.get("status") != "success":
+            raise RuntimeError("prometheus %s %r: %s %s" % (path, params, status, body[:500]))
+        return doc["data"]
+
+    def query(self, expr, at=None):
+        """The instant vector of expr: [(labels dict, float value)]."""
+        params = {"query": expr}
+        if at is not None:
+            params["time"] = "%.3f" % at
+        data = self.api("query", **params)
+        if data["resultType"] == "scalar":
+            return [({}, float(data["result"][1]))]
+        return [(r["metric"], float(r["value"][1])) for r in data["result"]]
+
+    def value(self, expr, at=None):
+        """The single value of expr, or None when it has no result."""
+        res = self.query(expr, at)
+        if not res:
+            return None
+        if len(res) != 1:
+            raise AssertionError("%s: %d results, expected one" % (expr, len(res)))
+        return res[0][1]
+
+    def scrapes(self):
+        """Scrapes of the target so far that succeeded: sum of up samples."""
+        v = self.value('count_over_time(up{job="apache"}[1h])')
+        return int(v or 0)
+
+    def target_health(self):
+        """[(health, lastError)] of the targets, as Prometheus sees them."""
+        return [(t["health"], t.get("lastError", ""))
+                for t in self.api("targets")["activeTargets"]]
+
+    def exemplars(self, expr, start, end):
+        return self.api("query_exemplars", query=expr, start="%.3f" % start,
+                        end="%.3f" % end)

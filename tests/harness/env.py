@@ -26,6 +26,8 @@ APACHE_MODULES_DIR = "/usr/lib/apache2/modules"
 INFLUXD = "/usr/bin/influxd"
 VICTORIA_METRICS = "/usr/bin/victoria-metrics"
 VMAGENT = "/usr/bin/vmagent"             # shipped by Debian's victoria-metrics
+PROMETHEUS = "/usr/bin/prometheus"       # Debian: prometheus
+PROMTOOL = "/usr/bin/promtool"           # shipped with it
 AB = "/usr/bin/ab"
 H2LOAD = "/usr/bin/h2load"       # Debian's nghttp2-client
 
