@@ -297,12 +297,13 @@ def test_prometheus_reads_openmetrics_and_exemplars(module_built, httpd_factory)
         assert ids and all(re.match(r"^[A-Za-z0-9@_-]{16,}$", i) for i in ids), ids[:5]
 
 
-def test_counters_never_go_down(module_built, httpd_factory):
+@pytest.mark.parametrize("mpm", ["event", "prefork"])
+def test_counters_never_go_down(module_built, httpd_factory, mpm):
     """Scrapes every 50 ms from three threads, and Prometheus every second,
     through a graceful restart, a SIGKILL of a child and a stop, all under
     load: httpd neither crashes nor wedges, and no sample of a counter or a
     bucket is ever lower than one seen before."""
-    h = httpd_factory(mpm="event", mpm_conf=RECYCLING["event"], extra=PROM_CONF)
+    h = httpd_factory(mpm=mpm, mpm_conf=RECYCLING[mpm], extra=PROM_CONF)
     h.allowed_errors.append(r"AH00161: server reached MaxRequestWorkers")
     h.allowed_errors.append(r"exit signal Killed")      # the SIGKILL below
     done, drops, errors = [], [], []     # done: (end, {sample: value}) of scrapes
