@@ -419,7 +419,7 @@ static void child_init(apr_pool_t *pchild, server_rec *s)
     int slot;
 
     if (prom_wanted) {
-        imx_prometheus_child(pchild, s);
+        imx_request_prom(imx_prometheus_child(pchild, s));
     }
     if (!mc->urls) {
         return;

@@ -22,7 +22,6 @@
 #include <errno.h>
 #include <signal.h>
 #include <stdatomic.h>
-#include <stdio.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -30,19 +29,12 @@
 #include "http_config.h"
 #include "http_core.h"
 #include "http_log.h"
-#include "http_protocol.h"
 #include "unixd.h"
 
 #include "apr_strings.h"
 
-#include "imx_names.h"
-#include "mod_influx_metrics_capacity.h"
-#include "mod_influx_metrics_names.h"
 #include "mod_influx_metrics_prom.h"
-#include "mod_influx_metrics_records.h"
-#include "mod_influx_metrics_request.h"
 #include "mod_influx_metrics_shm.h"
-#include "mod_influx_metrics_status.h"
 
 APLOG_USE_MODULE(influx_metrics);
 
@@ -186,12 +178,12 @@ static int claim(uint32_t pid)
     return -1;
 }
 
-void imx_prometheus_child(apr_pool_t *pchild, server_rec *s)
+imx_prom_table_t *imx_prometheus_child(apr_pool_t *pchild, server_rec *s)
 {
     int i;
 
     if (!shm) {
-        return;
+        return NULL;
     }
     my_pid = (uint32_t)getpid();
     i = claim(my_pid);
@@ -218,10 +210,10 @@ void imx_prometheus_child(apr_pool_t *pchild, server_rec *s)
             ap_log_error(APLOG_MARK, APLOG_WARNING, 0, s, "IMX0026: no table for the "
                          "Prometheus page in this child; its requests are not counted "
                          "there");
-            return;
+            return NULL;
         }
     }
-    imx_request_prom(table_of((uint32_t)i));
+    return table_of((uint32_t)i);
 }
 
 /* ------------------------------------------------------------------------- */

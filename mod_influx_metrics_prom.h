@@ -37,8 +37,8 @@ int imx_prometheus_wanted(void);
 apr_status_t imx_prometheus_post_config(server_rec *s, const imx_prom_buckets_t *b,
                                         uint32_t cap, int exemplars);
 
-/* child_init: this child's table, handed to the request path. */
-void imx_prometheus_child(apr_pool_t *pchild, server_rec *s);
+/* child_init: this child's table, for the request path (NULL: none). */
+imx_prom_table_t *imx_prometheus_child(apr_pool_t *pchild, server_rec *s);
 
 /* The sum of every table made so far (a scrape's view), with the
  * exemplars when asked for and recorded; NULL with *err set
