@@ -1,4 +1,7 @@
 /*
+ * Copyright 2026 The mod_influx_metrics authors
+ * SPDX-License-Identifier: Apache-2.0
+ *
  * imx_http.h: the libcurl sender (imx_send.h's callbacks).
  *
  * One easy handle per URL, each reused for every POST (keep-alive), run

@@ -1,4 +1,7 @@
 /*
+ * Copyright 2026 The mod_influx_metrics authors
+ * SPDX-License-Identifier: Apache-2.0
+ *
  * imx_prom.h: the engine of the Prometheus endpoint (no httpd headers).
  *
  * Every httpd child records its requests into its own table, in shared

@@ -1,4 +1,7 @@
 /*
+ * Copyright 2026 The mod_influx_metrics authors
+ * SPDX-License-Identifier: Apache-2.0
+ *
  * mod_influx_metrics.c: the module: its hooks, and what httpd's parent sets
  * up before the fork and each child after it (httpd glue).
  *

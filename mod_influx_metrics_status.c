@@ -1,4 +1,7 @@
 /*
+ * Copyright 2026 The mod_influx_metrics authors
+ * SPDX-License-Identifier: Apache-2.0
+ *
  * mod_influx_metrics_status.c: counters in shared memory and the status pages.
  *
  * Layout: a header with the totals of children that are gone, then one slot

@@ -1,4 +1,6 @@
 #!/usr/bin/python3
+# Copyright 2026 The mod_influx_metrics authors
+# SPDX-License-Identifier: Apache-2.0
 """Checks the Markdown documentation (standard library only, no server).
 
     /usr/bin/python3 tests/check_docs.py [--old-readme FILE]

@@ -1,4 +1,7 @@
 /*
+ * Copyright 2026 The mod_influx_metrics authors
+ * SPDX-License-Identifier: Apache-2.0
+ *
  * lp_read.h: reference line-protocol readers, and the canonical form a value
  * escaped by imx_escape() reads back as, computed from the input alone.
  *

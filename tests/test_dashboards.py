@@ -1,3 +1,5 @@
+# Copyright 2026 The mod_influx_metrics authors
+# SPDX-License-Identifier: Apache-2.0
 """Grafana provisioning and dashboards under conf/grafana.
 
 The static tests check the provisioning files and the dashboard JSON models

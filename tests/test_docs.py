@@ -1,3 +1,5 @@
+# Copyright 2026 The mod_influx_metrics authors
+# SPDX-License-Identifier: Apache-2.0
 """The documentation's links and its directive reference (tests/check_docs.py).
 
 No server, no build: reads README.md, docs/*.md, bench/*.md and the command

@@ -1,3 +1,5 @@
+# Copyright 2026 The mod_influx_metrics authors
+# SPDX-License-Identifier: Apache-2.0
 """A real InfluxDB goes away under load and comes back: every request served
 is stored, or counted as dropped, exactly."""
 

@@ -1,3 +1,5 @@
+# Copyright 2026 The mod_influx_metrics authors
+# SPDX-License-Identifier: Apache-2.0
 """The Debian package libapache2-mod-influx-metrics (issue 12), on this machine.
 
 `make deb` builds it (in a copy of the tree, so the module the other tests use

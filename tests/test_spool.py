@@ -1,3 +1,5 @@
+# Copyright 2026 The mod_influx_metrics authors
+# SPDX-License-Identifier: Apache-2.0
 """The spool (InfluxMetricsSpoolDir): what a child cannot send before it exits,
 or cannot keep in its retry buffer, is written to disk and sent later by any
 child, of this generation or a later one. A real InfluxDB goes away and comes

@@ -1,4 +1,7 @@
 /*
+ * Copyright 2026 The mod_influx_metrics authors
+ * SPDX-License-Identifier: Apache-2.0
+ *
  * fuzz_encoder.c: libFuzzer target over the line-protocol encoder
  * (lineproto.c: imx_escape, imx_pescape, imx_line_max, imx_encode_line).
  *

@@ -1,4 +1,7 @@
 /*
+ * Copyright 2026 The mod_influx_metrics authors
+ * SPDX-License-Identifier: Apache-2.0
+ *
  * lpencode.c: the module's real escaper and line encoder (lineproto.c) as a
  * filter, for tests/test_injection.py, which builds it with cc into a
  * temporary directory:

@@ -1,3 +1,5 @@
+# Copyright 2026 The mod_influx_metrics authors
+# SPDX-License-Identifier: Apache-2.0
 """What a server leaves behind, and how the harness judges it: the access
 log's format and entries, the error-log lines that fail a test
 (BAD_PATTERNS, BAD_LEVELS) and those that do not (httpd's own races), which

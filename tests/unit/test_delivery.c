@@ -1,4 +1,7 @@
 /*
+ * Copyright 2026 The mod_influx_metrics authors
+ * SPDX-License-Identifier: Apache-2.0
+ *
  * Unit tests of sending and the backend's answers (imx_delivery.c), through
  * the engine: retries then delivery, rejected batches, 413 splits (of a
  * batch in a full retry buffer, with a retry buffer too small), partial

@@ -1,4 +1,7 @@
 /*
+ * Copyright 2026 The mod_influx_metrics authors
+ * SPDX-License-Identifier: Apache-2.0
+ *
  * Unit tests of the duration histograms and the summary lines (imx_hist.c):
  * buckets, merging and percentiles, 64-bit counters, the pages a table
  * touches, a full pending table, half-recorded requests, the optional

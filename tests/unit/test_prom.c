@@ -1,4 +1,7 @@
 /*
+ * Copyright 2026 The mod_influx_metrics authors
+ * SPDX-License-Identifier: Apache-2.0
+ *
  * Unit tests of the Prometheus engine (imx_prom.c, imx_prom_text.c)
  * without httpd.
  *
