@@ -107,7 +107,7 @@ static void test_split_on_413(void)
 }
 
 /* A 413 for a batch already in a full retry buffer: splitting it must not
- * evict the batch being split (it used to be freed under the sender). */
+ * evict the batch being split, which the sender still holds. */
 static void test_split_queued_in_full_buffer(void)
 {
     apr_pool_t *p;
