@@ -280,7 +280,7 @@ static void fold_slot(uint32_t i)
 }
 
 /* Points a dead owner left that a live child can still send. Records name
- * everything by generation-stable indices (batch.h), so the generation that
+ * everything by generation-stable indices (imx_point.h), so the generation that
  * wrote them does not matter. */
 static uint64_t ring_left(const slot_t *sl)
 {

@@ -68,7 +68,7 @@ def drive(url_base, paths, threads=8):
 
 
 def bucket_mid(lo):
-    """Midpoint of the histogram bucket whose lower bound is lo (histogram.h)."""
+    """Midpoint of the histogram bucket whose lower bound is lo (imx_hist.h)."""
     if lo < 128:
         return lo
     e = lo.bit_length() - 1
