@@ -1,3 +1,6 @@
+# Copyright 2026 The mod_influx_metrics authors
+# SPDX-License-Identifier: Apache-2.0
+#
 # mod_influx_metrics: build with apxs, test with the C unit tests and pytest.
 APXS     ?= apxs
 APR_CFG  ?= apr-1-config

@@ -1,4 +1,7 @@
 /*
+ * Copyright 2026 The mod_influx_metrics authors
+ * SPDX-License-Identifier: Apache-2.0
+ *
  * imx_body.c: POST bodies from the ring (see imx_body.h).
  *
  * About one byte written per byte sent: a point's series (everything from

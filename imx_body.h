@@ -1,4 +1,7 @@
 /*
+ * Copyright 2026 The mod_influx_metrics authors
+ * SPDX-License-Identifier: Apache-2.0
+ *
  * imx_body.h: POST bodies, built from the ring by the flusher (an engine
  * unit: imx_engine_int.h).
  */

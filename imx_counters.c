@@ -1,4 +1,7 @@
 /*
+ * Copyright 2026 The mod_influx_metrics authors
+ * SPDX-License-Identifier: Apache-2.0
+ *
  * imx_counters.c: reading the engine's counters (see imx_counters.h).
  *
  * Writers add with one atomic add at the moment a point's fate is decided;

@@ -1,4 +1,7 @@
 /*
+ * Copyright 2026 The mod_influx_metrics authors
+ * SPDX-License-Identifier: Apache-2.0
+ *
  * imx_counters.h: the engine's delivery counters, and a reading of them.
  *
  * They live in memory the caller provides (a status slot in shared memory

@@ -1,4 +1,7 @@
 /*
+ * Copyright 2026 The mod_influx_metrics authors
+ * SPDX-License-Identifier: Apache-2.0
+ *
  * imx_delivery.c: sending, and what the answers mean (see imx_delivery.h).
  *
  * A batch the backend could not take (down, slow, 429, 5xx) waits in the

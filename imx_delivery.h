@@ -1,4 +1,7 @@
 /*
+ * Copyright 2026 The mod_influx_metrics authors
+ * SPDX-License-Identifier: Apache-2.0
+ *
  * imx_delivery.h: sending batches and keeping what every answer means (an
  * engine unit: imx_engine_int.h): retries with backoff, the retry buffer's
  * policy (what goes when it is full, what expires), 413 splits, and sending

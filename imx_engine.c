@@ -1,4 +1,7 @@
 /*
+ * Copyright 2026 The mod_influx_metrics authors
+ * SPDX-License-Identifier: Apache-2.0
+ *
  * imx_engine.c: the flusher thread and the engine's life (see
  * imx_engine.h).
  *

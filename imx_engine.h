@@ -1,4 +1,7 @@
 /*
+ * Copyright 2026 The mod_influx_metrics authors
+ * SPDX-License-Identifier: Apache-2.0
+ *
  * imx_engine.h: the engine: a ring of points per process, and the flusher
  * thread that encodes them into line protocol and POSTs them, with retries,
  * a retry buffer and a spool.

@@ -1,4 +1,7 @@
 /*
+ * Copyright 2026 The mod_influx_metrics authors
+ * SPDX-License-Identifier: Apache-2.0
+ *
  * imx_engine_int.h: the engine's state, shared by its units (imx_engine.c,
  * imx_body.c, imx_delivery.c, imx_spill.c) and by nobody else.
  *

@@ -1,4 +1,7 @@
 /*
+ * Copyright 2026 The mod_influx_metrics authors
+ * SPDX-License-Identifier: Apache-2.0
+ *
  * imx_hist.c: mergeable duration histograms (see imx_hist.h).
  *
  * Concurrency: a table is written by request threads with relaxed atomic

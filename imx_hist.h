@@ -1,4 +1,7 @@
 /*
+ * Copyright 2026 The mod_influx_metrics authors
+ * SPDX-License-Identifier: Apache-2.0
+ *
  * imx_hist.h: per-interval summaries of request durations, mergeable across
  * children (the engine side of InfluxMetricsMode summary|both).
  *

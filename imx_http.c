@@ -1,4 +1,7 @@
 /*
+ * Copyright 2026 The mod_influx_metrics authors
+ * SPDX-License-Identifier: Apache-2.0
+ *
  * imx_http.c: posts line protocol bodies with libcurl.
  *
  * One easy handle per flusher, reused for every POST so the connection stays

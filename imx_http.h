@@ -1,4 +1,7 @@
 /*
+ * Copyright 2026 The mod_influx_metrics authors
+ * SPDX-License-Identifier: Apache-2.0
+ *
  * imx_http.h: the libcurl sender (imx_send.h's callbacks).
  *
  * One easy handle per URL, each reused for every POST (keep-alive), run
@@ -28,7 +31,7 @@ typedef struct imx_http_conf {
 
 /* The URL without user info and query, safe to log: everything up to the
  * last '@' before the query is left out, and all but the scheme when an '@'
- * follows a '?' or '#' (see http_send.c). */
+ * follows a '?' or '#' (see imx_http.c). */
 const char *imx_url_redacted(apr_pool_t *p, const char *url);
 
 /* One easy handle per URL, each reused for every POST (keep-alive). Call

@@ -1,4 +1,7 @@
 /*
+ * Copyright 2026 The mod_influx_metrics authors
+ * SPDX-License-Identifier: Apache-2.0
+ *
  * imx_lineproto.c: InfluxDB line protocol, escaping and encoding.
  *
  * Escaping is where points get injected or corrupted, so the rules are spelt

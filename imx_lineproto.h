@@ -1,4 +1,7 @@
 /*
+ * Copyright 2026 The mod_influx_metrics authors
+ * SPDX-License-Identifier: Apache-2.0
+ *
  * imx_lineproto.h: InfluxDB line protocol: escaping, numbers, the lines of
  * request points, and the few operations on bodies of lines the engine
  * needs (cutting, joining).

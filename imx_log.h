@@ -1,4 +1,7 @@
 /*
+ * Copyright 2026 The mod_influx_metrics authors
+ * SPDX-License-Identifier: Apache-2.0
+ *
  * imx_log.h: how the engine reports what the glue should log.
  *
  * The engine never logs on its own: it hands a message and a level to a

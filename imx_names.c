@@ -1,4 +1,7 @@
 /*
+ * Copyright 2026 The mod_influx_metrics authors
+ * SPDX-License-Identifier: Apache-2.0
+ *
  * imx_names.c: the registry of names (see imx_names.h).
  *
  * Lookups walk the kind's entries comparing hashes: the registry is filled

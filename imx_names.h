@@ -1,4 +1,7 @@
 /*
+ * Copyright 2026 The mod_influx_metrics authors
+ * SPDX-License-Identifier: Apache-2.0
+ *
  * imx_names.h: the registry of names.
  *
  * Texts of four kinds, each given a small id in the order registered, the

@@ -1,4 +1,7 @@
 /*
+ * Copyright 2026 The mod_influx_metrics authors
+ * SPDX-License-Identifier: Apache-2.0
+ *
  * imx_point.h: one request as the request path hands it to the engine.
  *
  * A point names everything by index, never by pointer, into tables that

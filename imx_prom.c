@@ -1,4 +1,7 @@
 /*
+ * Copyright 2026 The mod_influx_metrics authors
+ * SPDX-License-Identifier: Apache-2.0
+ *
  * imx_prom.c: request-duration histograms for the Prometheus endpoint
  * (see imx_prom.h): bucket layouts, and the per-slot tables written on
  * the request path (their layout and concurrency: imx_prom_int.h; the

@@ -1,4 +1,7 @@
 /*
+ * Copyright 2026 The mod_influx_metrics authors
+ * SPDX-License-Identifier: Apache-2.0
+ *
  * imx_prom.h: the engine of the Prometheus endpoint (no httpd headers).
  *
  * Every httpd child records its requests into its own table, in shared
@@ -68,9 +71,10 @@ void imx_prom_buckets_default(imx_prom_buckets_t *b);
  * the directive's arguments joined (RAW_ARGS). Each value is decimal
  * digits with an optional fraction of at most 6 significant digits
  * (microseconds; trailing zeros past them are fine): "1", "0.005", "2.5",
- * ".5". Rejected: non-numbers (signs, exponents, "+Inf": it is implicit),
- * values not above 0, finer than a microsecond, above 10^9 s, repeated,
- * not strictly ascending, more than 32, an empty list. Returns 0, or -1
+ * ".5", "+5". Rejected: non-numbers (exponents, "+Inf": it is implicit),
+ * values not above 0 (a minus sign among them), finer than a microsecond,
+ * above 10^9 s, repeated, not strictly ascending, more than 32, an empty
+ * list. Returns 0, or -1
  * with a message naming the bad value in err (errsz bytes; b is then
  * unspecified). */
 int imx_prom_buckets_parse(imx_prom_buckets_t *b, const char *list, char *err, size_t errsz);

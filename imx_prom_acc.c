@@ -1,4 +1,7 @@
 /*
+ * Copyright 2026 The mod_influx_metrics authors
+ * SPDX-License-Identifier: Apache-2.0
+ *
  * imx_prom_acc.c: what a scrape reads (see imx_prom.h): the sum of any
  * number of tables, by series key, in private memory. Reads shared memory
  * only, never waits for a writer (the order of its loads: imx_prom_int.h).

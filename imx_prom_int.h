@@ -1,4 +1,7 @@
 /*
+ * Copyright 2026 The mod_influx_metrics authors
+ * SPDX-License-Identifier: Apache-2.0
+ *
  * imx_prom_int.h: the layout of a Prometheus table in shared memory, private
  * to its writers (imx_prom.c, the request path) and its readers
  * (imx_prom_acc.c, a scrape): what the two must agree on, and nothing else.

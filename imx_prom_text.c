@@ -1,4 +1,7 @@
 /*
+ * Copyright 2026 The mod_influx_metrics authors
+ * SPDX-License-Identifier: Apache-2.0
+ *
  * imx_prom_text.c: the text exposition of the Prometheus endpoint (see
  * imx_prom.h): label helpers, the Prometheus text format 0.0.4 and
  * OpenMetrics 1.0.0, and the choice between them.

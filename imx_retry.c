@@ -1,4 +1,7 @@
 /*
+ * Copyright 2026 The mod_influx_metrics authors
+ * SPDX-License-Identifier: Apache-2.0
+ *
  * imx_retry.c: the retry buffer (see imx_retry.h).
  *
  *   A batch the backend could not take (down, slow, 429, 5xx) is copied into

@@ -1,4 +1,7 @@
 /*
+ * Copyright 2026 The mod_influx_metrics authors
+ * SPDX-License-Identifier: Apache-2.0
+ *
  * imx_retry.h: the retry buffer, a FIFO of POST bodies that failed.
  *
  * What it holds is bounded by retry_buffer bytes: this engine's alone, or

@@ -1,4 +1,7 @@
 /*
+ * Copyright 2026 The mod_influx_metrics authors
+ * SPDX-License-Identifier: Apache-2.0
+ *
  * imx_ring.c: the bounded ring of points (see imx_ring.h).
  *
  *   A ring of `capacity` (a power of two) cells of 64 bytes each: a sequence

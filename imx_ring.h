@@ -1,4 +1,7 @@
 /*
+ * Copyright 2026 The mod_influx_metrics authors
+ * SPDX-License-Identifier: Apache-2.0
+ *
  * imx_ring.h: the per-process bounded ring of points.
  *
  * Producers are the worker threads of one child (many), the consumer is

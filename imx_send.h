@@ -1,4 +1,7 @@
 /*
+ * Copyright 2026 The mod_influx_metrics authors
+ * SPDX-License-Identifier: Apache-2.0
+ *
  * imx_send.h: what a sender does for the engine.
  *
  * The engine hands each POST body to a callback, so that the unit tests

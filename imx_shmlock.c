@@ -1,4 +1,7 @@
 /*
+ * Copyright 2026 The mod_influx_metrics authors
+ * SPDX-License-Identifier: Apache-2.0
+ *
  * imx_shmlock.c: robust process-shared mutexes (see imx_shmlock.h).
  */
 #include <errno.h>

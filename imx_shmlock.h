@@ -1,4 +1,7 @@
 /*
+ * Copyright 2026 The mod_influx_metrics authors
+ * SPDX-License-Identifier: Apache-2.0
+ *
  * imx_shmlock.h: a lock in shared memory that survives the death of its holder.
  *
  * Children of httpd die without warning (SIGKILL from the OOM killer or from

@@ -1,4 +1,7 @@
 /*
+ * Copyright 2026 The mod_influx_metrics authors
+ * SPDX-License-Identifier: Apache-2.0
+ *
  * imx_spill.c: the engine's side of the spool (see imx_spill.h).
  *
  * With a spool, nothing is dropped for want of memory or time: batches the

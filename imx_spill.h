@@ -1,4 +1,7 @@
 /*
+ * Copyright 2026 The mod_influx_metrics authors
+ * SPDX-License-Identifier: Apache-2.0
+ *
  * imx_spill.h: the engine's side of the spool (an engine unit:
  * imx_engine_int.h): batches gathered into spool files, the retry buffer
  * spilled to disk, and the exit's leftovers. Sending spooled files back is

@@ -1,4 +1,7 @@
 /*
+ * Copyright 2026 The mod_influx_metrics authors
+ * SPDX-License-Identifier: Apache-2.0
+ *
  * imx_spool.h: the on-disk spool of mod_influx_metrics (imx_spool.c).
  *
  * What a child cannot send before it exits, and what its retry buffer cannot

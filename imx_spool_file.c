@@ -1,4 +1,7 @@
 /*
+ * Copyright 2026 The mod_influx_metrics authors
+ * SPDX-License-Identifier: Apache-2.0
+ *
  * imx_spool_file.c: the spool's file format (see imx_spool_file.h).
  *
  * Integers are written byte by byte, little-endian, so a file reads the

@@ -1,4 +1,7 @@
 /*
+ * Copyright 2026 The mod_influx_metrics authors
+ * SPDX-License-Identifier: Apache-2.0
+ *
  * imx_spool_file.h: the file format of the spool (imx_spool.h).
  *
  * Kept apart from the directory's handling: the format is what any later

@@ -1,4 +1,7 @@
 /*
+ * Copyright 2026 The mod_influx_metrics authors
+ * SPDX-License-Identifier: Apache-2.0
+ *
  * imx_spool_recount.c: the parent's count of the spool directory when
  * httpd starts (see imx_spool.h).
  *

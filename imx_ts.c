@@ -1,4 +1,7 @@
 /*
+ * Copyright 2026 The mod_influx_metrics authors
+ * SPDX-License-Identifier: Apache-2.0
+ *
  * imx_ts.c: unique timestamps (see imx_ts.h).
  *
  * The table is shared by every child of every generation, so two children

@@ -1,4 +1,7 @@
 /*
+ * Copyright 2026 The mod_influx_metrics authors
+ * SPDX-License-Identifier: Apache-2.0
+ *
  * imx_ts.h: timestamps that never merge two requests.
  *
  * See imx_ts.c for how tickets are handed out.

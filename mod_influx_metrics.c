@@ -1,4 +1,7 @@
 /*
+ * Copyright 2026 The mod_influx_metrics authors
+ * SPDX-License-Identifier: Apache-2.0
+ *
  * mod_influx_metrics.c: the module: its hooks, and what httpd's parent sets
  * up before the fork and each child after it (httpd glue).
  *
@@ -10,8 +13,9 @@
  * (_prefork.c), the shared segments (_shm.c), the names registry
  * (_names.c), the counters and their pages (_status.c, _status_page.c),
  * summaries (_summary.c), request tags (_reqtags.c), optional fields
- * (_fields.c) and the spool's directory (_spooldir.c). docs/development.md
- * has the map.
+ * (_fields.c), the spool's directory (_spooldir.c), the workers from the
+ * scoreboard (_capacity.c) and the Prometheus page (_prom.c,
+ * _prom_page.c). docs/development.md has the map.
  */
 #include <stdatomic.h>
 #include <string.h>

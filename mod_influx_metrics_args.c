@@ -1,4 +1,7 @@
 /*
+ * Copyright 2026 The mod_influx_metrics authors
+ * SPDX-License-Identifier: Apache-2.0
+ *
  * mod_influx_metrics_args.c: directives whose arguments take more than a
  * word to check: URLs (no secret ever echoed, precision added), tokens from
  * a file or the environment, proxies, paths, durations, sizes.

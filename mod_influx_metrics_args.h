@@ -1,4 +1,7 @@
 /*
+ * Copyright 2026 The mod_influx_metrics authors
+ * SPDX-License-Identifier: Apache-2.0
+ *
  * mod_influx_metrics_args.h: the handlers of directives whose arguments
  * take more than a word to check, and the checks the other handlers share
  * (httpd glue; the command table is mod_influx_metrics_config.c's).

@@ -1,4 +1,7 @@
 /*
+ * Copyright 2026 The mod_influx_metrics authors
+ * SPDX-License-Identifier: Apache-2.0
+ *
  * mod_influx_metrics_capacity.h: how many workers the server has and how
  * many are busy, from the scoreboard (httpd glue): the capacity point
  * (apache_process) and the Prometheus page say the same.

@@ -1,4 +1,7 @@
 /*
+ * Copyright 2026 The mod_influx_metrics authors
+ * SPDX-License-Identifier: Apache-2.0
+ *
  * mod_influx_metrics_config.c: the directives of mod_influx_metrics, their
  * checks, the records they fill and how those merge (as mod_md_config.c).
  *

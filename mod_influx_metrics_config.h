@@ -1,4 +1,7 @@
 /*
+ * Copyright 2026 The mod_influx_metrics authors
+ * SPDX-License-Identifier: Apache-2.0
+ *
  * mod_influx_metrics_config.h: the configuration of mod_influx_metrics
  * (httpd glue, as mod_md_config.h): the command table, the records'
  * makers and merges, the documented defaults, and the checks after the

@@ -1,4 +1,7 @@
 /*
+ * Copyright 2026 The mod_influx_metrics authors
+ * SPDX-License-Identifier: Apache-2.0
+ *
  * mod_influx_metrics_fields.c: the optional fields and tags of request
  * points (see mod_influx_metrics_fields.h).
  *

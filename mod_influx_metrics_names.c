@@ -1,4 +1,7 @@
 /*
+ * Copyright 2026 The mod_influx_metrics authors
+ * SPDX-License-Identifier: Apache-2.0
+ *
  * mod_influx_metrics_names.c: the names registry of the module (httpd glue
  * around imx_names.h): the vhost and static-tag texts of every server, the
  * routes, the upstreams and the fixed request-tag texts, given ids that

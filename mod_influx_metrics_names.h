@@ -1,4 +1,7 @@
 /*
+ * Copyright 2026 The mod_influx_metrics authors
+ * SPDX-License-Identifier: Apache-2.0
+ *
  * mod_influx_metrics_names.h: the module's names registry (httpd glue
  * around imx_names.h), in a shared segment that lives as long as httpd's
  * parent: the same text gets the same id in every generation, so a point

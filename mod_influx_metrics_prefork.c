@@ -1,4 +1,7 @@
 /*
+ * Copyright 2026 The mod_influx_metrics authors
+ * SPDX-License-Identifier: Apache-2.0
+ *
  * mod_influx_metrics_prefork.c: prefork's stop signals, held while this
  * module (or any module) is in a stretch that a signal must not cut.
  *

@@ -1,4 +1,7 @@
 /*
+ * Copyright 2026 The mod_influx_metrics authors
+ * SPDX-License-Identifier: Apache-2.0
+ *
  * mod_influx_metrics_prefork.h: prefork's stop signals held through the
  * logging phase and child_init (httpd glue; see
  * mod_influx_metrics_prefork.c for why).

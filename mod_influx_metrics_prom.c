@@ -1,4 +1,7 @@
 /*
+ * Copyright 2026 The mod_influx_metrics authors
+ * SPDX-License-Identifier: Apache-2.0
+ *
  * mod_influx_metrics_prom.c: the Prometheus endpoint (see
  * mod_influx_metrics_prom.h): its shared segment, each child's table, and
  * the page.

@@ -1,4 +1,7 @@
 /*
+ * Copyright 2026 The mod_influx_metrics authors
+ * SPDX-License-Identifier: Apache-2.0
+ *
  * mod_influx_metrics_prom_page.c: the page behind SetHandler
  * influx-metrics-prometheus (httpd glue): the request histograms of every
  * child (mod_influx_metrics_prom.c), the workers from the scoreboard and the

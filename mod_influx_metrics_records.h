@@ -1,4 +1,7 @@
 /*
+ * Copyright 2026 The mod_influx_metrics authors
+ * SPDX-License-Identifier: Apache-2.0
+ *
  * mod_influx_metrics_records.h: the configuration records of
  * mod_influx_metrics (httpd glue): per-server and per-directory, as the
  * directives leave them (with "unset" markers), and the settings as they

@@ -1,4 +1,7 @@
 /*
+ * Copyright 2026 The mod_influx_metrics authors
+ * SPDX-License-Identifier: Apache-2.0
+ *
  * mod_influx_metrics_reqtags.c: interned request tags in shared memory (see
  * mod_influx_metrics_reqtags.h).
  *

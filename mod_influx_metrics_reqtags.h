@@ -1,4 +1,7 @@
 /*
+ * Copyright 2026 The mod_influx_metrics authors
+ * SPDX-License-Identifier: Apache-2.0
+ *
  * mod_influx_metrics_reqtags.h: tags taken from the request
  * (InfluxMetricsTagFrom), with a server-wide cap on their number of values
  * (InfluxMetricsMaxTagValues).

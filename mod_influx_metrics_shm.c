@@ -1,4 +1,7 @@
 /*
+ * Copyright 2026 The mod_influx_metrics authors
+ * SPDX-License-Identifier: Apache-2.0
+ *
  * mod_influx_metrics_shm.c: the module's shared segments (httpd glue).
  *
  * Every segment is made by httpd's parent, in its process pool, so that

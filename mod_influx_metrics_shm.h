@@ -1,4 +1,7 @@
 /*
+ * Copyright 2026 The mod_influx_metrics authors
+ * SPDX-License-Identifier: Apache-2.0
+ *
  * mod_influx_metrics_shm.h: the module's shared segments, made once per
  * httpd parent and versioned (httpd glue).
  */

@@ -1,4 +1,7 @@
 /*
+ * Copyright 2026 The mod_influx_metrics authors
+ * SPDX-License-Identifier: Apache-2.0
+ *
  * mod_influx_metrics_spooldir.c: the spool's directory (InfluxMetricsSpoolDir)
  * made ready by httpd's parent, root when httpd starts as root.
  *

@@ -1,4 +1,7 @@
 /*
+ * Copyright 2026 The mod_influx_metrics authors
+ * SPDX-License-Identifier: Apache-2.0
+ *
  * mod_influx_metrics_spooldir.h: the spool's directory, checked at
  * configtest and made ready at startup (httpd glue).
  */

@@ -1,4 +1,7 @@
 /*
+ * Copyright 2026 The mod_influx_metrics authors
+ * SPDX-License-Identifier: Apache-2.0
+ *
  * mod_influx_metrics_status.c: counters in shared memory and the status pages.
  *
  * Layout: a header with the totals of children that are gone, then one slot
@@ -277,7 +280,7 @@ static void fold_slot(uint32_t i)
 }
 
 /* Points a dead owner left that a live child can still send. Records name
- * everything by generation-stable indices (batch.h), so the generation that
+ * everything by generation-stable indices (imx_point.h), so the generation that
  * wrote them does not matter. */
 static uint64_t ring_left(const slot_t *sl)
 {

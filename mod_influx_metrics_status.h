@@ -1,4 +1,7 @@
 /*
+ * Copyright 2026 The mod_influx_metrics authors
+ * SPDX-License-Identifier: Apache-2.0
+ *
  * mod_influx_metrics_status.h: the module's counters in shared memory, and
  * the pages that show them (SetHandler influx-metrics-status, and
  * mod_status's page).

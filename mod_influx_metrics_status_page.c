@@ -1,4 +1,7 @@
 /*
+ * Copyright 2026 The mod_influx_metrics authors
+ * SPDX-License-Identifier: Apache-2.0
+ *
  * mod_influx_metrics_status_page.c: the module's counters as pages: the
  * handler behind SetHandler influx-metrics-status (HTML, ?json, ?auto) and
  * mod_status's server-status page.

@@ -1,4 +1,7 @@
 /*
+ * Copyright 2026 The mod_influx_metrics authors
+ * SPDX-License-Identifier: Apache-2.0
+ *
  * mod_influx_metrics_status_page.h: the status pages (httpd glue).
  */
 #ifndef IMX_STATUS_PAGE_H

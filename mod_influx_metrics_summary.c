@@ -1,4 +1,7 @@
 /*
+ * Copyright 2026 The mod_influx_metrics authors
+ * SPDX-License-Identifier: Apache-2.0
+ *
  * mod_influx_metrics_summary.c: summaries and the capacity point (see
  * mod_influx_metrics_summary.h).
  *
@@ -17,11 +20,11 @@
  * after the child's exit cleanup (mod_http2's workers can), and the counts
  * of a child that crashed.
  *
- * The lock is a robust mutex (shmlock.h): a holder that dies releases it,
+ * The lock is a robust mutex (imx_shmlock.h): a holder that dies releases it,
  * and the next holder repairs what it may have left half done.
  *
  * Memory: readers walk only the claimed series of claimed tables (see
- * histogram.h), so what is resident follows the series in use, not the size
+ * imx_hist.h), so what is resident follows the series in use, not the size
  * of the segment.
  */
 #include <errno.h>

@@ -1,4 +1,7 @@
 /*
+ * Copyright 2026 The mod_influx_metrics authors
+ * SPDX-License-Identifier: Apache-2.0
+ *
  * mod_influx_metrics_summary.h: httpd glue of InfluxMetricsMode summary|both,
  * and of the per-interval capacity point (apache_process).
  *

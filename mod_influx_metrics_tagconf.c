@@ -1,4 +1,7 @@
 /*
+ * Copyright 2026 The mod_influx_metrics authors
+ * SPDX-License-Identifier: Apache-2.0
+ *
  * mod_influx_metrics_tagconf.c: the directives of tags: static ones
  * (InfluxMetricsTag), the request tag of a context (InfluxMetricsTagFrom)
  * with its allowed values and server-wide cap (InfluxMetricsTagValues,

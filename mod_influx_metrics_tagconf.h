@@ -1,4 +1,7 @@
 /*
+ * Copyright 2026 The mod_influx_metrics authors
+ * SPDX-License-Identifier: Apache-2.0
+ *
  * mod_influx_metrics_tagconf.h: the directives of tags (httpd glue):
  * InfluxMetricsTag, InfluxMetricsTagFrom, InfluxMetricsMaxTagValues and
  * InfluxMetricsTagValues, and the checks after the merge.

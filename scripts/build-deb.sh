@@ -1,4 +1,7 @@
 #!/bin/sh
+# Copyright 2026 The mod_influx_metrics authors
+# SPDX-License-Identifier: Apache-2.0
+#
 # Builds the Debian package libapache2-mod-influx-metrics (`make deb`).
 #
 # dpkg-buildpackage cleans the tree it builds in (`make clean`) and writes its

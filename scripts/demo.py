@@ -1,3 +1,5 @@
+# Copyright 2026 The mod_influx_metrics authors
+# SPDX-License-Identifier: Apache-2.0
 """The demo of mod_influx_metrics, end to end, on the local machine.
 
 Starts a private InfluxDB 1.x and a private Apache httpd (event MPM unless

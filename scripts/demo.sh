@@ -1,4 +1,7 @@
 #!/bin/sh
+# Copyright 2026 The mod_influx_metrics authors
+# SPDX-License-Identifier: Apache-2.0
+#
 # The demo, on a fresh Debian 12 machine (as root, or as a user with sudo):
 # installs the packages (scripts/install-deps.sh), builds the module (make),
 # then runs scripts/demo.py: a private InfluxDB 1.x and a private Apache

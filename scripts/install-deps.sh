@@ -1,4 +1,7 @@
 #!/bin/sh
+# Copyright 2026 The mod_influx_metrics authors
+# SPDX-License-Identifier: Apache-2.0
+#
 # Installs, from Debian's packages, everything the build, the Debian package
 # (make deb), the tests (gdb reads the cores of crashed children) and the demo
 # need.

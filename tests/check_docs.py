@@ -1,4 +1,6 @@
 #!/usr/bin/python3
+# Copyright 2026 The mod_influx_metrics authors
+# SPDX-License-Identifier: Apache-2.0
 """Checks the Markdown documentation (standard library only, no server).
 
     /usr/bin/python3 tests/check_docs.py [--old-readme FILE]
@@ -17,12 +19,18 @@ Files checked: README.md, docs/*.md and bench/*.md.
   of mod_influx_metrics_config.c) has its own section in docs/directives.md, a
   heading with its exact name, with Syntax, Default and Context rows and an
   Example; and every such section is a directive the module has.
+- Source map: the tables under "## Source layout" in docs/development.md
+  name every file of the module (mod_influx_metrics*.[ch], imx_*.[ch]) in
+  exactly one row, and each row's "May include" cell lists exactly the
+  project headers that its files' #include lines name (besides the row's
+  own files); no engine file (imx_*) includes anything in quotes but engine
+  headers and APR's.
 - With --old-readme FILE (a README from before sections moved out of it, e.g.
   `git show <commit>:README.md > old.md`): every heading of FILE is still a
   heading of README.md or of a file in docs/.
 
 Prints each problem found, one per line; exit status 1 if there is any.
-tests/test_docs.py runs the first two checks under pytest.
+tests/test_docs.py runs the first three checks under pytest.
 """
 
 import argparse
@@ -41,6 +49,8 @@ INLINE_LINK = re.compile(r"\]\(\s*<?([^)\s>]+)>?(?:\s+\"[^\"]*\")?\s*\)")
 REF_DEF = re.compile(r"^\s{0,3}\[[^\]]+\]:\s*<?(\S+?)>?(?:\s+\"[^\"]*\")?\s*$")
 CODE_SPAN = re.compile(r"(`+)(.+?)\1")
 DIRECTIVE = re.compile(r"AP_INIT_[A-Z0-9_]+\(\s*\"(\w+)\"")
+MODULE_FILE = re.compile(r"^(mod_influx_metrics|imx_)\w*\.[ch]$")
+QUOTED_INCLUDE = re.compile(r'^\s*#\s*include\s+"([^"]+)"', re.M)
 
 
 def doc_files(root):
@@ -185,6 +195,72 @@ def check_directives(root):
     return problems
 
 
+def module_files(root):
+    return sorted(f for f in os.listdir(root)
+                  if MODULE_FILE.match(f) and os.path.isfile(os.path.join(root, f)))
+
+
+def quoted_includes(root, name):
+    with open(os.path.join(root, name), encoding="utf-8") as f:
+        return QUOTED_INCLUDE.findall(f.read())
+
+
+def check_source_map(root):
+    """The map of docs/development.md's "Source layout" against the sources."""
+    rel = "docs/development.md"
+    path = os.path.join(root, rel)
+    if not os.path.isfile(path):
+        return [rel + ": missing"]
+    with open(path, encoding="utf-8") as f:
+        text = f.read()
+    files = module_files(root)
+    problems, seen, in_section = [], {}, False
+    for n, line in prose_lines(text):
+        m = HEADING.match(line)
+        if m and len(m.group(1)) <= 2:
+            in_section = m.group(2).strip() == "Source layout"
+            continue
+        if not in_section or not line.startswith("|"):
+            continue
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        names = re.findall(r"`([^`]+)`", cells[0])
+        if not names or not all(MODULE_FILE.match(x) for x in names):
+            continue
+        where = "%s:%d" % (rel, n)
+        if len(cells) != 3:
+            problems.append("%s: a row of the map needs 3 cells (files, concept, "
+                            "may include)" % where)
+            continue
+        for x in names:
+            if x in seen:
+                problems.append("%s: %s is in the map twice (also line %d)"
+                                % (where, x, seen[x]))
+            seen[x] = n
+            if x not in files:
+                problems.append("%s: %s is not a file of the module" % (where, x))
+        want = set()
+        for x in names:
+            if x in files:
+                want.update(i for i in quoted_includes(root, x) if i in files)
+        want -= set(names)
+        listed = set(re.findall(r"`([^`]+)`", cells[2]))
+        if listed != want:
+            missing, extra = sorted(want - listed), sorted(listed - want)
+            problems.append("%s: %s: 'May include' should list %s%s%s" % (
+                where, ", ".join(names), ", ".join(sorted(want)) or "-",
+                "; missing " + ", ".join(missing) if missing else "",
+                "; not included " + ", ".join(extra) if extra else ""))
+    for x in files:
+        if x not in seen:
+            problems.append("%s: %s is not in the map under 'Source layout'" % (rel, x))
+        if x.startswith("imx_"):
+            for i in quoted_includes(root, x):
+                if not (i.startswith("imx_") or i.startswith("apr")):
+                    problems.append("%s: the engine includes \"%s\"; it may include only "
+                                    "engine headers and APR's" % (x, i))
+    return problems
+
+
 def check_old_headings(root, old_readme):
     with open(old_readme, encoding="utf-8") as f:
         old = heading_texts(f.read())
@@ -197,7 +273,7 @@ def check_old_headings(root, old_readme):
 
 
 def check(root=REPO_ROOT, old_readme=None):
-    problems = check_links(root) + check_directives(root)
+    problems = check_links(root) + check_directives(root) + check_source_map(root)
     if old_readme:
         problems += check_old_headings(root, old_readme)
     return problems

@@ -1,3 +1,5 @@
+# Copyright 2026 The mod_influx_metrics authors
+# SPDX-License-Identifier: Apache-2.0
 """pytest fixtures for the mod_influx_metrics integration tests.
 
     influx          session: one private influxd for the whole run

@@ -1,4 +1,7 @@
 /*
+ * Copyright 2026 The mod_influx_metrics authors
+ * SPDX-License-Identifier: Apache-2.0
+ *
  * LD_PRELOAD helper for tests/test_summary_robust.py: the process that calls
  * imx_hist_encode() (the writer of summaries, which holds the summary lock
  * then) first after the file named by $IMX_DIE_FILE appears writes its pid

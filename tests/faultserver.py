@@ -1,3 +1,5 @@
+# Copyright 2026 The mod_influx_metrics authors
+# SPDX-License-Identifier: Apache-2.0
 """A fault-injecting stand-in for an InfluxDB write endpoint (standard library only).
 
 A threaded HTTP/1.1 server with keep-alive on 127.0.0.1 whose answers a test

@@ -1,4 +1,7 @@
 /*
+ * Copyright 2026 The mod_influx_metrics authors
+ * SPDX-License-Identifier: Apache-2.0
+ *
  * lp_read.h: reference line-protocol readers, and the canonical form a value
  * escaped by imx_escape() reads back as, computed from the input alone.
  *
@@ -9,8 +12,8 @@
  *
  * Readers (LP_R_*):
  *
- *   LP_R_1X  InfluxDB 1.x as lineproto.c's header comment describes it (the
- *            logic of token_1x in tests/unit/test_engine.c): a delimiter is
+ *   LP_R_1X  InfluxDB 1.x as imx_lineproto.c's header comment describes it
+ *            (the logic of token_1x in tests/unit/lp_parse.c): a delimiter is
  *            escaped iff the byte before it is a backslash; only backslash +
  *            special byte is unescaped (specials: ", " in measurement names,
  *            ",= " elsewhere).
@@ -30,8 +33,8 @@
  * All readers treat a line whose first byte that is not a space or tab is
  * '#' as a comment (both InfluxDB generations do): it holds no point.
  *
- * Canonical form (lp_canon), derived from the rules in lineproto.c: the input
- * is read as runs of r >= 0 backslashes each followed by one unit:
+ * Canonical form (lp_canon), derived from the rules in imx_lineproto.c: the
+ * input is read as runs of r >= 0 backslashes each followed by one unit:
  *
  *   unit                      written as                     reads back (1X)
  *   special byte c            r + (r & 1) + 1 backslashes, c  r + (r & 1) backslashes, c
@@ -78,7 +81,7 @@ enum { LP_K_MEAS, LP_K_TAG };       /* like IMX_ESC_MEASUREMENT, IMX_ESC_TAG */
 static const char *const lp_reader_name[LP_NREADERS] __attribute__((unused)) = { "1x", "2x", "influxd-1.6" };
 
 /* ------------------------------------------------------------------------- */
-/* UTF-8, written independently of lineproto.c's check                        */
+/* UTF-8, written independently of imx_lineproto.c's check                    */
 
 /* Length of the valid UTF-8 sequence at s (n bytes left), or 0. Decodes the
  * code point and rejects overlongs, surrogates and values past U+10FFFF. */

@@ -1,4 +1,7 @@
 /*
+ * Copyright 2026 The mod_influx_metrics authors
+ * SPDX-License-Identifier: Apache-2.0
+ *
  * mod_delay: a test-only handler that answers after a requested delay, so
  * the tests know what durations the server saw.
  *

@@ -1,3 +1,5 @@
+# Copyright 2026 The mod_influx_metrics authors
+# SPDX-License-Identifier: Apache-2.0
 """Every directive checks its argument when the configuration is read: a bad
 value fails `apache2 -t` with a message naming the directive and the value,
 and good values pass."""

@@ -1,3 +1,5 @@
+# Copyright 2026 The mod_influx_metrics authors
+# SPDX-License-Identifier: Apache-2.0
 """Grafana provisioning and the InfluxDB dashboards under conf/grafana (the
 Prometheus one has tests/test_prometheus_dashboard.py).
 

@@ -1,3 +1,5 @@
+# Copyright 2026 The mod_influx_metrics authors
+# SPDX-License-Identifier: Apache-2.0
 """End to end: a real httpd with the module, a real InfluxDB 1.x and a real
 VictoriaMetrics. Every request served is stored exactly once.
 

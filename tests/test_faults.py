@@ -1,3 +1,5 @@
+# Copyright 2026 The mod_influx_metrics authors
+# SPDX-License-Identifier: Apache-2.0
 """The module against a backend that misbehaves on demand (tests/faultserver.py):
 every answer class is handled as documented, and every request served ends
 up stored or counted, exactly."""

@@ -1,3 +1,5 @@
+# Copyright 2026 The mod_influx_metrics authors
+# SPDX-License-Identifier: Apache-2.0
 """Self-tests of tests/faultserver.py (no httpd, no InfluxDB; a few seconds)."""
 
 import gzip

@@ -1,4 +1,6 @@
-"""InfluxMetricsFields, InfluxMetricsSLO and request ids (issue 11), on a real
+# Copyright 2026 The mod_influx_metrics authors
+# SPDX-License-Identifier: Apache-2.0
+"""InfluxMetricsFields, InfluxMetricsSLO and request ids, on a real
 httpd against a real InfluxDB: time to first byte through mod_proxy in front
 of a backend that sends its headers after 50 ms and its body 200 ms later,
 request ids from traceparent, mod_unique_id and a header, the SLO's counts

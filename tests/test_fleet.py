@@ -1,4 +1,6 @@
-"""Beyond one backend (issue 12): several Apache servers post line protocol to
+# Copyright 2026 The mod_influx_metrics authors
+# SPDX-License-Identifier: Apache-2.0
+"""Beyond one backend: several Apache servers post line protocol to
 vmagent, which queues it (in memory, then on disk) and forwards it to
 VictoriaMetrics with the remote-write protocol. No relay of our own: vmagent
 is Debian's, from the victoria-metrics package.

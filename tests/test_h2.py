@@ -1,3 +1,5 @@
+# Copyright 2026 The mod_influx_metrics authors
+# SPDX-License-Identifier: Apache-2.0
 """Exact counts where request timestamps are hardest to keep unique: HTTP/2
 (mod_http2 runs requests on its own worker threads) and thread layouts of
 more than 1,000 threads.

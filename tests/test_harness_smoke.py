@@ -1,3 +1,5 @@
+# Copyright 2026 The mod_influx_metrics authors
+# SPDX-License-Identifier: Apache-2.0
 """Smoke tests of the harness itself, without mod_influx_metrics (except the
 last test, which skips until the module is built).
 

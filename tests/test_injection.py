@@ -1,3 +1,5 @@
+# Copyright 2026 The mod_influx_metrics authors
+# SPDX-License-Identifier: Apache-2.0
 """Line protocol cannot be injected: hostile values through the real encoder
 into a real InfluxDB 1.x, read back.
 

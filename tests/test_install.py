@@ -1,3 +1,5 @@
+# Copyright 2026 The mod_influx_metrics authors
+# SPDX-License-Identifier: Apache-2.0
 """`make install` puts the module and Debian-style load/conf files in place
 (checked under a DESTDIR, so the test machine's Apache is left alone)."""
 

@@ -1,3 +1,5 @@
+# Copyright 2026 The mod_influx_metrics authors
+# SPDX-License-Identifier: Apache-2.0
 """httpd's life cycle around the module: hard and graceful restarts under
 load with every MPM, a child killed with SIGKILL, and configuration changes
 between generations. Ground truth is httpd's access log; stored is what a

@@ -1,3 +1,5 @@
+# Copyright 2026 The mod_influx_metrics authors
+# SPDX-License-Identifier: Apache-2.0
 """Memory stays bounded through a long outage: the ring is allocated once and
 the retry buffer evicts its oldest batches instead of growing."""
 

@@ -1,5 +1,8 @@
 /*
- * test_names.h: a names registry (histogram.h) in plain memory for the
+ * Copyright 2026 The mod_influx_metrics authors
+ * SPDX-License-Identifier: Apache-2.0
+ *
+ * test_names.h: a names registry (imx_names.h) in plain memory for the
  * engine's tests, fuzzers and benchmarks, with the ids the glue reserves
  * (mod_influx_metrics_summary.c): server 0 ",vhost=other", routes 0 (none)
  * and 1 ",route=other", upstream 0 ",upstream=-".

@@ -1,3 +1,5 @@
+# Copyright 2026 The mod_influx_metrics authors
+# SPDX-License-Identifier: Apache-2.0
 """A real InfluxDB goes away under load and comes back: every request served
 is stored, or counted as dropped, exactly."""
 
@@ -197,24 +199,25 @@ PREFORK_48 = dict(harness.fixed_prefork(48), MaxKeepAliveRequests=0, KeepAliveTi
 @pytest.mark.allowed_errors(r"IMX0100: will retry", r"AH00161")
 def test_many_children_keep_the_retry_budget_for_retry_max_time(module_built, httpd_factory):
     """40 prefork children, each at about 2 requests a second, a backend
-    answering 503 for 30 s, no spool, InfluxMetricsRetryBuffer 2M: what the
+    answering 503 for 20 s, no spool, InfluxMetricsRetryBuffer 1M: what the
     children hold (a few hundred KB of line protocol) stays in the budget
     for the whole outage, within InfluxMetricsRetryMaxTime, so nothing is
     dropped, and the memory the retry buffers take (counted in whole pages)
     never passes the bound. Once the backend answers, every request is
     stored. (Each child adding a small batch of pages of its own at each
-    wake-up filled 2M within 30 s.)"""
+    wake-up filled 2M within 30 s; the buffers now peak at about 0.7M in
+    20 s.)"""
     from faultserver import FaultServer
 
-    bound = 2 << 20
+    bound = 1 << 20
     with FaultServer(mode=503) as fs:
         h = httpd_factory(mpm="prefork", mpm_conf=PREFORK_48, extra=str(Imx(
             fs.write_url(), flush_interval="1s",
-            extra="InfluxMetricsRetryBuffer 2M\nInfluxMetricsRetryMaxTime 60s\n"))
+            extra="InfluxMetricsRetryBuffer 1M\nInfluxMetricsRetryMaxTime 60s\n"))
             + STATUS_CONF)
         peak = 0
-        with PacedClients(h.url + "small.txt", 40, 0.5, 30) as load:
-            end = time.monotonic() + 31
+        with PacedClients(h.url + "small.txt", 40, 0.5, 20) as load:
+            end = time.monotonic() + 21
             while time.monotonic() < end:
                 peak = max(peak, status(h)["retry_bytes"])
                 time.sleep(0.5)
@@ -227,7 +230,7 @@ def test_many_children_keep_the_retry_budget_for_retry_max_time(module_built, ht
         stored = sum(1 for line in fs.lines if line.startswith("apache_request"))
     print("served %d, peak retry_bytes %d, during %s" % (served, peak, {
         k: during[k] for k in ("recorded", "retry_bytes", "dropped_retry", "retries")}))
-    assert not load.errors and served == load.sent >= 2000, (served, load.sent, load.errors)
+    assert not load.errors and served == load.sent >= 1400, (served, load.sent, load.errors)
     busy = sum(1 for c in during["children"] if c["recorded"])
     assert busy >= 35, [c["recorded"] for c in during["children"]]
     assert during["dropped"] == 0 and during["retries"] >= busy, during
@@ -241,7 +244,7 @@ def test_failover_past_unanswering_urls_keeps_draining(module_built, influx, inf
                                                        httpd_factory):
     """InfluxMetricsURL lists two URLs that take the POST and never answer
     before a real InfluxDB: prefork, 4 children under ab -k -c 4 at about
-    400 requests a second per child for 20 s.
+    400 requests a second per child for 12 s.
     While a POST waits on a URL that does not answer, the flusher keeps
     moving the ring's points to the retry buffer, so no request is refused
     for a full ring; everything arrives, once each, at the URL that answers.
@@ -259,8 +262,8 @@ def test_failover_past_unanswering_urls_keeps_draining(module_built, influx, inf
             t = time.monotonic()
             ab(h.url + "small.txt", 1600, 4, keepalive=True)
             time.sleep(max(0.0, 1 - (time.monotonic() - t)))
-        with harness.LoadLoop(second_of_load, max_s=20):
-            time.sleep(20)
+        with harness.LoadLoop(second_of_load, max_s=12):
+            time.sleep(12)
         served = sum(1 for e in h.access_log_entries() if e.path == "/small.txt")
         during = status(h)
         wait_until(lambda: status(h)["buffered"] == 0, 90)
@@ -272,5 +275,5 @@ def test_failover_past_unanswering_urls_keeps_draining(module_built, influx, inf
         k: during[k] for k in ("recorded", "retry_bytes", "dropped_full", "retries")}))
     assert dead1.answers.get("blackhole", 0) >= 1, dead1.answers
     assert during["dropped_full"] == 0 and final["dropped"] == 0, final
-    assert final["recorded"] == served > 16000, (final, served)
+    assert final["recorded"] == served > 9000, (final, served)
     assert influx.count(influx_db, "apache_request") == served

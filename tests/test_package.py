@@ -1,4 +1,6 @@
-"""The Debian package libapache2-mod-influx-metrics (issue 12), on this machine.
+# Copyright 2026 The mod_influx_metrics authors
+# SPDX-License-Identifier: Apache-2.0
+"""The Debian package libapache2-mod-influx-metrics, on the test machine.
 
 `make deb` builds it (in a copy of the tree, so the module the other tests use
 is left alone), lintian finds no error in it, and it goes through the life of
@@ -80,13 +82,13 @@ def module_state_files():
 
 def _skip_reason():
     if not harness.IS_ROOT:
-        return "needs root: installs and purges a package on this machine"
+        return "needs root: installs and purges a package on the system"
     missing = [t for t in TOOLS if shutil.which(t) is None]
     if missing:
         return ("missing %s (scripts/install-deps.sh installs debhelper, dpkg-dev, "
                 "lintian, apache2 and apache2-dev)" % ", ".join(missing))
     if installed_or_configured():
-        return ("%s is installed on this machine (%s); the test would purge it"
+        return ("%s is installed on the system (%s); the test would purge it"
                 % (PKG, pkg_status()))
     in_the_way = [p for p in (SO, LOAD, CONF, ENABLED_LOAD, SPOOL) if os.path.lexists(p)]
     if in_the_way:

@@ -1,3 +1,5 @@
+# Copyright 2026 The mod_influx_metrics authors
+# SPDX-License-Identifier: Apache-2.0
 """The Prometheus page (SetHandler influx-metrics-prometheus), scraped by a
 real Prometheus (Debian's, 1 s interval) on a loopback port.
 

@@ -1,3 +1,5 @@
+# Copyright 2026 The mod_influx_metrics authors
+# SPDX-License-Identifier: Apache-2.0
 """The Prometheus dashboard (conf/grafana/dashboards/prometheus.json) and its
 datasource (conf/grafana/provisioning/datasources/prometheus.yaml).
 

@@ -1,3 +1,5 @@
+# Copyright 2026 The mod_influx_metrics authors
+# SPDX-License-Identifier: Apache-2.0
 """Secrets stay out of messages, the POSTs go only where the configuration
 says, and clients cannot fill the InfluxMetricsTagFrom tables for good.
 

@@ -1,3 +1,5 @@
+# Copyright 2026 The mod_influx_metrics authors
+# SPDX-License-Identifier: Apache-2.0
 """The spool (InfluxMetricsSpoolDir): what a child cannot send before it exits,
 or cannot keep in its retry buffer, is written to disk and sent later by any
 child, of this generation or a later one. A real InfluxDB goes away and comes
@@ -199,7 +201,7 @@ HDR = struct.Struct("<8sIIIIQqI")
 
 
 def spool_file(lines, points, extra=0, version=1, created_us=1):
-    """A spool file as the module writes it (see spool.h)."""
+    """A spool file as the module writes it (see imx_spool_file.h)."""
     payload = "".join(l + "\n" for l in lines).encode()
     head = HDR.pack(b"IMXSPOOL", version, 0, points, extra, len(payload), created_us,
                     zlib.crc32(payload))
@@ -226,7 +228,7 @@ def test_bad_spool_files_are_moved_aside(module_built, private_influx, httpd_fac
     """Truncated, corrupt (checksum), foreign (magic, version) and
     unreadable files, found at startup or while running, are renamed to
     *.bad, logged once each with the reason, and counted; a good file
-    written by hand (the format of spool.h) is sent with its timestamps;
+    written by hand (the format of imx_spool_file.h) is sent with its timestamps;
     no request is lost."""
     ix = private_influx
     h = httpd_factory(start=False)

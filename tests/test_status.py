@@ -1,3 +1,5 @@
+# Copyright 2026 The mod_influx_metrics authors
+# SPDX-License-Identifier: Apache-2.0
 """The module's counters: shared across children, shown by its own handler
 (HTML, ?json, ?auto) and on mod_status's page, and written to InfluxDB as
 measurement apache_influx_metrics."""

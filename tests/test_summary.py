@@ -1,3 +1,5 @@
+# Copyright 2026 The mod_influx_metrics authors
+# SPDX-License-Identifier: Apache-2.0
 """Summary mode against raw mode in the same run, sampling, and the capacity
 point. A test-only handler (tests/mod_delay.c) answers after the delay a
 request asks for, so the mix of durations is known."""
@@ -66,7 +68,7 @@ def drive(url_base, paths, threads=8):
 
 
 def bucket_mid(lo):
-    """Midpoint of the histogram bucket whose lower bound is lo (histogram.h)."""
+    """Midpoint of the histogram bucket whose lower bound is lo (imx_hist.h)."""
     if lo < 128:
         return lo
     e = lo.bit_length() - 1

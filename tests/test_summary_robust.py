@@ -1,4 +1,6 @@
-"""Summaries through restarts, crashes and reconfiguration (issue 8): every
+# Copyright 2026 The mod_influx_metrics authors
+# SPDX-License-Identifier: Apache-2.0
+"""Summaries through restarts, crashes and reconfiguration: every
 request is counted once, under its own labels, while httpd runs; and the
 memory summaries use follows the series in use, not the size of the shared
 segment."""

@@ -1,3 +1,5 @@
+# Copyright 2026 The mod_influx_metrics authors
+# SPDX-License-Identifier: Apache-2.0
 """https: the server's certificate is verified by default; a private CA is
 trusted with InfluxMetricsTLSCACertificateFile; InfluxMetricsTLSVerify Off
 skips the check only when asked."""

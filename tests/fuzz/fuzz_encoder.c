@@ -1,6 +1,9 @@
 /*
+ * Copyright 2026 The mod_influx_metrics authors
+ * SPDX-License-Identifier: Apache-2.0
+ *
  * fuzz_encoder.c: libFuzzer target over the line-protocol encoder
- * (lineproto.c: imx_escape, imx_pescape, imx_line_max, imx_encode_line).
+ * (imx_lineproto.c: imx_escape, imx_pescape, imx_line_max, imx_encode_line).
  *
  *   make fuzz               build, then fuzz for FUZZ_TIME seconds (default 20)
  *   make test-fuzz          the CI run: every seed once, then a short fuzz run

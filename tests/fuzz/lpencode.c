@@ -1,10 +1,14 @@
 /*
- * lpencode.c: the module's real escaper and line encoder (lineproto.c) as a
+ * Copyright 2026 The mod_influx_metrics authors
+ * SPDX-License-Identifier: Apache-2.0
+ *
+ * lpencode.c: the module's real escaper and line encoder (imx_lineproto.c) as a
  * filter, for tests/test_injection.py, which builds it with cc into a
  * temporary directory:
  *
  *   cc -std=gnu11 $(apr-1-config --includes --cppflags) -I. -Itests \
- *      -o lpencode tests/fuzz/lpencode.c lineproto.c $(apr-1-config --link-ld --libs)
+ *      -o lpencode tests/fuzz/lpencode.c imx_lineproto.c imx_names.c imx_hist.c \
+ *      $(apr-1-config --link-ld --libs)
  *
  * One request per input line, one answer per output line. Values are
  * written as "x" followed by their bytes in hex ("x" alone is the empty

@@ -1,4 +1,6 @@
 #!/usr/bin/python3
+# Copyright 2026 The mod_influx_metrics authors
+# SPDX-License-Identifier: Apache-2.0
 """Writes the seed corpus of tests/fuzz/fuzz_encoder.c into tests/fuzz/corpus/.
 
 Each seed is one hostile value (the fuzz target gives it every role:

@@ -1,3 +1,5 @@
+# Copyright 2026 The mod_influx_metrics authors
+# SPDX-License-Identifier: Apache-2.0
 """Integration-test harness for mod_influx_metrics.
 
 Runs private, throw-away instances of the programs the tests need, all bound to

@@ -1,3 +1,5 @@
+# Copyright 2026 The mod_influx_metrics authors
+# SPDX-License-Identifier: Apache-2.0
 """The private backends the module writes to, each a process of its own on
 127.0.0.1 with its files in a fresh temp dir: Influx (influxd 1.x),
 VictoriaMetrics (the ground truth for exact sample counts), Vmagent (a

@@ -1,3 +1,5 @@
+# Copyright 2026 The mod_influx_metrics authors
+# SPDX-License-Identifier: Apache-2.0
 """What the generated configs say: the MPM profiles, the DocumentRoot's
 files and the rest of a server's root, the httpd.conf text of an Httpd, the
 directives of the module under test (Imx) and the h2c snippet."""

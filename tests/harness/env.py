@@ -1,3 +1,5 @@
+# Copyright 2026 The mod_influx_metrics authors
+# SPDX-License-Identifier: Apache-2.0
 """Where things are and how the tests reach them: paths of the repository and
 of the programs under test, the address every server binds, the user httpd's
 children run as, the IMX_* environment knobs, and small helpers (free_port,

@@ -1,3 +1,5 @@
+# Copyright 2026 The mod_influx_metrics authors
+# SPDX-License-Identifier: Apache-2.0
 """Apache httpd under test: the Httpd server, started in the foreground from
 a generated config (see conf.py), with its children tracked by PID, its
 restarts and stops, and its logs read and judged (see log.py)."""

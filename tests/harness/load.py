@@ -1,3 +1,5 @@
+# Copyright 2026 The mod_influx_metrics authors
+# SPDX-License-Identifier: Apache-2.0
 """Load generators: ab (ab, parse_ab, AbBackground for a run in the
 background), h2load (h2c with prior knowledge) and LoadLoop, which repeats
 any bounded run in a thread while a test restarts or stops servers."""

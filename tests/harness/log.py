@@ -1,3 +1,5 @@
+# Copyright 2026 The mod_influx_metrics authors
+# SPDX-License-Identifier: Apache-2.0
 """What a server leaves behind, and how the harness judges it: the access
 log's format and entries, the error-log lines that fail a test
 (BAD_PATTERNS, BAD_LEVELS) and those that do not (httpd's own races), which
@@ -62,7 +64,7 @@ _CRASHED = re.compile(r"AH0005[12]: child pid (\d+) exit signal")
 _STARTED = re.compile(r"\[pid (\d+):tid \d+\] IMX0019: ")
 
 # httpd's own races, told by the crashing thread's frames in a core (gdb's
-# "bt"); see docs/operations.md.
+# "bt"); see docs/development.md.
 STOCK_CORE_RACES = {
     # event, stopping a child ungracefully under load: the main thread reads
     # a worker's socket while the worker frees its connection.
@@ -97,7 +99,7 @@ def unexpected_lines(text, allowed):
 
 def stock_crashes(text, cores=()):
     """PIDs of children that httpd itself crashed, by what can prove it
-    (see docs/operations.md), from the error-log text of a server that
+    (see docs/development.md), from the error-log text of a server that
     loads the module and the paths of its possible core files:
     - died of a signal without having logged IMX0019, which the module
       logs before any module's child_init runs: crashed before this

@@ -1,3 +1,5 @@
+# Copyright 2026 The mod_influx_metrics authors
+# SPDX-License-Identifier: Apache-2.0
 """Process bookkeeping, by PID only: the descendants of a process (a scan of
 /proc), whether that exact process still lives, signals and stops with a
 timeout, and the safety net that stops at exit whatever a test run left

@@ -1,3 +1,5 @@
+# Copyright 2026 The mod_influx_metrics authors
+# SPDX-License-Identifier: Apache-2.0
 """The module's own accounts of itself: its status page (IMX_STATUS_CONF in
 a config, imx_status to read it) and the line each child's flusher logs at
 exit (flusher_exits)."""

@@ -1,3 +1,7 @@
+/*
+ * Copyright 2026 The mod_influx_metrics authors
+ * SPDX-License-Identifier: Apache-2.0
+ */
 /* The counters of check.h, one pair per test program. */
 #include "check.h"
 

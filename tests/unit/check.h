@@ -1,3 +1,7 @@
+/*
+ * Copyright 2026 The mod_influx_metrics authors
+ * SPDX-License-Identifier: Apache-2.0
+ */
 /* The unit tests' one assertion: counts, reports and goes on. The counters
  * live in check.c, so that the helpers a test program links (fixture.c,
  * lp_parse.c) count in the same totals as its tests. */

@@ -1,4 +1,6 @@
 #!/usr/bin/python3
+# Copyright 2026 The mod_influx_metrics authors
+# SPDX-License-Identifier: Apache-2.0
 """Checks an exposition read on stdin with the parsers of the Prometheus
 Python client (Debian: python3-prometheus-client): OpenMetrics 1.0.0 with
 --om (a strict parser: it rejects a missing "# EOF", an le that is not a

@@ -1,4 +1,7 @@
 /*
+ * Copyright 2026 The mod_influx_metrics authors
+ * SPDX-License-Identifier: Apache-2.0
+ *
  * fixture.c: the recording sender, the engine and spool fixtures and the
  * summary tables the unit tests share (fixture.h).
  */

@@ -1,4 +1,7 @@
 /*
+ * Copyright 2026 The mod_influx_metrics authors
+ * SPDX-License-Identifier: Apache-2.0
+ *
  * fixture.h: what the unit tests of the engine share (fixture.c).
  *
  *   the recording sender   recorder_t and rec_send(): parses every line back

@@ -1,4 +1,7 @@
 /*
+ * Copyright 2026 The mod_influx_metrics authors
+ * SPDX-License-Identifier: Apache-2.0
+ *
  * lp_parse.c: the unit tests' readers of line protocol (lp_parse.h).
  */
 #include <stdio.h>

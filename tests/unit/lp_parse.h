@@ -1,4 +1,7 @@
 /*
+ * Copyright 2026 The mod_influx_metrics authors
+ * SPDX-License-Identifier: Apache-2.0
+ *
  * lp_parse.h: the unit tests' readers of what the engine writes (lp_parse.c):
  * request points read back by each family of line-protocol parsers, and the
  * fields of summary lines.

@@ -1,4 +1,7 @@
 /*
+ * Copyright 2026 The mod_influx_metrics authors
+ * SPDX-License-Identifier: Apache-2.0
+ *
  * Unit tests of sending and the backend's answers (imx_delivery.c), through
  * the engine: retries then delivery, rejected batches, 413 splits (of a
  * batch in a full retry buffer, with a retry buffer too small), partial
@@ -104,7 +107,7 @@ static void test_split_on_413(void)
 }
 
 /* A 413 for a batch already in a full retry buffer: splitting it must not
- * evict the batch being split (it used to be freed under the sender). */
+ * evict the batch being split, which the sender still holds. */
 static void test_split_queued_in_full_buffer(void)
 {
     apr_pool_t *p;

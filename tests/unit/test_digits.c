@@ -1,4 +1,7 @@
 /*
+ * Copyright 2026 The mod_influx_metrics authors
+ * SPDX-License-Identifier: Apache-2.0
+ *
  * test_digits.c: the encoder's decimal formatting (imx_put_u64) against
  * snprintf for every value below 10^8 (every case of its small-number
  * path) and for every 8-digit lower half of a 16-digit number (every value

@@ -1,4 +1,7 @@
 /*
+ * Copyright 2026 The mod_influx_metrics authors
+ * SPDX-License-Identifier: Apache-2.0
+ *
  * Unit tests of the engine's thread and lifecycle (imx_engine.c): stop
  * bounded by the shutdown budget when the backend hangs, ticks every
  * interval under a flood of full batches, stop from a real SIGTERM handler,

@@ -1,4 +1,7 @@
 /*
+ * Copyright 2026 The mod_influx_metrics authors
+ * SPDX-License-Identifier: Apache-2.0
+ *
  * Unit tests of the duration histograms and the summary lines (imx_hist.c):
  * buckets, merging and percentiles, 64-bit counters, the pages a table
  * touches, a full pending table, half-recorded requests, the optional
@@ -132,7 +135,7 @@ static void test_hist_merge_and_percentiles(void)
     free(a); free(b); free(pend); free(vals); free(o.buf);
 }
 
-/* Issue 8: a bucket of a long-lived child (or of the tables that live as
+/* A bucket of a long-lived child (or of the tables that live as
  * long as httpd's parent) past 2^32 requests keeps counting. */
 static void test_hist_counters_64bit(void)
 {
@@ -174,7 +177,7 @@ static size_t resident_pages(void *p, size_t len)
     return r;
 }
 
-/* Issue 8: in shared memory (backed page by page, reads included), the
+/* In shared memory (backed page by page, reads included), the
  * pages a child's table and the pending table occupy follow the series in
  * use: header, keys and index, then four pages per series. Recording,
  * draining and encoding touch nothing else. */
@@ -283,7 +286,7 @@ static const char *drain_encode(imx_hist_table_t *src, imx_hist_table_t *pend,
     return o->buf;
 }
 
-/* Issue 11's summary fields: ttfb percentiles from the TTFB series of a
+/* The summaries' optional fields: ttfb percentiles from the TTFB series of a
  * key (never a line of their own), slo_good exact, and the exemplar is the
  * id of the slowest request across two children's tables. */
 static void test_hist_fields(void)

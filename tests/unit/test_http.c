@@ -1,4 +1,7 @@
 /*
+ * Copyright 2026 The mod_influx_metrics authors
+ * SPDX-License-Identifier: Apache-2.0
+ *
  * Unit tests of the libcurl sender's URL redaction (imx_http.c): what the
  * module's messages show of a URL.
  */

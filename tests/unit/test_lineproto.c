@@ -1,4 +1,7 @@
 /*
+ * Copyright 2026 The mod_influx_metrics authors
+ * SPDX-License-Identifier: Apache-2.0
+ *
  * Unit tests of the line-protocol encoder (imx_lineproto.c): the escaping
  * table, injection attempts read back by both families of parsers, decimal
  * formatting, and the flusher's cache of series texts, line for line

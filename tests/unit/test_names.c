@@ -1,4 +1,7 @@
 /*
+ * Copyright 2026 The mod_influx_metrics authors
+ * SPDX-License-Identifier: Apache-2.0
+ *
  * Unit tests of the registry of names (imx_names.c): the vhost, route and
  * upstream texts the summaries and the encoder share by id.
  */

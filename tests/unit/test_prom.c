@@ -1,4 +1,7 @@
 /*
+ * Copyright 2026 The mod_influx_metrics authors
+ * SPDX-License-Identifier: Apache-2.0
+ *
  * Unit tests of the Prometheus engine (imx_prom.c, imx_prom_text.c)
  * without httpd.
  *
@@ -927,7 +930,7 @@ static void test_lp_labels(void)
     }
 }
 
-/* What lineproto.c escapes comes back as it was (for values without the
+/* What imx_lineproto.c escapes comes back as it was (for values without the
  * backslash runs and control bytes it cannot keep), and any input at all
  * fits IMX_PROM_LABELS_MAX and gives well-formed, duplicate-free pairs. */
 static int well_formed(const char *s, size_t n)

@@ -1,4 +1,7 @@
 /*
+ * Copyright 2026 The mod_influx_metrics authors
+ * SPDX-License-Identifier: Apache-2.0
+ *
  * Unit tests of the retry buffer (imx_retry.c), through the engine: the
  * oldest batches evicted when it is full, one budget shared by several
  * engines, and the batches drained during a backoff gathered into one.

@@ -1,4 +1,7 @@
 /*
+ * Copyright 2026 The mod_influx_metrics authors
+ * SPDX-License-Identifier: Apache-2.0
+ *
  * Unit tests of the bounded ring (imx_ring.c), through the engine: a full
  * ring keeps the oldest points and counts the others, pushes after stop are
  * refused and counted, a dead engine's ring is rescued by another, and the

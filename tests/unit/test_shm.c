@@ -1,4 +1,7 @@
 /*
+ * Copyright 2026 The mod_influx_metrics authors
+ * SPDX-License-Identifier: Apache-2.0
+ *
  * Unit tests of the shared-memory primitives: a lock whose holder is killed
  * for real (fork + SIGKILL) must not wedge the others.
  */

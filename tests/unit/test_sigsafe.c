@@ -1,4 +1,7 @@
 /*
+ * Copyright 2026 The mod_influx_metrics authors
+ * SPDX-License-Identifier: Apache-2.0
+ *
  * prefork calls child cleanups from its SIGTERM handler, so stopping the
  * engine there may only do async-signal-safe work. The engine is linked with
  * -Wl,--wrap for the calls that are not (allocation, mutexes, condition

@@ -1,4 +1,7 @@
 /*
+ * Copyright 2026 The mod_influx_metrics authors
+ * SPDX-License-Identifier: Apache-2.0
+ *
  * Unit tests of the engine's use of the spool (imx_spill.c): the exit
  * writes what it could not send and a later engine sends it, the retry
  * buffer spills instead of evicting, a shared budget others hold sends

@@ -1,4 +1,7 @@
 /*
+ * Copyright 2026 The mod_influx_metrics authors
+ * SPDX-License-Identifier: Apache-2.0
+ *
  * Unit tests of the spool directory (imx_spool.c, imx_spool_recount.c): bad
  * files moved aside and counted, the startup recount, the size bound, and
  * several processes claiming the same files at once.

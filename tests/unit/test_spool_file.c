@@ -1,4 +1,7 @@
 /*
+ * Copyright 2026 The mod_influx_metrics authors
+ * SPDX-License-Identifier: Apache-2.0
+ *
  * Unit tests of the spool's file format (imx_spool_file.c), in memory: every
  * truncation, flipped bit, trailing byte, other version and wrong count is
  * refused.

@@ -1,4 +1,7 @@
 /*
+ * Copyright 2026 The mod_influx_metrics authors
+ * SPDX-License-Identifier: Apache-2.0
+ *
  * Concurrent unit tests, built twice: with ASan+UBSan and with TSan. Many
  * producers against a small ring and a live flusher (every point pushed is
  * sent exactly once or counted as dropped), the same with the backend down

@@ -1,4 +1,7 @@
 /*
+ * Copyright 2026 The mod_influx_metrics authors
+ * SPDX-License-Identifier: Apache-2.0
+ *
  * Unit tests of unique timestamps (imx_ts.c): points of one series never
  * share a timestamp, or InfluxDB would keep only one of them.
  */
