@@ -188,9 +188,10 @@ def format_value(var, selection, fmt):
     return escaped[0] if len(escaped) == 1 else "(" + "|".join(escaped) + ")"
 
 
-def interpolate(text, variables, selections, builtins):
+def interpolate(text, variables, selections, builtins, format_value=format_value):
     """Replaces macros and variables; raises KeyError for an unknown one (Grafana
-    would leave it in the query, which InfluxDB then rejects or misreads)."""
+    would leave it in the query, which InfluxDB then rejects or misreads).
+    format_value: how a selection is written (InfluxQL's, unless given)."""
     def repl(m):
         name = m.group(1) or m.group(2) or m.group(4)
         fmt = m.group(3) or m.group(6)

@@ -40,6 +40,7 @@ import time
 
 import harness
 from harness import Imx, Prometheus
+from test_dashboards import interpolate as influx_interpolate
 from test_dashboards import (DASHBOARD_DIR, GRAFANA_DIR, PANEL_TYPES, PROVIDER_YAML, VAR_RE,
                              all_panels, load_yaml, var_query)
 from test_prometheus import PAGE, PROM_CONF, settle, wait_prometheus_count
@@ -146,15 +147,8 @@ def format_value(var, selection, fmt):
 
 
 def interpolate(text, variables, selections, builtins):
-    def repl(m):
-        name = m.group(1) or m.group(2) or m.group(4)
-        fmt = m.group(3) or m.group(6)
-        if name in builtins:
-            return builtins[name]
-        if name in selections:
-            return format_value(variables[name], selections[name], fmt)
-        raise KeyError("unknown variable or macro $%s in %r" % (name, text))
-    return VAR_RE.sub(repl, text)
+    """test_dashboards' interpolation, with Prometheus's way of writing values."""
+    return influx_interpolate(text, variables, selections, builtins, format_value)
 
 
 def label_values(prom, query, now):
