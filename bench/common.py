@@ -46,7 +46,7 @@ HOST = harness.HOST
 EVENT_FIXED = harness.fixed_threaded(2, 64)
 
 ACCESS_FORMATS = {
-    # what the issue asks for: an access log with the time taken
+    # an access log with the time taken
     "%D": '"%h %l %u %t \\"%r\\" %>s %b %D"',
     # Apache's combined format (what most servers write)
     "combined": '"%h %l %u %t \\"%r\\" %>s %b \\"%{Referer}i\\" \\"%{User-Agent}i\\""',

@@ -1,5 +1,5 @@
 #!/usr/bin/python3
-"""Sizing figures for a fleet (issue 12), measured on this machine.
+"""Sizing figures for a fleet, measured on the machine the script runs on.
 
 Three measurements, each repeated so that the spread shows:
 
@@ -31,7 +31,7 @@ posts    The POST rate of one server with many processes at low traffic:
          (POSTs into and out of vmagent counted).
 
 Everything listens on 127.0.0.1 and shares the machine's cores with the load
-generators: the figures are for this machine as it was during the run, with
+generators: the figures are for that machine as it was during the run, with
 the spread over runs. Writes bench/out/ingest.json and bench/out/ingest.md
 and prints the Markdown.
 

@@ -11,7 +11,7 @@ children is sampled every second; then the backend answers 204 again and
 the accounting is read once nothing is held any more.
 
 Memory is summed over the children from /proc/PID/smaps_rollup: Rss (what
-the issue names; it counts shared pages once per child), Pss and
+the bound was first stated in; it counts shared pages once per child), Pss and
 Private_Dirty. The check: the peak of the sum during the outage stays under
 the baseline sum plus the configured bound.
 

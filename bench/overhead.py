@@ -16,7 +16,7 @@ Configurations:
               at once: an InfluxDB on another machine, as in production)
   summary     module in summary mode, null backend (only when the built
               module accepts "InfluxMetricsMode summary": see SUMMARY_TEXT)
-  raw-influx  module posting to a live InfluxDB 1.x on this machine (its own
+  raw-influx  module posting to a live InfluxDB 1.x on the same machine (its own
               CPU use shows in the ratio), with stored-vs-served counts
   blackhole   module whose backend accepts and never answers
   accesslog   no module, mod_log_config writing "%h %l %u %t \"%r\" %>s %b %D"
@@ -37,7 +37,7 @@ from nullsink import NullSink  # noqa: E402
 
 PATH = "/small.txt"
 DB = "bench"
-# The hook for summary mode (issue 4): used when the module accepts it.
+# The hook for summary mode: used when the module accepts it.
 SUMMARY_TEXT = "InfluxMetricsMode summary"
 
 

@@ -36,7 +36,7 @@ CHILDREN = 16
 PREFORK_FIXED = harness.fixed_prefork(CHILDREN)
 CONNS = CHILDREN
 CONFIGS = ["none", "module"]
-# The figure for this setup, measured by hand (six alternating pairs,
+# The figure first measured for this setup by hand (six alternating pairs,
 # steady state): 0.89-0.99 of no module. The target is the static file's.
 GOAL = 0.98
 

@@ -2,13 +2,14 @@
 """Runs every benchmark and writes the results (what `make bench` does).
 
     /usr/bin/python3 bench/run.py [--quick]
-                                  [--only micro,overhead,callgrind,wsgi,php,scaling,memory]
+                                  [--only micro,overhead,callgrind,callgrind-fields,wsgi,php,
+                                          scaling,memory]
                                   [--rounds N] [--no-plot] [--no-copy]
     /usr/bin/python3 bench/run.py --report-only     # rewrite from the last run's JSON
 
 Each benchmark runs as its own process (bench/micro, bench/overhead.py,
-bench/callgrind.py, bench/wsgi.py, bench/php.py, bench/scaling.py,
-bench/memory.py) and leaves JSON in bench/out/; this script
+bench/callgrind.py, bench/callgrind.py --fields, bench/wsgi.py, bench/php.py,
+bench/scaling.py, bench/memory.py) and leaves JSON in bench/out/; this script
 then writes bench/out/results.md (Markdown tables, targets met or missed),
 bench/out/ratios.png (gnuplot bar chart of the throughput ratios), prints the
 Markdown, and copies both to bench/RESULTS.md and bench/ratios.png (the
@@ -30,12 +31,13 @@ from common import BENCH_DIR, OUT_DIR, REPO_ROOT, log  # noqa: E402
 
 PY = "/usr/bin/python3"
 GNUPLOT = "/usr/bin/gnuplot"
-STEPS = ["micro", "overhead", "callgrind", "wsgi", "php", "scaling", "memory"]
+STEPS = ["micro", "overhead", "callgrind", "callgrind-fields", "wsgi", "php", "scaling",
+         "memory"]
 # Not in the default run (minutes of its own): --only=outage-memory.
 EXTRA_STEPS = ["outage-memory"]
-# Per-step limits (seconds), at 10 rounds; `make bench` takes about 11 minutes.
-TIMEOUTS = {"micro": 120, "overhead": 420, "callgrind": 200, "wsgi": 200, "php": 150,
-            "scaling": 90, "memory": 150, "outage-memory": 400}
+# Per-step limits (seconds), at 10 rounds; `make bench` takes about 15 minutes.
+TIMEOUTS = {"micro": 120, "overhead": 420, "callgrind": 600, "callgrind-fields": 600,
+            "wsgi": 200, "php": 150, "scaling": 90, "memory": 600, "outage-memory": 400}
 ROUNDS_STEPS = ("overhead", "wsgi", "php")
 
 
@@ -45,6 +47,8 @@ def run_step(name, quick, rounds=None):
         if not os.path.exists(exe):
             subprocess.run(["make", "-C", REPO_ROOT, "bench/micro"], check=True, timeout=120)
         cmd = [exe, "--json", os.path.join(OUT_DIR, "micro.json")]
+    elif name == "callgrind-fields":
+        cmd = [PY, os.path.join(BENCH_DIR, "callgrind.py"), "--fields"]
     else:
         cmd = [PY, os.path.join(BENCH_DIR, name.replace("-", "_") + ".py")]
     if quick:
@@ -124,25 +128,18 @@ def targets(res):
                          + ("; stored %s of %s served (wrk)" % (common.fmt_num(st),
                             common.fmt_num(cf["raw-influx"]["served_wrk"])) if st is not None else ""),
                          "-"])
-    if cg:
-        m, a = cg["configs"]["module"]["added"], cg["configs"]["accesslog"]["added"]
-        mc = cg["configs"]["module"]
-        rows.append(["instructions added per request < combined access log's",
-                     "%s vs %s" % (common.fmt_num(m), common.fmt_num(a)), _verdict(m < a)])
-        # Issue 10's targets (raw mode, defaults, null backend); before it:
-        # 1,621 added (hook 219, 873 per point taken and encoded).
-        for value, title, goal in (
-                (m, "raw mode: instructions added per request <= 700 (before issue 10: 1,621; "
-                    "%s requests)" % common.fmt_num(cg.get("n")), 700),
-                (mc.get("imx_log_transaction"), "the hook alone <= 120 per request "
-                                                "(before: 219)", 120),
-                (mc.get("encode_per_point"), "taking a point from the ring and encoding it "
-                                             "<= 250 per point (before: 873)", 250)):
-            if value is None:
-                continue
-            rows.append([title, common.fmt_num(value),
-                         _verdict(value <= goal) + ("" if value <= goal else
-                                                    " by %s" % common.fmt_num(value - goal))])
+    if cg or res.get("callgrind-fields"):
+        import callgrind
+        if cg and "accesslog" in cg["configs"]:
+            m, a = cg["configs"]["module"]["added"], cg["configs"]["accesslog"]["added"]
+            rows.append(["instructions added per request < combined access log's (an "
+                         "earlier target)", "%s vs %s" % (common.fmt_num(m), common.fmt_num(a)),
+                         _verdict(m < a)])
+        for _, title, value, goal, detail in callgrind.target_values(
+                cg, res.get("callgrind-fields")):
+            rows.append(["%s <= %s" % (title, common.fmt_num(goal)),
+                         common.fmt_num(value) + (" (%s)" % detail if detail else ""),
+                         callgrind.verdict(value, goal)])
     for key, title, goal in (("wsgi", "mod_wsgi hello world with the module >= 0.99 of no "
                                       "metrics, stored == served", 0.99),
                              ("php", "mod_php page, prefork 16 children, with the module "
@@ -163,10 +160,11 @@ def targets(res):
         for layout in [x for x in memory.LAYOUTS if x in me["layouts"]]:
             lay = me["layouts"][layout]
             added, goal = lay["added_private_dirty_kb"], memory.TARGET_KB[layout]
-            rows.append(["private memory added per %s child (%d children x %d threads) "
-                         "<= %s KB, at defaults"
+            rows.append(["private memory added per %s child (%d children x %d threads, "
+                         "%s requests) <= %s KB, at defaults%s"
                          % (layout, lay["children"], lay["threads"],
-                                       common.fmt_num(goal)),
+                            common.fmt_num(lay["requests"]), common.fmt_num(goal),
+                            memory.TARGET_NOTE.get(layout, "")),
                          "%s KB (Pss %s KB)" % (common.fmt_num(added),
                                                 common.fmt_num(lay["added_pss_kb"])),
                          _verdict(added is not None and added <= goal)
@@ -231,7 +229,7 @@ def micro_md(mi):
               "pushes, each push timed alone (timer cost of %.0f ns subtracted), all accepted "
               "unless the flusher is starved of CPU; *atomic-ref*: the paced load doing one "
               "shared atomic increment instead of a push: the floor of any design with one "
-              "shared buffer on this machine." % (mi["capacity"], mi["batch"], mi["timer_ns"]),
+              "shared buffer on the machine measured." % (mi["capacity"], mi["batch"], mi["timer_ns"]),
               ""]
     e = mi["encode"]
     rows = [["encode (imx_encode_line)", common.fmt_num(e["points_per_s"]),
@@ -275,8 +273,10 @@ def results_md(res, failures, meta):
              "rounds, fixed seed); absolute req/s depend on the machine and what else it "
              "did. A target is met only when the interval's lower bound clears it, missed "
              "when its upper bound is below it, and otherwise not distinguishable from it. "
-             "Instruction counts (callgrind) do not depend on other load; throughput ratios "
-             "do, by as much as their intervals show." % (
+             "Instruction counts (callgrind) do not depend on other load but for the "
+             "flusher's POSTs (one a second, so their share per request follows the request "
+             "rate under callgrind); throughput ratios do, by as much as their intervals "
+             "show." % (
                  meta["when"], info["cpu"], info["cpus"], info["apache"], meta["commit"],
                  " (quick mode)" if meta["quick"] else "", meta["elapsed_s"],
                  meta["load_start"], meta["load_end"]), "",
@@ -284,14 +284,19 @@ def results_md(res, failures, meta):
              "![throughput ratios](ratios.png)", "",
              "## Targets", "",
              common.md_table(["target", "measured", ""], targets(res)), ""]
-    for name in ("overhead", "callgrind", "wsgi", "php", "scaling", "memory", "micro",
-                 "outage-memory"):
+    for name in ("overhead", "callgrind", "callgrind-fields", "listings", "wsgi", "php",
+                 "scaling", "memory", "micro", "outage-memory"):
         if name in failures:
             lines += ["### %s: FAILED" % name, "", "```", failures[name][-2000:], "```", ""]
+            continue
+        if name == "listings":
+            if "callgrind" in res:
+                lines.append(callgrind.listings(res["callgrind"], res.get("callgrind-fields")))
             continue
         if name not in res:
             continue
         lines.append({"overhead": overhead.report, "callgrind": callgrind.report,
+                      "callgrind-fields": callgrind.report_fields,
                       "wsgi": wsgi.report, "php": php.report, "scaling": scaling.report,
                       "memory": memory.report, "outage-memory": outage_memory.report,
                       "micro": micro_md}[name](res[name]))

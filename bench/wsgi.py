@@ -1,18 +1,18 @@
 #!/usr/bin/python3
-"""The workshop's comparison, on mod_wsgi: what recording every request costs.
+"""What recording every request costs a mod_wsgi app, three ways and the module.
 
 A Python hello world (bench/wsgi_app.py) runs in mod_wsgi's embedded mode
 under the event MPM (2 children x 25 threads), loaded with wrk at 5
-connections (the workshop used bombardier -c 5), in four configurations,
+connections (a hand measurement used bombardier -c 5), in four configurations,
 all live at once and run in interleaved rounds with the order rotated:
 
   plain    no metrics
-  perreq   one POST to InfluxDB per request from the app (workshop v3)
-  batched  in-app batching, a background thread posting once a second (v4)
+  perreq   one POST to InfluxDB per request from the app
+  batched  in-app batching, a background thread posting once a second
   module   the plain app, and mod_influx_metrics recording every request
 
 Every configuration writes to its own database of one live InfluxDB 1.x on
-this machine (its CPU use counts against everyone alike) and keeps an access
+the same machine (its CPU use counts against everyone alike) and keeps an access
 log as the count of requests served; stored counts are read after the
 servers stopped (so the final flushes are in).
 

@@ -1,17 +1,17 @@
-"""The workshop's hello world, with its three ways of recording metrics.
+"""A hello world, with three ways of recording metrics.
 
 Loaded by mod_wsgi (embedded mode); bench/wsgi.py picks the variant with
 WSGICallableObject and passes the InfluxDB write URL with SetEnv:
 
   plain      hello world, no metrics
   perreq     one POST to InfluxDB per request, made when the response is
-             closed (as the workshop's hello-world-v3 did with the influxdb
-             client). Each worker thread keeps its own keep-alive
+             closed (as an app does with the influxdb client
+             library). Each worker thread keeps its own keep-alive
              connection, like the client's requests session, so this is the
              kindest version of the idea.
   batched    points appended to a list under a lock, and a background thread
-             that posts the list once a second (the workshop's
-             hello-world-v4), with a final post at shutdown
+             that posts the list once a second, with a final post
+             at shutdown
 
 Standard library only. Points are line protocol with nanosecond timestamps
 and pid/thread tags, so no two requests share a series and timestamp (which
@@ -105,7 +105,7 @@ def perreq(environ, start_response):
     return _Closing(body, report)
 
 
-# -- batched (workshop v4) ----------------------------------------------------
+# -- batched --------------------------------------------------------------------
 
 _lock = threading.Lock()
 _points = []
@@ -121,7 +121,7 @@ def _report(target):
     if pending:
         try:
             _post(target, "".join(pending))
-        except Exception:  # noqa: BLE001 - the workshop printed and went on
+        except Exception:  # noqa: BLE001 - report nothing, go on
             pass
 
 
