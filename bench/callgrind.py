@@ -1,4 +1,6 @@
 #!/usr/bin/python3
+# Copyright 2026 The mod_influx_metrics authors
+# SPDX-License-Identifier: Apache-2.0
 """Instructions per request, counted by valgrind --tool=callgrind.
 
 Instruction counts do not depend on how busy the machine is, so this is the
@@ -89,16 +91,22 @@ FUNCS = [HOOK, HOOK_DONE, FLUSHER, SEND, FILL, PROM_RECORD]
 PROM_PAGE = "/metrics"
 PROM_CONF = ('<Location "%s">\n    SetHandler influx-metrics-prometheus\n</Location>\n'
              % PROM_PAGE)
-CONFIGS = ["none", "module", "summary", "prom", "prom-only", "location", "accesslog"]
+# The same section with the module's status page instead: what the endpoint
+# is measured against, so that httpd's own work for one more <Location>
+# (about as much as the module's whole request path) is on both sides.
+STATUS_CONF = PROM_CONF.replace("influx-metrics-prometheus", "influx-metrics-status")
+CONFIGS = ["none", "module", "module-location", "summary", "prom", "prom-only", "location",
+           "accesslog"]
 LABELS = {"none": "no module",
           "module": "module (raw, null backend)",
           "summary": "module (InfluxMetricsMode summary)",
+          "module-location": "module (raw) + the same <Location /metrics> block, status page",
           "prom": "module (raw) + Prometheus endpoint",
           "prom-only": "Prometheus endpoint only (no InfluxMetricsURL)",
           "location": "no module, the same <Location /metrics> block",
           "accesslog": "access log (combined format)"}
 # Kinds with a backend (a flusher that posts).
-FLUSHING = ("module", "summary", "prom")
+FLUSHING = ("module", "module-location", "summary", "prom")
 # --fields: each InfluxMetricsFields name, then all of them.
 FIELDS = ["ttfb", "bytes_received", "request_id", "protocol", "tls", "upstream"]
 TRACEPARENT = "traceparent: 00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
@@ -112,8 +120,10 @@ TARGETS = {
     "encode": (150, "each point taken from the ring and encoded (%s, inclusive, per point)"
                % FILL),
     "summary": (300, "summary mode: instructions added per request"),
-    "prom": (120, "Prometheus endpoint on: raw mode + endpoint minus raw mode"),
-    "prom-only": (120, "Prometheus endpoint only (no InfluxMetricsURL) minus no module"),
+    "prom": (120, "Prometheus endpoint on: raw mode + endpoint minus raw mode with the same "
+                  "<Location> section serving the status page"),
+    "prom-only": (120, "Prometheus endpoint only (no InfluxMetricsURL) minus no module with "
+                       "the same <Location> section"),
     "field": (60, "each optional field (InfluxMetricsFields NAME) over the module alone"),
     "request_id": (150, "InfluxMetricsFields request_id, from a traceparent header"),
 }
@@ -282,6 +292,8 @@ def make_httpd(kind, null_url, fields=None):
             extra += "InfluxMetricsMode summary\n"
         if kind == "prom":
             extra += PROM_CONF
+        if kind == "module-location":
+            extra += STATUS_CONF
         return BenchHttpd(mpm="prefork", load_module=True, name="cg-" + kind,
                           extra=str(harness.Imx(url=null_url, flush_interval=None,
                                                 extra=extra)))
@@ -448,10 +460,17 @@ def run(n=10000, warm=500, n_small=2000, configs=None):
         c["added"] = c["per_request"] - none["per_request"]
         c["added_main"] = c["main_per_request"] - none["main_per_request"]
         c["added_rate_free"] = c["rate_free"] - none["rate_free"]
-    if "prom" in res["configs"] and "module" in res["configs"]:
-        p, m = res["configs"]["prom"], res["configs"]["module"]
+    if "prom" in res["configs"] and ("module-location" in res["configs"]
+                                     or "module" in res["configs"]):
+        p = res["configs"]["prom"]
+        m = res["configs"].get("module-location") or res["configs"]["module"]
         p["over_module"] = p["per_request"] - m["per_request"]
         p["over_module_main"] = p["main_per_request"] - m["main_per_request"]
+        p["baseline"] = "module-location" if "module-location" in res["configs"] else "module"
+    if "prom-only" in res["configs"] and "location" in res["configs"]:
+        p, loc = res["configs"]["prom-only"], res["configs"]["location"]
+        p["over_location"] = p["per_request"] - loc["per_request"]
+        p["over_location_main"] = p["main_per_request"] - loc["main_per_request"]
     res["elapsed_s"] = time.monotonic() - t0
     return res
 
@@ -521,19 +540,19 @@ def target_values(cg, cgf=None):
             % (_n(s["added_main"]), _n(s["flusher_thread"]), s["posts_large"]))
     if "prom" in cf and "over_module_main" in cf["prom"]:
         p = cf["prom"]
+        base = cf.get(p.get("baseline", "module"), cf.get("module", {}))
         add("prom", p["over_module_main"],
-            "the request thread, i.e. the request path; all threads %s; of the request "
-            "thread's: httpd's own cost of one more `<Location>` section %s (measured without "
-            "the module), the hooks %s"
-            % (_n(p["over_module"]), _n(cf["location"]["added_main"])
-               if "location" in cf else "n/a", _n(p["hooks"] - cf["module"]["hooks"])))
+            "the request thread, i.e. the request path, over %s; all threads %s; the hooks %s"
+            % (LABELS.get(p.get("baseline", "module")), _n(p["over_module"]),
+               _n(p["hooks"] - base.get("hooks", 0))))
     if "prom-only" in cf:
         p = cf["prom-only"]
-        add("prom-only", p["added_main"],
-            "the request thread; all threads %s; of it: httpd's own cost of the `<Location>` "
-            "section %s, the hooks %s"
-            % (_n(p["added"]), _n(cf["location"]["added_main"]) if "location" in cf else "n/a",
-               _n(p.get("hooks"))))
+        add("prom-only", p.get("over_location_main", p["added_main"]),
+            "the request thread, over %s; all threads %s; the hooks %s; over no module "
+            "without the section: %s"
+            % (LABELS["location"] if "over_location_main" in p else LABELS["none"],
+               _n(p.get("over_location", p["added"])), _n(p.get("hooks")),
+               _n(p["added_main"])))
     if cgf:
         for f in FIELDS:
             c = cgf["configs"].get(f)
@@ -678,15 +697,17 @@ def listings(cg, cgf=None):
         out += ["#### Prometheus endpoint on: raw mode + endpoint minus raw mode, request "
                 "thread (%s more; all threads %s)"
                 % (common.fmt_num(p["over_module_main"]), common.fmt_num(p["over_module"])), "",
-                diff_listing(p, cf["module"], which="by_function_main"), "",
+                diff_listing(p, cf[p.get("baseline", "module")], which="by_function_main"), "",
                 "The hooks with the endpoint on, minus without:", "",
-                tree_listing(p, [HOOK, PROM_RECORD], base=cf["module"]), ""]
+                tree_listing(p, [HOOK, PROM_RECORD], base=cf[p.get("baseline", "module")]), ""]
     if "prom-only" in missed:
         p = cf["prom-only"]
-        out += ["#### Prometheus endpoint only minus no module, request thread (%s added; "
-                "all threads %s)" % (common.fmt_num(p["added_main"]),
-                                      common.fmt_num(p["added"])), "",
-                diff_listing(p, cf["none"], which="by_function_main"), "",
+        base = "location" if "over_location_main" in p else "none"
+        out += ["#### Prometheus endpoint only minus %s, request thread (%s added; "
+                "all threads %s)" % (LABELS[base],
+                                      common.fmt_num(p.get("over_location_main", p["added_main"])),
+                                      common.fmt_num(p.get("over_location", p["added"]))), "",
+                diff_listing(p, cf[base], which="by_function_main"), "",
                 "Its hooks:", "", tree_listing(p, [HOOK, PROM_RECORD]), ""]
     if ("prom" in missed or "prom-only" in missed) and "location" in cf:
         out += ["#### httpd with the same `<Location>` block and no module, minus no module "

@@ -1,3 +1,5 @@
+# Copyright 2026 The mod_influx_metrics authors
+# SPDX-License-Identifier: Apache-2.0
 """Shared pieces of the benchmarks (stdlib only, system /usr/bin/python3).
 
 Reuses the package tests/harness/ for the servers (Httpd, Influx, ...) and adds:

@@ -1,4 +1,6 @@
 #!/usr/bin/python3
+# Copyright 2026 The mod_influx_metrics authors
+# SPDX-License-Identifier: Apache-2.0
 """Sizing figures for a fleet, measured on the machine the script runs on.
 
 Three measurements, each repeated so that the spread shows:

@@ -1,4 +1,6 @@
 #!/usr/bin/python3
+# Copyright 2026 The mod_influx_metrics authors
+# SPDX-License-Identifier: Apache-2.0
 """Memory per child with and without the module, at the module's defaults.
 
 Apache serves the 11-byte file to `ab -k` until every child has served more

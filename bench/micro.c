@@ -1,5 +1,8 @@
 /*
- * bench/micro.c: micro-benchmarks of the engine (batch.c, lineproto.c), no httpd.
+ * Copyright 2026 The mod_influx_metrics authors
+ * SPDX-License-Identifier: Apache-2.0
+ *
+ * bench/micro.c: micro-benchmarks of the engine (the ring, the engine, the encoder: imx_ring.c, imx_engine.c, imx_lineproto.c), no httpd.
  *
  *   bench/micro [--quick] [--json FILE]
  *

@@ -1,4 +1,6 @@
 #!/usr/bin/python3
+# Copyright 2026 The mod_influx_metrics authors
+# SPDX-License-Identifier: Apache-2.0
 """A null line-protocol backend for the benchmarks (stdlib only).
 
 It stands in for an InfluxDB on another machine: it answers every POST with

@@ -1,4 +1,6 @@
 #!/usr/bin/python3
+# Copyright 2026 The mod_influx_metrics authors
+# SPDX-License-Identifier: Apache-2.0
 """A server's memory through a backend outage: InfluxMetricsRetryBuffer
 bounds all children together.
 

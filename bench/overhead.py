@@ -1,4 +1,6 @@
 #!/usr/bin/python3
+# Copyright 2026 The mod_influx_metrics authors
+# SPDX-License-Identifier: Apache-2.0
 """Static-file overhead of mod_influx_metrics, as throughput ratios.
 
 Apache (event MPM, 2 children x 64 threads, fixed) serves a 11-byte file on

@@ -1,4 +1,6 @@
 #!/usr/bin/python3
+# Copyright 2026 The mod_influx_metrics authors
+# SPDX-License-Identifier: Apache-2.0
 """mod_php under prefork: what recording every request costs a PHP site.
 
 Debian's mod_php (libapache2-mod-php, PHP 8.2, not thread-safe, so prefork

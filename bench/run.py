@@ -1,4 +1,6 @@
 #!/usr/bin/python3
+# Copyright 2026 The mod_influx_metrics authors
+# SPDX-License-Identifier: Apache-2.0
 """Runs every benchmark and writes the results (what `make bench` does).
 
     /usr/bin/python3 bench/run.py [--quick]

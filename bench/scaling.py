@@ -1,4 +1,6 @@
 #!/usr/bin/python3
+# Copyright 2026 The mod_influx_metrics authors
+# SPDX-License-Identifier: Apache-2.0
 """How many requests per second one child's flusher can record.
 
 Runs `bench/micro --flusher URL` against bench/nullsink.py: one engine with

@@ -1,4 +1,6 @@
 #!/usr/bin/python3
+# Copyright 2026 The mod_influx_metrics authors
+# SPDX-License-Identifier: Apache-2.0
 """What recording every request costs a mod_wsgi app, three ways and the module.
 
 A Python hello world (bench/wsgi_app.py) runs in mod_wsgi's embedded mode

@@ -1,3 +1,5 @@
+# Copyright 2026 The mod_influx_metrics authors
+# SPDX-License-Identifier: Apache-2.0
 """A hello world, with three ways of recording metrics.
 
 Loaded by mod_wsgi (embedded mode); bench/wsgi.py picks the variant with
