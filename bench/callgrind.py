@@ -828,32 +828,29 @@ def report(res):
                         n(sm["flusher_thread"]), sm["posts_large"]))
     if "prom" in cf and m:
         p = cf["prom"]
+        base = cf.get(p.get("baseline", "module"), m)
         lines.append("")
         lines.append("Prometheus endpoint on (`<Location %s> SetHandler "
-                     "influx-metrics-prometheus </Location>`): the request thread pays %s more "
-                     "per request than in raw mode without it (all threads: %s, the rest being "
-                     "the runs' different POSTs); the hooks %s more, %s of it in %s. The "
-                     "endpoint alone, without InfluxMetricsURL, adds %s to no module in the "
-                     "request thread (all threads %s; its hooks %s)."
-                     % (PROM_PAGE, n(p["over_module_main"]), n(p["over_module"]),
-                        n(p.get("hooks", 0) - m.get("hooks", 0)), n(p.get(PROM_RECORD)),
-                        PROM_RECORD,
-                        n(cf["prom-only"]["added_main"]) if "prom-only" in cf else "n/a",
-                        n(cf["prom-only"]["added"]) if "prom-only" in cf else "n/a",
-                        n(cf["prom-only"].get("hooks")) if "prom-only" in cf else "n/a"))
-        if "location" in cf:
-            loc = cf["location"]["added_main"]
-            left = p["over_module_main"] - loc
-            lines.append("Of that, httpd's own work for one more `<Location>` section (the "
-                         "same block without the module, never requested) is %s per request; "
-                         "what is left with the endpoint on is %s over raw mode: the hooks' %s "
-                         "and %s elsewhere in httpd (its work does not add up exactly the same "
-                         "with the module and the section together). For the endpoint alone "
-                         "over no module, %s is left beside the section's cost."
-                         % (n(loc), n(left), n(p.get("hooks", 0) - m.get("hooks", 0)),
-                            n(left - (p.get("hooks", 0) - m.get("hooks", 0))),
-                            n(cf["prom-only"]["added_main"] - loc) if "prom-only" in cf
-                            else "n/a"))
+                     "influx-metrics-prometheus </Location>`), against the same configuration "
+                     "whose section serves the module's status page instead (%s): the request "
+                     "thread pays %s more per request (all threads %s, the rest being the runs' "
+                     "different POSTs); the module's hooks %s more, %s of it in %s. Without that "
+                     "baseline, against raw mode with no section at all, it would be %s, nearly "
+                     "all of it httpd's own work for one more `<Location>` section: the section "
+                     "alone, without the module, costs %s per request that does not match it."
+                     % (PROM_PAGE, LABELS.get(p.get("baseline", "module")),
+                        n(p["over_module_main"]), n(p["over_module"]),
+                        n(p.get("hooks", 0) - base.get("hooks", 0)), n(p.get(PROM_RECORD)),
+                        PROM_RECORD, n(p["main_per_request"] - m["main_per_request"]),
+                        n(cf["location"]["added_main"]) if "location" in cf else "n/a"))
+        if "prom-only" in cf:
+            q = cf["prom-only"]
+            lines.append("The endpoint alone, without InfluxMetricsURL: %s per request over "
+                         "httpd with the same section and no module (the whole module then: "
+                         "its hooks %s, the handlers that decline), %s over no module without "
+                         "the section."
+                         % (n(q.get("over_location_main", q["added_main"])), n(q.get("hooks")),
+                            n(q["added_main"])))
     if "accesslog" in cf and m:
         added, acc = m["added"], cf["accesslog"]["added"]
         lines.append("")
