@@ -77,7 +77,7 @@ def run_outage(httpd_factory, outage_s, retry_buffer=None):
 
 @pytest.mark.allowed_errors(r"IMX0100: will retry")
 def test_outage_with_room_loses_nothing(module_built, httpd_factory):
-    served, stored, during, final, h = run_outage(httpd_factory, 20)
+    served, stored, during, final, h = run_outage(httpd_factory, 10)
     assert during["retries"] > 0 and during["buffered"] > 0, during
     assert final["dropped"] == 0 and final["rejected"] == 0, final
     assert stored == served == final["sent"] == final["recorded"], (stored, served, final)

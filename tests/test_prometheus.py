@@ -146,10 +146,10 @@ def test_count_exact_across_recycling_and_graceful(module_built, httpd_factory, 
         assert by_status.get("404") == 300, by_status
 
 
-@pytest.mark.parametrize("mpm", ["event", "prefork"])
+@pytest.mark.parametrize("mpm", ["event"])
 def test_h2_count_exact(module_built, httpd_factory, mpm):
-    """HTTP/2: mod_http2 runs requests on its own worker threads (event), or
-    beside prefork's single one; each stream is one request."""
+    """HTTP/2: mod_http2 runs requests on its own worker threads, several
+    streams of one connection at once; each stream is one request."""
     h = httpd_factory(mpm=mpm, modules=["http2"], extra=harness.H2C_CONF + PROM_CONF)
     with Prometheus(["%s:%d" % (harness.HOST, h.port)], PAGE) as prom:
         r = h2load(h.url + "small.txt", 6000, c=4, m=8)
