@@ -11,7 +11,7 @@ producer thread's own. Reported per rate: the share of one core the flusher
 used (measured), its CPU per point (encode + POST through libcurl + the
 kernel's loopback send), and the points/s one whole core would sustain at
 that cost; the saturated row shows what the pair flusher + null backend
-reached on this 2-core machine, where the producer, the flusher and the
+reached on the 2-core machine the benchmark runs on, where the producer, the flusher and the
 (Python) null backend share the cores.
 
     /usr/bin/python3 bench/scaling.py [--quick]
