@@ -35,9 +35,35 @@ static const char *const reserved_tags[] = {
 /* ------------------------------------------------------------------------- */
 /* Configuration                                                             */
 
+/* The error of a directive whose tag key the module writes itself, or NULL. */
+static const char *reserved_key(cmd_parms *cmd, const char *key)
+{
+    for (int i = 0; reserved_tags[i]; i++) {
+        if (!strcmp(key, reserved_tags[i])) {
+            return apr_psprintf(cmd->pool, "%s: invalid tag key '%s': the module "
+                                "writes it itself", cmd->directive->directive, key);
+        }
+    }
+    return NULL;
+}
+
+/* Whether the server of cmd has a static tag key. */
+static int static_key(cmd_parms *cmd, const char *key)
+{
+    const apr_array_header_t *tags = CMD_SC(cmd)->static_tags;
+
+    for (int i = 0; i < tags->nelts; i++) {
+        if (!strcmp(APR_ARRAY_IDX(tags, i, imx_static_tag_t).key, key)) {
+            return 1;
+        }
+    }
+    return 0;
+}
+
 const char *imx_set_tag(cmd_parms *cmd, void *dc, const char *key, const char *val)
 {
     imx_static_tag_t *t;
+    const char *err;
     int i;
 
     (void)dc;
@@ -50,17 +76,12 @@ const char *imx_set_tag(cmd_parms *cmd, void *dc, const char *key, const char *v
         return apr_psprintf(cmd->pool, "%s: tag '%.40s...' is too long (key at most 256 "
                             "bytes, value at most 1024)", cmd->directive->directive, key);
     }
-    for (i = 0; reserved_tags[i]; i++) {
-        if (!strcmp(key, reserved_tags[i])) {
-            return apr_psprintf(cmd->pool, "%s: invalid tag key '%s': the module "
-                                "writes it itself", cmd->directive->directive, key);
-        }
+    if ((err = reserved_key(cmd, key))) {
+        return err;
     }
-    for (i = 0; i < CMD_SC(cmd)->static_tags->nelts; i++) {
-        if (!strcmp(APR_ARRAY_IDX(CMD_SC(cmd)->static_tags, i, imx_static_tag_t).key, key)) {
-            return apr_psprintf(cmd->pool, "%s: tag '%s' is set twice in the same "
-                                "server", cmd->directive->directive, key);
-        }
+    if (static_key(cmd, key)) {
+        return apr_psprintf(cmd->pool, "%s: tag '%s' is set twice in the same "
+                            "server", cmd->directive->directive, key);
     }
     {
         apr_array_header_t *tf = imx_conf_reqtag_keys(cmd->pool);
@@ -121,7 +142,7 @@ const char *imx_set_tag_from(cmd_parms *cmd, void *dc, const char *args)
     const char *src = ap_getword_conf(cmd->pool, &args);
     const char *name = ap_getword_conf(cmd->pool, &args);
     const char *key = ap_getword_conf(cmd->pool, &args);
-    int i;
+    const char *err;
 
     if (d->from_src) {
         return apr_psprintf(cmd->pool, "%s: only one per context (this one has "
@@ -147,17 +168,12 @@ const char *imx_set_tag_from(cmd_parms *cmd, void *dc, const char *args)
         key = apr_pstrdup(cmd->pool, name);
         ap_str_tolower((char *)key);
     }
-    for (i = 0; reserved_tags[i]; i++) {
-        if (!strcmp(key, reserved_tags[i])) {
-            return apr_psprintf(cmd->pool, "%s: invalid tag key '%s': the module "
-                                "writes it itself", cmd->directive->directive, key);
-        }
+    if ((err = reserved_key(cmd, key))) {
+        return err;
     }
-    for (i = 0; i < CMD_SC(cmd)->static_tags->nelts; i++) {
-        if (!strcmp(APR_ARRAY_IDX(CMD_SC(cmd)->static_tags, i, imx_static_tag_t).key, key)) {
-            return apr_psprintf(cmd->pool, "%s: tag '%s' is also a static "
-                                "InfluxMetricsTag of this server", cmd->directive->directive, key);
-        }
+    if (static_key(cmd, key)) {
+        return apr_psprintf(cmd->pool, "%s: tag '%s' is also a static "
+                            "InfluxMetricsTag of this server", cmd->directive->directive, key);
     }
     APR_ARRAY_PUSH(imx_conf_reqtag_keys(cmd->pool), const char *) = key;
     {
