@@ -352,6 +352,18 @@ static void put_help(imx_prom_out_t *o, imx_prom_fmt_t fmt, const char *help)
     }
 }
 
+/* "# KW name<suffix> text\n". */
+static void meta_line(imx_prom_out_t *o, const char *kw, const char *name, size_t nlen,
+                      const char *suffix, const char *text)
+{
+    puts_(o, kw);
+    put(o, name, nlen);
+    puts_(o, suffix);
+    putc_(o, ' ');
+    puts_(o, text);
+    putc_(o, '\n');
+}
+
 /* A family's metadata; its name is name[0..nlen) + suffix. */
 static void meta(imx_prom_out_t *o, imx_prom_fmt_t fmt, const char *name, size_t nlen,
                  const char *suffix, const char *type, const char *unit, const char *help)
@@ -361,23 +373,14 @@ static void meta(imx_prom_out_t *o, imx_prom_fmt_t fmt, const char *name, size_t
      * invalid: left out rather. */
     int has_unit = fmt == IMX_PROM_OPENMETRICS && ulen && !*suffix && nlen > ulen + 1
                    && name[nlen - ulen - 1] == '_' && !memcmp(name + nlen - ulen, unit, ulen);
-    int has_help = help && *help;
 
     if (fmt == IMX_PROM_OPENMETRICS) {
-        puts_(o, "# TYPE ");
-        put(o, name, nlen);
-        putc_(o, ' ');
-        puts_(o, type);
-        putc_(o, '\n');
+        meta_line(o, "# TYPE ", name, nlen, "", type);
         if (has_unit) {
-            puts_(o, "# UNIT ");
-            put(o, name, nlen);
-            putc_(o, ' ');
-            puts_(o, unit);
-            putc_(o, '\n');
+            meta_line(o, "# UNIT ", name, nlen, "", unit);
         }
     }
-    if (has_help) {
+    if (help && *help) {
         puts_(o, "# HELP ");
         put(o, name, nlen);
         puts_(o, suffix);
@@ -386,12 +389,7 @@ static void meta(imx_prom_out_t *o, imx_prom_fmt_t fmt, const char *name, size_t
         putc_(o, '\n');
     }
     if (fmt == IMX_PROM_TEXT) {
-        puts_(o, "# TYPE ");
-        put(o, name, nlen);
-        puts_(o, suffix);
-        putc_(o, ' ');
-        puts_(o, type);
-        putc_(o, '\n');
+        meta_line(o, "# TYPE ", name, nlen, suffix, type);
     }
 }
 

@@ -102,38 +102,33 @@ static const char *key_labels(void *ctx, uint64_t key)
     return l->out;
 }
 
-/* The delivery counters of the status page, by their status keys: the
- * first ones count (only grow), the last five are levels. */
+/* The delivery counters of the status page, by their status keys: counters
+ * (they only grow) and levels. */
 static void write_delivery(imx_prom_out_t *o, imx_prom_fmt_t fmt)
 {
     static const struct {
-        int idx;
+        int idx, counter;
         const char *help;
-    } counters[] = {
-        { IMX_C_RECORDED, "Requests recorded as points." },
-        { IMX_C_SENT, "Points InfluxDB accepted." },
-        { IMX_C_REJECTED, "Points InfluxDB refused (bad data, not retried)." },
-        { IMX_C_DROPPED_FULL, "Points dropped: the child's buffer was full." },
-        { IMX_C_DROPPED_RETRY, "Points dropped: retry time or buffer exhausted." },
-        { IMX_C_DROPPED_EXIT, "Points dropped at a child's exit." },
-        { IMX_C_RETRIES, "Retried writes." },
-        { IMX_C_BATCHES, "Writes InfluxDB accepted." },
-        { IMX_C_BYTES, "Bytes of the writes InfluxDB accepted." },
-        { IMX_C_LOST, "Points a crashed child held that were lost." },
-        { IMX_C_MAYBE, "Points whose write had no answer: stored or not." },
-        { IMX_C_TO_SPOOL, "Points written to the spool." },
-        { IMX_C_UNSPOOLED, "Points sent from the spool." },
-        { IMX_C_DROPPED_SPOOL, "Points dropped by the spool (full or bad files)." },
-    };
-    static const struct {
-        int idx;
-        const char *help;
-    } levels[] = {
-        { IMX_C_BUFFERED, "Points waiting in the children's buffers." },
-        { IMX_C_RETRY_BYTES, "Bytes held for retry." },
-        { IMX_C_SPOOLED, "Points in the spool." },
-        { IMX_C_SPOOL_BYTES, "Bytes of the spool files." },
-        { IMX_C_SPOOL_BAD, "Spool files found bad." },
+    } keys[] = {
+        { IMX_C_RECORDED, 1, "Requests recorded as points." },
+        { IMX_C_SENT, 1, "Points InfluxDB accepted." },
+        { IMX_C_REJECTED, 1, "Points InfluxDB refused (bad data, not retried)." },
+        { IMX_C_DROPPED_FULL, 1, "Points dropped: the child's buffer was full." },
+        { IMX_C_DROPPED_RETRY, 1, "Points dropped: retry time or buffer exhausted." },
+        { IMX_C_DROPPED_EXIT, 1, "Points dropped at a child's exit." },
+        { IMX_C_RETRIES, 1, "Retried writes." },
+        { IMX_C_BATCHES, 1, "Writes InfluxDB accepted." },
+        { IMX_C_BYTES, 1, "Bytes of the writes InfluxDB accepted." },
+        { IMX_C_LOST, 1, "Points a crashed child held that were lost." },
+        { IMX_C_MAYBE, 1, "Points whose write had no answer: stored or not." },
+        { IMX_C_TO_SPOOL, 1, "Points written to the spool." },
+        { IMX_C_UNSPOOLED, 1, "Points sent from the spool." },
+        { IMX_C_DROPPED_SPOOL, 1, "Points dropped by the spool (full or bad files)." },
+        { IMX_C_BUFFERED, 0, "Points waiting in the children's buffers." },
+        { IMX_C_RETRY_BYTES, 0, "Bytes held for retry." },
+        { IMX_C_SPOOLED, 0, "Points in the spool." },
+        { IMX_C_SPOOL_BYTES, 0, "Bytes of the spool files." },
+        { IMX_C_SPOOL_BAD, 0, "Spool files found bad." },
     };
     imx_status_totals_t t;
     char name[96];
@@ -141,19 +136,16 @@ static void write_delivery(imx_prom_out_t *o, imx_prom_fmt_t fmt)
     if (!imx_status_read_totals(&t)) {
         return;                 /* no InfluxMetricsURL: nothing is delivered */
     }
-    for (size_t i = 0; i < sizeof(counters) / sizeof(counters[0]); i++) {
-        imx_prom_sample_t smp = { NULL, t.tot[counters[i].idx] };
+    for (size_t i = 0; i < sizeof(keys) / sizeof(keys[0]); i++) {
+        imx_prom_sample_t smp = { NULL, t.tot[keys[i].idx] };
 
-        snprintf(name, sizeof(name), "apache_influx_metrics_%s",
-                 imx_status_names[counters[i].idx]);
-        imx_prom_write_counter(o, fmt, name, counters[i].help, NULL, &smp, 1);
-    }
-    for (size_t i = 0; i < sizeof(levels) / sizeof(levels[0]); i++) {
-        imx_prom_sample_t smp = { NULL, t.tot[levels[i].idx] };
-
-        snprintf(name, sizeof(name), "apache_influx_metrics_%s",
-                 imx_status_names[levels[i].idx]);
-        imx_prom_write_gauge(o, fmt, name, levels[i].help, NULL, &smp, 1);
+        snprintf(name, sizeof(name), "apache_influx_metrics_%s", imx_status_names[keys[i].idx]);
+        if (keys[i].counter) {
+            imx_prom_write_counter(o, fmt, name, keys[i].help, NULL, &smp, 1);
+        }
+        else {
+            imx_prom_write_gauge(o, fmt, name, keys[i].help, NULL, &smp, 1);
+        }
     }
 }
 
