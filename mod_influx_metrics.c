@@ -222,19 +222,13 @@ static void prometheus_init(server_rec *s)
     }
 }
 
-static int post_config(apr_pool_t *pconf, apr_pool_t *plog, apr_pool_t *ptemp, server_rec *s)
+/* What writing to InfluxDB needs before the names are registered: the
+ * points' prefix, the counters, the rings and the spool directory. */
+static int influx_post_config(apr_pool_t *pconf, server_rec *s, const imx_srv_conf_t *mc)
 {
-    imx_srv_conf_t *mc = imx_srv_conf(s);
     char host[APRMAXHOSTLEN + 1];
 
-    (void)plog;
-    imx_conf_settings(mc, &settings);
-    prom_wanted = imx_prometheus_wanted();
-    imx_prefork_post_config(mc->urls != NULL || prom_wanted);
-    if (!mc->urls && !prom_wanted) {
-        return OK;
-    }
-    if (mc->urls && curl_init(pconf, s) != OK) {
+    if (curl_init(pconf, s) != OK) {
         return HTTP_INTERNAL_SERVER_ERROR;
     }
     if (apr_gethostname(host, sizeof(host), pconf) != APR_SUCCESS) {
@@ -244,20 +238,6 @@ static int post_config(apr_pool_t *pconf, apr_pool_t *plog, apr_pool_t *ptemp, s
     line_prefix = apr_pstrcat(pconf, imx_pescape(pconf, settings.measurement,
                                                  IMX_ESC_MEASUREMENT),
                               ",host=", host_escaped, NULL);
-    /* Request ids take room beside every cell of every ring (and in every
-     * Prometheus series, as exemplars): only when a server records them. */
-    rid_wanted = 0;
-    for (server_rec *vs = s; vs; vs = vs->next) {
-        rid_wanted |= (imx_srv_conf(vs)->fields & IMX_F_REQUEST_ID) != 0;
-    }
-    if (!mc->urls) {
-        /* The Prometheus page alone: names, fields, the request path. */
-        register_names(pconf, s);
-        imx_fields_post_config(pconf, s);
-        imx_request_post_config(pconf, ptemp, s, settings.mode);
-        prometheus_init(s);
-        return OK;
-    }
     if (imx_status_init(s) == APR_SUCCESS) {
         ring_init(s);
     }
@@ -269,10 +249,14 @@ static int post_config(apr_pool_t *pconf, apr_pool_t *plog, apr_pool_t *ptemp, s
     if (mc->spool_dir && imx_spooldir_init(pconf, s, mc->spool_dir) != OK) {
         return HTTP_INTERNAL_SERVER_ERROR;
     }
-    register_names(pconf, s);
-    imx_fields_post_config(pconf, s);
+    return OK;
+}
+
+/* What writing to InfluxDB needs once the request path is set up: the
+ * timestamps, the request tags' tables and the summaries. */
+static void influx_post_config_late(apr_pool_t *pconf, server_rec *s)
+{
     ts_table = ts_init(s, pconf);
-    imx_request_post_config(pconf, ptemp, s, settings.mode);
     if (imx_reqtags_init(s, imx_conf_reqtag_keys(pconf)->nelts,
                          settings.max_tag_values) != APR_SUCCESS) {
         ap_log_error(APLOG_MARK, APLOG_WARNING, 0, s, "IMX0007: cannot create the "
@@ -285,6 +269,35 @@ static int post_config(apr_pool_t *pconf, apr_pool_t *plog, apr_pool_t *ptemp, s
                          settings.summary_series, settings.flush_interval) != APR_SUCCESS) {
         ap_log_error(APLOG_MARK, APLOG_WARNING, 0, s, "IMX0006: cannot create the "
                      "shared memory for summaries; no summaries will be written");
+    }
+}
+
+static int post_config(apr_pool_t *pconf, apr_pool_t *plog, apr_pool_t *ptemp, server_rec *s)
+{
+    imx_srv_conf_t *mc = imx_srv_conf(s);
+
+    (void)plog;
+    imx_conf_settings(mc, &settings);
+    prom_wanted = imx_prometheus_wanted();
+    imx_prefork_post_config(mc->urls != NULL || prom_wanted);
+    if (!mc->urls && !prom_wanted) {
+        return OK;
+    }
+    /* Request ids take room beside every cell of every ring (and in every
+     * Prometheus series, as exemplars): only when a server records them. */
+    rid_wanted = 0;
+    for (server_rec *vs = s; vs; vs = vs->next) {
+        rid_wanted |= (imx_srv_conf(vs)->fields & IMX_F_REQUEST_ID) != 0;
+    }
+    if (mc->urls && influx_post_config(pconf, s, mc) != OK) {
+        return HTTP_INTERNAL_SERVER_ERROR;
+    }
+    /* Both sinks: the names, the fields and the request path. */
+    register_names(pconf, s);
+    imx_fields_post_config(pconf, s);
+    imx_request_post_config(pconf, ptemp, s, settings.mode);
+    if (mc->urls) {
+        influx_post_config_late(pconf, s);
     }
     if (prom_wanted) {
         prometheus_init(s);

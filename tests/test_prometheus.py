@@ -393,6 +393,9 @@ def test_bad_buckets_fail_configtest(module_built, httpd_factory):
     assert rc != 0 and "InfluxMetricsPrometheusBuckets" in out, out
 
 
+# One prefork child, so that one table fills: prefork says so when the
+# harness's probe or a scrape waits for it behind ab's connection.
+@pytest.mark.allowed_errors(r"AH00161: server reached MaxRequestWorkers")
 def test_custom_buckets_and_series_cap(module_built, httpd_factory):
     """Buckets as configured (canonical le values); a child whose table is
     full counts the rest in the overflow series, so the total stays exact."""
